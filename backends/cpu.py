@@ -1,0 +1,92 @@
+"""The CPU backend: LLVM code for the host (or a given x86/ARM CPU), optionally tuned by MetaSchedule.
+
+Requires: a Relax module after the pipeline's ``legalize_ops`` / ``fuse_tir`` steps (TIR PrimFuncs called
+from ``main``). Guarantees: a Relax VM executable for ``target``. Untuned builds are TVM's plain loop nests
+(correct, single-threaded, slow); tuned builds take the best schedule per kernel from the work directory's
+MetaSchedule database, tuning only the kernels it does not hold yet, so later compiles reuse earlier work.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import tvm
+from tvm import relax
+from tvm.target import Target
+
+from .errors import BackendError
+
+Progress = Callable[[str, int, int], None]  # (what, done, total)
+
+
+def host_target(num_cores: int | None = None) -> Target:
+    """An LLVM target for this machine's CPU (``mcpu`` as LLVM names it) using ``num_cores`` threads."""
+    cores = num_cores or len(os.sched_getaffinity(0))
+    return Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": cores})
+
+
+def parse_target(target: str | dict | Target | None) -> Target:
+    """A ``Target`` from ``None`` (the host), ``"host"``, a JSON dict, a JSON string or a Target."""
+    if target is None or target == "host":
+        return host_target()
+    if isinstance(target, Target):
+        return target
+    try:
+        return Target(target)
+    except Exception as exc:
+        raise BackendError(f"invalid target {target!r}: {str(exc).splitlines()[0]}") from exc
+
+
+@dataclass(frozen=True)
+class TuningOptions:
+    """MetaSchedule tuning: ``trials`` measured candidates in all, split over the kernels not yet tuned;
+    the database lives in ``work_dir`` and is reused by later compiles."""
+
+    trials: int
+    work_dir: Path
+
+    def __post_init__(self) -> None:
+        if self.trials < 0:
+            raise BackendError(f"tuning trials must be >= 0, got {self.trials}")
+
+
+def build(mod: tvm.IRModule, target: Target, tuning: TuningOptions | None = None,
+          progress: Progress | None = None) -> relax.VMExecutable:
+    """Compile ``mod`` for ``target``; with ``tuning``, tune missing kernels and apply the database."""
+    if tuning is not None:
+        tuning.work_dir.mkdir(parents=True, exist_ok=True)
+        if tuning.trials > 0:
+            tune(mod, target, tuning, progress)
+        with target:
+            mod = relax.transform.MetaScheduleApplyDatabase(str(tuning.work_dir))(mod)
+    try:
+        return tvm.compile(mod, target=target)
+    except Exception as exc:
+        raise BackendError(f"code generation for {target.kind.name} ({target.attrs.get('mcpu', '')}) "
+                           f"failed: {str(exc).strip().splitlines()[0]}") from exc
+
+
+def tune(mod: tvm.IRModule, target: Target, options: TuningOptions, progress: Progress | None = None) -> dict[str, Any]:
+    """Tune each kernel of ``mod`` that the database lacks; returns counts of kernels tuned and reused."""
+    from tvm.s_tir import meta_schedule as ms
+
+    database = ms.database.JSONDatabase(work_dir=str(options.work_dir))
+    tasks = ms.relax_integration.extract_tasks(mod, target)
+    pending = [t for t in tasks if database.query_tuning_record(t.dispatched[0], target, "main") is None]
+    if not pending:
+        return {"kernels": len(tasks), "tuned": 0, "reused": len(tasks)}
+    per_task = max(1, options.trials // len(pending))
+    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+        pending, work_dir=str(options.work_dir), seed=0)
+    for index, (context, weight) in enumerate(zip(contexts, weights)):
+        if progress:
+            progress(f"tuning {context.task_name}", index, len(contexts))
+        ms.tune.tune_tasks(tasks=[context], task_weights=[weight], work_dir=str(options.work_dir),
+                           max_trials_global=per_task, max_trials_per_task=per_task,
+                           num_trials_per_iter=min(64, per_task), database=database)
+    if progress:
+        progress("tuning done", len(contexts), len(contexts))
+    return {"kernels": len(tasks), "tuned": len(pending), "reused": len(tasks) - len(pending)}

@@ -1,0 +1,91 @@
+"""The public API: ``compile`` a model into a ``CompiledModel``; ``load`` an artifact back.
+
+    import compiler
+    model = compiler.compile("model.onnx", shapes={"input": (1, 3, 224, 224)})
+    model.save("out/")                       # model.so + manifest.json
+    outputs = compiler.load("out/").run({"input": x})
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import backends
+import frontends
+from frontends import ImportedModel
+
+from .errors import CompilerError
+from .executable import CompiledModel
+from .pipeline import Pipeline
+from .progress import progress as progress_bar
+from .sources import Source
+
+
+def import_model(model: Any, *, example_inputs: Sequence[Any] | None = None,
+                 input_names: Sequence[str] | None = None,
+                 shapes: Mapping[str, Sequence[int]] | None = None) -> ImportedModel:
+    """Import an ONNX path / ModelProto, or a torch module with example inputs, into a float Relax module."""
+    if isinstance(model, ImportedModel):
+        return model
+    if isinstance(model, Source):
+        if model.onnx_path is not None:
+            return frontends.from_onnx(model.onnx_path, shapes)
+        return frontends.from_torch(model.module, model.example_inputs, model.input_names, model.description)
+    if isinstance(model, (str, os.PathLike)):
+        return frontends.from_onnx(model, shapes)
+    if type(model).__name__ == "ModelProto":
+        return frontends.from_onnx(model, shapes)
+    if example_inputs is None:
+        raise CompilerError(f"cannot compile a {type(model).__name__}: pass an ONNX path or ModelProto, "
+                            "or a torch.nn.Module together with example_inputs")
+    return frontends.from_torch(model, example_inputs, input_names)
+
+
+def compile(model: Any, *, example_inputs: Sequence[Any] | None = None,
+            input_names: Sequence[str] | None = None, shapes: Mapping[str, Sequence[int]] | None = None,
+            target: Any = None, passes: Any = None, tune_trials: int = 0, work_dir: str | Path | None = None,
+            verify: bool = False, progress: bool = False) -> CompiledModel:
+    """Compile ``model`` for ``target`` (default: this CPU) through the pipeline ``passes``.
+
+    ``passes`` is ``None`` (the default pipeline), a list of pass names, a ``Pipeline``, or a TOML spec path.
+    ``tune_trials`` > 0 tunes kernels with MetaSchedule, keeping the database in ``work_dir`` for reuse;
+    ``work_dir`` alone (no trials) applies an existing database. ``verify`` checks well-formedness after
+    every pass. ``progress`` shows a progress line on stderr.
+    """
+    pipeline = Pipeline.from_spec(passes)
+    tvm_target = backends.parse_target(target)
+    tuning = None
+    if tune_trials or work_dir is not None:
+        if work_dir is None:
+            raise CompilerError("tuning needs a work directory (work_dir=...) to keep its database in")
+        tuning = backends.TuningOptions(int(tune_trials), Path(work_dir))
+    started = time.perf_counter()
+    with progress_bar(progress) as bar:
+        bar.stage("importing")
+        imported = import_model(model, example_inputs=example_inputs, input_names=input_names, shapes=shapes)
+        mod, records = pipeline.run(imported.mod, verify=verify,
+                                    on_step=lambda i, n, name: bar.stage(f"pass {name}", i, n))
+        bar.stage("generating code")
+        library = backends.build(mod, tvm_target, tuning, progress=lambda what, i, n: bar.stage(what, i, n))
+    manifest = {
+        "inputs": [t.to_json() for t in imported.inputs],
+        "outputs": [t.to_json() for t in imported.outputs],
+        "target": json.loads(str(tvm_target)),
+        "pipeline": [{"pass": r.name, "seconds": round(r.seconds, 4), "functions": r.functions} for r in records],
+        "kernels": sum(1 for gv in mod.functions if type(mod[gv]).__name__ == "PrimFunc"),
+        "tuning": {"trials": tuning.trials, "work_dir": str(tuning.work_dir.resolve())} if tuning else None,
+        "source": imported.source,
+        "compile_seconds": round(time.perf_counter() - started, 3),
+        "versions": _versions(),
+    }
+    return CompiledModel(library, manifest)
+
+
+def _versions() -> dict[str, str]:
+    from .artifact import package_versions
+
+    return package_versions()

@@ -1,0 +1,128 @@
+"""Latency of a compiled model against its peers, all measured in the same process and run.
+
+Each engine runs the same inputs: ``warmup`` calls, then ``repeat`` timed calls (wall clock around one
+inference, outputs left on the engine's side); we report the median and the 90th percentile and the
+ratio of every engine's median to ours (> 1 means we are faster). Peers: onnxruntime fp32 (on the source
+ONNX file, or a ``torch.onnx.export(dynamo=True)`` of a torch source) and PyTorch eager for torch sources.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .executable import CompiledModel
+from .sources import Source
+
+
+@dataclass(frozen=True)
+class Row:
+    """One engine's latency on one model."""
+
+    model: str
+    engine: str
+    precision: str
+    median_ms: float
+    p90_ms: float
+    runs: int
+    ratio_vs_qc: float | None = None  # peer median / our median: > 1 means qc is faster
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def time_calls(fn: Callable[[], Any], warmup: int, repeat: int) -> np.ndarray:
+    """Milliseconds of ``repeat`` calls of ``fn`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = np.empty(repeat)
+    for i in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times[i] = (time.perf_counter() - start) * 1e3
+    return times
+
+
+def sample_inputs(compiled: CompiledModel, source: Source | None, seed: int = 0) -> dict[str, np.ndarray]:
+    """The torch source's example inputs when there are some, else seeded random inputs of the right shape."""
+    if source is not None and source.is_torch:
+        return {s.name: np.asarray(t.detach().numpy()) for s, t in zip(compiled.inputs, source.example_inputs)}
+    rng = np.random.default_rng(seed)
+    inputs = {}
+    for spec in compiled.inputs:
+        if np.issubdtype(np.dtype(spec.dtype), np.integer):
+            inputs[spec.name] = rng.integers(0, 2, spec.shape).astype(spec.dtype)
+        else:
+            inputs[spec.name] = rng.standard_normal(spec.shape).astype(spec.dtype)
+    return inputs
+
+
+def bench(compiled: CompiledModel, source: Source | None, *, model_name: str, warmup: int = 5,
+          repeat: int = 30, threads: int = 2, peers: bool = True,
+          on_engine: Callable[[str], None] | None = None) -> list[Row]:
+    """Time ``compiled`` and (with ``peers``) onnxruntime fp32 and PyTorch eager on the same inputs."""
+    inputs = sample_inputs(compiled, source)
+    engines: list[tuple[str, Callable[[], Any]]] = [("qc (TVM)", _qc_runner(compiled, inputs))]
+    with tempfile.TemporaryDirectory() as tmp:
+        if peers and source is not None:
+            onnx_path = source.onnx_path or _export(source, Path(tmp) / "model.onnx")
+            engines.append(("onnxruntime", _ort_runner(onnx_path, inputs, threads)))
+            if source.is_torch:
+                engines.append(("pytorch eager", _torch_runner(source, inputs, threads)))
+        results = []
+        for name, run in engines:
+            if on_engine:
+                on_engine(name)
+            times = time_calls(run, warmup, repeat)
+            results.append((name, float(np.median(times)), float(np.percentile(times, 90))))
+    ours = results[0][1]
+    return [Row(model_name, name, "fp32", round(median, 4), round(p90, 4), repeat,
+                None if name == "qc (TVM)" else round(median / ours, 3)) for name, median, p90 in results]
+
+
+def _qc_runner(compiled: CompiledModel, inputs: dict[str, np.ndarray]) -> Callable[[], Any]:
+    arrays = compiled.prepare(inputs)
+    return lambda: compiled.call(arrays)
+
+
+def _ort_runner(path: Path, inputs: dict[str, np.ndarray], threads: int) -> Callable[[], Any]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    feed = dict(zip(names, inputs.values())) if set(names) != set(inputs) else inputs
+    return lambda: session.run(None, feed)
+
+
+def _torch_runner(source: Source, inputs: dict[str, np.ndarray], threads: int) -> Callable[[], Any]:
+    import torch
+
+    torch.set_num_threads(threads)
+    module = source.module.eval()
+    args = [torch.from_numpy(a) for a in inputs.values()]
+
+    def run() -> Any:
+        with torch.inference_mode():
+            return module(*args)
+
+    return run
+
+
+def _export(source: Source, path: Path) -> Path:
+    import torch
+
+    names = list(source.input_names or [f"input_{i}" for i in range(len(source.example_inputs))])
+    with torch.no_grad(), contextlib.redirect_stdout(sys.stderr):  # keep stdout clean for --json
+        torch.onnx.export(source.module.eval(), tuple(source.example_inputs), str(path), dynamo=True,
+                          external_data=False, input_names=names, verbose=False)
+    return path

@@ -1,0 +1,233 @@
+"""The ``qc`` command line: compile, run, bench, info, passes.
+
+Every error a user can cause prints one line ``qc: error: ...`` and exits with status 2; nothing half
+written is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    from .errors import USER_ERRORS
+
+    try:
+        return args.handler(args) or 0
+    except USER_ERRORS as exc:
+        print(f"qc: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("qc: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qc", description="A quantizing deep-learning compiler on Apache TVM.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    c = commands.add_parser("compile", help="compile a model into an artifact directory")
+    _model_arguments(c)
+    c.add_argument("-o", "--output", required=True, type=Path, help="artifact directory to write")
+    c.set_defaults(handler=_compile)
+
+    r = commands.add_parser("run", help="run an artifact on inputs from an .npz file")
+    r.add_argument("artifact", type=Path)
+    r.add_argument("--input", "-i", type=Path, required=True, help=".npz with one array per input name")
+    r.add_argument("--output", "-o", type=Path, help=".npz to write the outputs to (default: print a summary)")
+    r.set_defaults(handler=_run)
+
+    b = commands.add_parser("bench", help="latency of a model (or artifact) against onnxruntime and PyTorch")
+    _model_arguments(b, artifact_ok=True)
+    b.add_argument("--warmup", type=int, default=5)
+    b.add_argument("--repeat", type=int, default=30)
+    b.add_argument("--threads", type=int, default=2, help="threads for the peers (onnxruntime, PyTorch)")
+    b.add_argument("--no-peers", action="store_true", help="time only the compiled model")
+    b.add_argument("--json", action="store_true", help="print the rows as JSON")
+    b.set_defaults(handler=_bench)
+
+    i = commands.add_parser("info", help="describe an artifact")
+    i.add_argument("artifact", type=Path)
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(handler=_info)
+
+    p = commands.add_parser("passes", help="list registered passes and the default pipeline")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_passes)
+    return parser
+
+
+def _model_arguments(p: argparse.ArgumentParser, artifact_ok: bool = False) -> None:
+    p.add_argument("model", help="model.onnx, package.module:function, or a registered model name"
+                   + (", or an artifact directory" if artifact_ok else ""))
+    p.add_argument("--shape", action="append", default=[], metavar="NAME=1x3x224x224",
+                   help="concrete shape for an input with symbolic dimensions (repeatable)")
+    p.add_argument("--target", default="host", help="'host' or an LLVM target as JSON")
+    p.add_argument("--passes", help="pipeline spec: a TOML file or a comma-separated list of pass names")
+    p.add_argument("--tune-trials", type=int, default=0, help="MetaSchedule trials in all (0: no tuning)")
+    p.add_argument("--work-dir", type=Path, help="tuning database directory, reused by later compiles")
+    p.add_argument("--verify", action="store_true", help="check well-formedness after every pass")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress display")
+
+
+def _compile_model(args: argparse.Namespace):
+    from . import api
+    from .sources import resolve
+
+    source = resolve(args.model)
+    passes = args.passes
+    if passes and not passes.endswith(".toml"):
+        passes = [name.strip() for name in passes.split(",") if name.strip()]
+    target = json.loads(args.target) if args.target.strip().startswith("{") else args.target
+    compiled = api.compile(source, shapes=_shapes(args.shape), target=target, passes=passes,
+                           tune_trials=args.tune_trials, work_dir=args.work_dir, verify=args.verify,
+                           progress=not args.quiet and sys.stderr.isatty())
+    return compiled, source
+
+
+def _compile(args: argparse.Namespace) -> int:
+    compiled, _ = _compile_model(args)
+    path = compiled.save(args.output)
+    m = compiled.manifest
+    print(f"wrote {path}/ ({m['library']['bytes'] / 1e6:.1f} MB, {m['kernels']} kernels, "
+          f"compiled in {m['compile_seconds']:.1f} s)")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .errors import InputError
+    from .executable import load
+
+    compiled = load(args.artifact)
+    if not args.input.is_file():
+        raise InputError(f"input file not found: {args.input}")
+    try:
+        with np.load(args.input) as data:
+            inputs = {name: data[name] for name in data.files}
+    except (ValueError, OSError) as exc:
+        raise InputError(f"{args.input} is not a readable .npz file: {exc}") from exc
+    outputs = compiled.run(inputs)
+    if args.output:
+        np.savez(args.output, **outputs)
+        print(f"wrote {args.output} ({', '.join(outputs)})")
+    else:
+        for name, value in outputs.items():
+            print(f"{name}: shape {list(value.shape)} {value.dtype}, mean {value.mean():.6g}, "
+                  f"argmax {int(value.argmax())}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import bench
+    from .executable import load
+    from .sources import resolve
+
+    if Path(args.model).is_dir():
+        compiled = load(args.model)
+        spec = compiled.manifest["source"]
+        source = _source_of(spec)
+        name = spec.get("model") or spec.get("function") or Path(spec.get("path", args.model)).stem
+    else:
+        compiled, source = _compile_model(args)
+        name = Path(args.model).stem if args.model.endswith(".onnx") else args.model
+    rows = bench(compiled, source, model_name=name, warmup=args.warmup, repeat=args.repeat,
+                 threads=args.threads, peers=not args.no_peers,
+                 on_engine=None if args.json else lambda e: print(f"timing {e} ...", file=sys.stderr))
+    if args.json:
+        print(json.dumps([r.to_json() for r in rows], indent=2))
+    else:
+        _print_table(f"{name}: batch 1, {args.repeat} runs after {args.warmup} warm-up",
+                     ["engine", "precision", "median ms", "p90 ms", "peer / qc"],
+                     [[r.engine, r.precision, f"{r.median_ms:.3f}", f"{r.p90_ms:.3f}",
+                       "-" if r.ratio_vs_qc is None else f"{r.ratio_vs_qc:.3f}"] for r in rows])
+    return 0
+
+
+def _source_of(spec: dict[str, Any]):
+    """Find an artifact's source again, for its peers; None when it is gone or was a ModelProto."""
+    from .sources import resolve
+
+    key = spec.get("model") or spec.get("function") or spec.get("path")
+    if not key or (spec.get("path") and not Path(spec["path"]).is_file()):
+        print("qc: note: the artifact's source model is not available; timing it alone", file=sys.stderr)
+        return None
+    return resolve(key)
+
+
+def _info(args: argparse.Namespace) -> int:
+    from .artifact import read_manifest
+
+    manifest = read_manifest(args.artifact, verify=True)
+    if args.json:
+        print(json.dumps(manifest, indent=2))
+        return 0
+    source = manifest["source"]
+    print(f"artifact   {args.artifact}  (checksum ok)")
+    print(f"source     {source.get('path') or source.get('model') or source.get('function') or source['kind']}")
+    print(f"target     {json.dumps(manifest['target'])}")
+    for kind in ("inputs", "outputs"):
+        for t in manifest[kind]:
+            print(f"{kind[:-1]:10s} {t['name']}: {t['dtype']}{t['shape']}")
+    print(f"kernels    {manifest['kernels']}")
+    print(f"pipeline   {' -> '.join(step['pass'] for step in manifest['pipeline'])}")
+    tuning = manifest.get("tuning")
+    described = f"{tuning['trials']} trials, database {tuning['work_dir']}" if tuning else "none"
+    print(f"tuning     {described}")
+    print(f"library    {manifest['library']['file']} {manifest['library']['bytes'] / 1e6:.1f} MB "
+          f"sha256 {manifest['library']['sha256'][:16]}...")
+    print(f"versions   {', '.join(f'{k} {v}' for k, v in manifest['versions'].items())}")
+    return 0
+
+
+def _passes(args: argparse.Namespace) -> int:
+    from passes import registered_passes
+
+    from .pipeline import DEFAULT_PASSES
+
+    infos = registered_passes()
+    if args.json:
+        print(json.dumps({"passes": [{"name": p.name, "contract": p.contract, "origin": p.origin} for p in infos],
+                          "default_pipeline": list(DEFAULT_PASSES)}, indent=2))
+        return 0
+    _print_table("registered passes", ["name", "contract", "from"], [[p.name, p.contract, p.origin] for p in infos])
+    print("default pipeline: " + " -> ".join(DEFAULT_PASSES))
+    return 0
+
+
+def _shapes(items: list[str]) -> dict[str, tuple[int, ...]]:
+    from .errors import CompilerError
+
+    shapes = {}
+    for item in items:
+        name, sep, dims = item.rpartition("=")
+        try:
+            if not sep or not name:
+                raise ValueError
+            shapes[name] = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            raise CompilerError(f"--shape {item!r}: expected NAME=DIMxDIMx..., e.g. input=1x3x224x224") from None
+    return shapes
+
+
+def _print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in header:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""A compiled model in memory: run it, save it as an artifact, or load one back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from frontends.spec import TensorSpec
+
+from . import artifact
+from .errors import InputError
+
+Inputs = Mapping[str, Any] | Sequence[Any] | Any
+
+
+class CompiledModel:
+    """A Relax VM executable with the names, shapes and dtypes of its inputs and outputs.
+
+    ``run`` takes inputs by name (a mapping) or by position and returns ``{output name: numpy array}``.
+    """
+
+    def __init__(self, library: Any, manifest: dict[str, Any]):
+        self._library = library
+        self.manifest = manifest
+        self.inputs = [TensorSpec.from_json(t) for t in manifest["inputs"]]
+        self.outputs = [TensorSpec.from_json(t) for t in manifest["outputs"]]
+        self._vm = relax.VirtualMachine(library, tvm.cpu())
+        self._main = self._vm["main"]
+
+    def run(self, inputs: Inputs = None, /, **named: Any) -> dict[str, np.ndarray]:
+        """Run once; inputs are checked against the model's shapes and dtypes first."""
+        arrays = self.prepare(inputs, **named)
+        return self.unpack(self._main(*arrays))
+
+    def prepare(self, inputs: Inputs = None, /, **named: Any) -> list[tvm.runtime.Tensor]:
+        """Validate inputs and convert them to device tensors in the model's order (for timing loops)."""
+        ordered = _order(self.inputs, inputs, named)
+        return [tvm.runtime.tensor(_check(spec, value)) for spec, value in zip(self.inputs, ordered)]
+
+    def call(self, arrays: list[tvm.runtime.Tensor]) -> Any:
+        """Run on prepared device tensors; returns the raw VM result (no copy back)."""
+        return self._main(*arrays)
+
+    def unpack(self, result: Any) -> dict[str, np.ndarray]:
+        leaves = _leaves(result)
+        return {spec.name: leaf.numpy() for spec, leaf in zip(self.outputs, leaves)}
+
+    def save(self, path: str | Path) -> Path:
+        """Write the artifact directory ``path`` atomically (library + manifest with its checksum)."""
+        path = Path(path)
+        with artifact.staging(path) as tmp:
+            self._library.export_library(str(tmp / artifact.LIBRARY))
+            artifact.write_manifest(tmp, self.manifest)
+        self.manifest = artifact.read_manifest(path, verify=False)
+        return path
+
+    def __repr__(self) -> str:
+        ins = ", ".join(f"{t.name}{list(t.shape)}:{t.dtype}" for t in self.inputs)
+        outs = ", ".join(f"{t.name}{list(t.shape)}:{t.dtype}" for t in self.outputs)
+        return f"CompiledModel(({ins}) -> ({outs}), target={self.manifest.get('target', {}).get('mcpu', '?')})"
+
+
+def load(path: str | Path) -> CompiledModel:
+    """Load an artifact written by ``CompiledModel.save`` after verifying the library's checksum."""
+    path = Path(path)
+    manifest = artifact.read_manifest(path, verify=True)
+    library = tvm.runtime.load_module(str(path / manifest["library"]["file"]))
+    return CompiledModel(library, manifest)
+
+
+def _order(specs: list[TensorSpec], inputs: Inputs, named: dict[str, Any]) -> list[Any]:
+    if isinstance(inputs, Mapping):
+        named = {**inputs, **named}
+        inputs = None
+    if inputs is not None and named:
+        raise InputError("give inputs either by position or by name, not both")
+    if named:
+        expected = [s.name for s in specs]
+        unknown, missing = sorted(set(named) - set(expected)), [n for n in expected if n not in named]
+        if unknown or missing:
+            raise InputError(f"inputs do not match the model: missing {missing}, unknown {unknown}; "
+                             f"expected {expected}")
+        return [named[n] for n in expected]
+    values = [] if inputs is None else list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+    if len(values) != len(specs):
+        raise InputError(f"model takes {len(specs)} input(s) {[s.name for s in specs]}, got {len(values)}")
+    return values
+
+
+def _check(spec: TensorSpec, value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):  # a torch tensor
+        value = value.detach().cpu().numpy()
+    array = np.asarray(value)
+    if str(array.dtype) != spec.dtype:
+        raise InputError(f"input '{spec.name}': expected dtype {spec.dtype}, got {array.dtype}")
+    if tuple(array.shape) != spec.shape:
+        raise InputError(f"input '{spec.name}': expected shape {list(spec.shape)}, got {list(array.shape)}")
+    return np.ascontiguousarray(array)
+
+
+def _leaves(result: Any) -> list[Any]:
+    if isinstance(result, tvm.runtime.Tensor):
+        return [result]
+    return [leaf for item in result for leaf in _leaves(item)]
