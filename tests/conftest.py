@@ -1,0 +1,56 @@
+"""Shared fixtures: real models compiled once per test session (untuned, the fast path)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import compiler
+import models
+
+os.environ.setdefault("TVM_NUM_THREADS", "2")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def max_rel_err(actual: np.ndarray, expected: np.ndarray) -> float:
+    """max |actual - expected| / max |expected|: the figure the float compile must keep <= 1e-4."""
+    return float(np.abs(actual - expected).max() / max(np.abs(expected).max(), 1e-12))
+
+
+def qc(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the CLI in a fresh process, as a user would."""
+    return subprocess.run([sys.executable, "-m", "compiler.cli", *args], capture_output=True, text=True,
+                          cwd=cwd or ROOT, timeout=900)
+
+
+@pytest.fixture(scope="session")
+def effnet_case():
+    return models.get("efficientnet-lite0")
+
+
+@pytest.fixture(scope="session")
+def effnet(effnet_case):
+    return compiler.compile(effnet_case.module, example_inputs=effnet_case.example_inputs,
+                            input_names=effnet_case.input_names)
+
+
+@pytest.fixture(scope="session")
+def mnist_case():
+    return models.get("mnist-cnn")
+
+
+@pytest.fixture(scope="session")
+def mnist_onnx(tmp_path_factory, mnist_case) -> Path:
+    return models.export_onnx(mnist_case, tmp_path_factory.mktemp("mnist") / "mnist.onnx")
+
+
+@pytest.fixture(scope="session")
+def mnist_artifact(tmp_path_factory, mnist_onnx) -> Path:
+    out = tmp_path_factory.mktemp("artifacts") / "mnist"
+    compiler.compile(mnist_onnx).save(out)
+    return out
