@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import tvm
@@ -23,8 +28,9 @@ class CompiledModel:
     ``run`` takes inputs by name (a mapping) or by position and returns ``{output name: numpy array}``.
     """
 
-    def __init__(self, library: Any, manifest: dict[str, Any]):
+    def __init__(self, library: Any, manifest: dict[str, Any], origin: Path | None = None):
         self._library = library
+        self._origin = origin  # the artifact it was loaded from: a loaded library cannot be re-exported
         self.manifest = manifest
         self.inputs = [TensorSpec.from_json(t) for t in manifest["inputs"]]
         self.outputs = [TensorSpec.from_json(t) for t in manifest["outputs"]]
@@ -52,8 +58,11 @@ class CompiledModel:
     def save(self, path: str | Path) -> Path:
         """Write the artifact directory ``path`` atomically (library + manifest with its checksum)."""
         path = Path(path)
-        with artifact.staging(path) as tmp:
-            self._library.export_library(str(tmp / artifact.LIBRARY))
+        with artifact.staging(path) as tmp, _native_warnings_hidden():
+            if self._origin is not None:
+                shutil.copyfile(self._origin / self.manifest["library"]["file"], tmp / artifact.LIBRARY)
+            else:
+                self._library.export_library(str(tmp / artifact.LIBRARY))
             artifact.write_manifest(tmp, self.manifest)
         self.manifest = artifact.read_manifest(path, verify=False)
         return path
@@ -68,8 +77,29 @@ def load(path: str | Path) -> CompiledModel:
     """Load an artifact written by ``CompiledModel.save`` after verifying the library's checksum."""
     path = Path(path)
     manifest = artifact.read_manifest(path, verify=True)
-    library = tvm.runtime.load_module(str(path / manifest["library"]["file"]))
-    return CompiledModel(library, manifest)
+    with _native_warnings_hidden():
+        library = tvm.runtime.load_module(str(path / manifest["library"]["file"]))
+        return CompiledModel(library, manifest, origin=path)
+
+
+@contextlib.contextmanager
+def _native_warnings_hidden() -> Iterator[None]:
+    """Hide TVM's C++ log lines on stderr (one 'Scope Saving/Loaded' warning per constant in 0.27);
+    if the block fails, they are replayed so nothing useful is lost."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _order(specs: list[TensorSpec], inputs: Inputs, named: dict[str, Any]) -> list[Any]:

@@ -7,6 +7,7 @@ constants of the module. Inputs are named after ``forward``'s parameters unless 
 from __future__ import annotations
 
 import inspect
+import warnings
 from typing import Any, Sequence
 
 from .errors import FrontendError, UnsupportedOperatorError
@@ -28,12 +29,14 @@ def from_torch(module: Any, example_inputs: Sequence[Any], input_names: Sequence
     if len(names) != len(args):
         raise FrontendError(f"{len(names)} input names for {len(args)} example inputs")
     module = module.eval()
-    try:
-        with torch.no_grad():
-            exported = torch.export.export(module, args)
-    except Exception as exc:
-        raise FrontendError(f"torch.export failed: {type(exc).__name__}: {_first_line(exc)}") from exc
-    mod = _import(exported)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch 2.13's own pytree deprecation noise
+        try:
+            with torch.no_grad():
+                exported = torch.export.export(module, args)
+        except Exception as exc:
+            raise FrontendError(f"torch.export failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+        mod = _import(exported)
     inputs = [TensorSpec(n, tuple(a.shape), str(a.dtype).removeprefix("torch.")) for n, a in zip(names, args)]
     return ImportedModel(mod, inputs, output_specs(mod), dict(source or {"kind": "torch"}))
 

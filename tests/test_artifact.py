@@ -17,7 +17,7 @@ def test_round_trip_in_a_fresh_process_gives_identical_outputs(effnet, tmp_path)
     x = efficientnet_lite0.preprocess(data.photos()["coffee"])
     expected = effnet.run(x)["output_0"]
     effnet.save(tmp_path / "effnet")
-    np.savez(tmp_path / "in.npz", x=x)
+    np.savez(tmp_path / "in.npz", **{effnet.inputs[0].name: x})
     result = qc("run", str(tmp_path / "effnet"), "--input", str(tmp_path / "in.npz"),
                 "--output", str(tmp_path / "out.npz"))
     assert result.returncode == 0, result.stderr
