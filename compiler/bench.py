@@ -64,7 +64,7 @@ def sample_inputs(compiled: CompiledModel, source: Source | None, seed: int = 0)
     return inputs
 
 
-def bench(compiled: CompiledModel, source: Source | None, *, model_name: str, warmup: int = 5,
+def bench(compiled: CompiledModel, source: Source | None = None, *, model_name: str = "model", warmup: int = 5,
           repeat: int = 30, threads: int = 2, peers: bool = True,
           on_engine: Callable[[str], None] | None = None) -> list[Row]:
     """Time ``compiled`` and (with ``peers``) onnxruntime fp32 and PyTorch eager on the same inputs."""
@@ -119,10 +119,10 @@ def _torch_runner(source: Source, inputs: dict[str, np.ndarray], threads: int) -
 
 
 def _export(source: Source, path: Path) -> Path:
-    import torch
+    """The torch source as one ONNX file, through the same exporter the tests use (dynamo=True)."""
+    import models
 
-    names = list(source.input_names or [f"input_{i}" for i in range(len(source.example_inputs))])
-    with torch.no_grad(), contextlib.redirect_stdout(sys.stderr):  # keep stdout clean for --json
-        torch.onnx.export(source.module.eval(), tuple(source.example_inputs), str(path), dynamo=True,
-                          external_data=False, input_names=names, verbose=False)
-    return path
+    names = tuple(source.input_names or [f"input_{i}" for i in range(len(source.example_inputs))])
+    case = models.ModelCase(source.spec, source.module.eval(), tuple(source.example_inputs), names, "")
+    with contextlib.redirect_stdout(sys.stderr):  # keep stdout clean for --json
+        return models.export_onnx(case, path)

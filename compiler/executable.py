@@ -82,6 +82,12 @@ def load(path: str | Path) -> CompiledModel:
         return CompiledModel(library, manifest, origin=path)
 
 
+def run(model: "CompiledModel | str | Path", inputs: Inputs = None, /, **named: Any) -> dict[str, np.ndarray]:
+    """Run a compiled model, or the artifact at a path, once on ``inputs``."""
+    compiled = model if isinstance(model, CompiledModel) else load(model)
+    return compiled.run(inputs, **named)
+
+
 @contextlib.contextmanager
 def _native_warnings_hidden() -> Iterator[None]:
     """Hide TVM's C++ log lines on stderr (one 'Scope Saving/Loaded' warning per constant in 0.27);
