@@ -140,11 +140,8 @@ def _input_specs(graph: onnx.GraphProto, shapes: dict[str, Sequence[int]]) -> li
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _first_line(exc: BaseException) -> str:
