@@ -56,23 +56,35 @@ class TuningOptions:
 
 
 def build(mod: tvm.IRModule, target: Target, tuning: TuningOptions | None = None,
-          progress: Progress | None = None) -> relax.VMExecutable:
-    """Compile ``mod`` for ``target``; with ``tuning``, tune missing kernels and apply the database."""
+          progress: Progress | None = None) -> tuple[relax.VMExecutable, dict[str, Any]]:
+    """Compile ``mod`` for ``target``; with ``tuning``, tune missing kernels and apply the database.
+
+    Returns the executable and a tuning report (empty without tuning; see ``tune``)."""
+    report: dict[str, Any] = {}
     if tuning is not None:
         tuning.work_dir.mkdir(parents=True, exist_ok=True)
         if tuning.trials > 0:
-            tune(mod, target, tuning, progress)
+            report = tune(mod, target, tuning, progress)
         with target:
             mod = relax.transform.MetaScheduleApplyDatabase(str(tuning.work_dir))(mod)
     try:
-        return tvm.compile(mod, target=target)
+        return tvm.compile(mod, target=target), report
     except Exception as exc:
         raise BackendError(f"code generation for {target.kind.name} ({target.attrs.get('mcpu', '')}) "
                            f"failed: {str(exc).strip().splitlines()[0]}") from exc
 
 
+MIN_TRIALS_PER_KERNEL = 4
+"""Fewer trials than this per kernel buy little: a smaller budget tunes fewer (the heaviest) kernels."""
+
+
 def tune(mod: tvm.IRModule, target: Target, options: TuningOptions, progress: Progress | None = None) -> dict[str, Any]:
-    """Tune each kernel of ``mod`` that the database lacks; returns counts of kernels tuned and reused."""
+    """Tune the heaviest kernels of ``mod`` that the database lacks, within ``options.trials``.
+
+    Kernels are ranked by estimated FLOPs times occurrences; each chosen kernel gets at least
+    ``MIN_TRIALS_PER_KERNEL`` trials, so a small budget tunes a few heavy kernels well rather than all of
+    them barely. Returns counts: kernels in the model, already in the database, tuned now, left untuned.
+    """
     from tvm.s_tir import meta_schedule as ms
 
     import_cpu_intrinsics()
@@ -80,21 +92,55 @@ def tune(mod: tvm.IRModule, target: Target, options: TuningOptions, progress: Pr
     database = ms.database.JSONDatabase(work_dir=str(options.work_dir))
     tasks = ms.relax_integration.extract_tasks(mod, target)
     pending = [t for t in tasks if database.query_tuning_record(t.dispatched[0], target, "main") is None]
-    if not pending:
-        return {"kernels": len(tasks), "tuned": 0, "reused": len(tasks)}
-    per_task = max(1, options.trials // len(pending))
+    pending.sort(key=lambda t: -t.weight * _flops(t.dispatched[0]))
+    per_kernel = max(MIN_TRIALS_PER_KERNEL, options.trials // max(1, len(pending)))
+    chosen = pending[: options.trials // per_kernel]
+    report = {"kernels": len(tasks), "reused": len(tasks) - len(pending), "tuned": len(chosen),
+              "untuned": len(pending) - len(chosen), "trials": per_kernel * len(chosen)}
+    if not chosen:
+        return report
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-        pending, work_dir=str(options.work_dir), seed=0)
-    for index, (context, weight) in enumerate(zip(contexts, weights)):
-        if progress:
-            progress(f"tuning {context.task_name}", index, len(contexts))
-        ms.tune.tune_tasks(tasks=[context], task_weights=[weight], work_dir=str(options.work_dir),
-                           max_trials_global=per_task, max_trials_per_task=per_task,
-                           num_trials_per_iter=min(64, per_task), database=database,
-                           builder=ms.builder.LocalBuilder(f_build=build_candidate, timeout_sec=120))
+        chosen, work_dir=str(options.work_dir), seed=0)
+    callbacks = list(ms.measure_callback.MeasureCallback.create("default"))
     if progress:
-        progress("tuning done", len(contexts), len(contexts))
-    return {"kernels": len(tasks), "tuned": len(pending), "reused": len(tasks) - len(pending)}
+        callbacks.append(_ProgressCallback(progress, report["trials"]))
+    ms.tune.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(options.work_dir),
+                       max_trials_global=report["trials"], max_trials_per_task=per_kernel,
+                       num_trials_per_iter=min(64, per_kernel), database=database, measure_callbacks=callbacks,
+                       builder=ms.builder.LocalBuilder(f_build=build_candidate, timeout_sec=120))
+    return report
+
+
+def _flops(prim_mod: tvm.IRModule) -> float:
+    from tvm.s_tir.analysis import estimate_tir_flops
+
+    try:
+        return float(estimate_tir_flops(prim_mod))
+    except Exception:  # kernels the estimator does not understand rank last
+        return 0.0
+
+
+def _progress_callback_class():
+    from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+    from tvm.ir.utils import derived_object
+
+    @derived_object
+    class ProgressCallback(PyMeasureCallback):
+        """Reports measured trials to a progress function after every batch."""
+
+        def __init__(self, report: Progress, total: int):
+            self.report, self.total, self.done = report, total, 0
+
+        def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results) -> None:
+            self.done += len(measure_candidates)
+            name = task_scheduler.tasks_[task_id].ctx.task_name
+            self.report(f"tuning {name}", min(self.done, self.total), self.total)
+
+    return ProgressCallback
+
+
+def _ProgressCallback(report: Progress, total: int):  # noqa: N802  (constructs the derived class lazily)
+    return _progress_callback_class()(report, total)
 
 
 def build_candidate(mod: tvm.IRModule, target: Target, _params: Any = None) -> Any:

@@ -70,14 +70,14 @@ def compile(model: Any, *, example_inputs: Sequence[Any] | None = None,
         mod, records = pipeline.run(imported.mod, verify=verify,
                                     on_step=lambda i, n, name: bar.stage(f"pass {name}", i, n))
         bar.stage("generating code")
-        library = backends.build(mod, tvm_target, tuning, progress=lambda what, i, n: bar.stage(what, i, n))
+        library, tuned = backends.build(mod, tvm_target, tuning, progress=lambda what, i, n: bar.stage(what, i, n))
     manifest = {
         "inputs": [t.to_json() for t in imported.inputs],
         "outputs": [t.to_json() for t in imported.outputs],
         "target": json.loads(str(tvm_target)),
         "pipeline": [{"pass": r.name, "seconds": round(r.seconds, 4), "functions": r.functions} for r in records],
         "kernels": sum(1 for gv in mod.functions if type(mod[gv]).__name__ == "PrimFunc"),
-        "tuning": {"trials": tuning.trials, "work_dir": str(tuning.work_dir.resolve())} if tuning else None,
+        "tuning": {"budget": tuning.trials, "work_dir": str(tuning.work_dir.resolve()), **tuned} if tuning else None,
         "source": imported.source,
         "compile_seconds": round(time.perf_counter() - started, 3),
         "versions": _versions(),

@@ -183,7 +183,9 @@ def _info(args: argparse.Namespace) -> int:
     print(f"kernels    {manifest['kernels']}")
     print(f"pipeline   {' -> '.join(step['pass'] for step in manifest['pipeline'])}")
     tuning = manifest.get("tuning")
-    described = f"{tuning['trials']} trials, database {tuning['work_dir']}" if tuning else "none"
+    described = "none" if not tuning else (
+        f"budget {tuning['budget']} trials; kernels tuned now {tuning.get('tuned', 0)}, from the database "
+        f"{tuning.get('reused', '?')}, untuned {tuning.get('untuned', '?')}; database {tuning['work_dir']}")
     print(f"tuning     {described}")
     print(f"library    {manifest['library']['file']} {manifest['library']['bytes'] / 1e6:.1f} MB "
           f"sha256 {manifest['library']['sha256'][:16]}...")
