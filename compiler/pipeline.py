@@ -28,7 +28,9 @@ from .errors import PipelineSpecError
 
 DEFAULT_PASSES: tuple[str, ...] = (
     "canonicalize_bindings",    # tidy the importer's output
-    "decompose_for_inference",  # batch_norm, layer_norm, ... -> arithmetic
+    "fold_constant",            # constant bias reshapes -> constants
+    "fold_batchnorm",           # conv2d [+ bias] -> batch_norm  =>  conv2d with folded weights + bias
+    "decompose_for_inference",  # remaining batch_norm, layer_norm, ... -> arithmetic
     "fold_constant",            # pre-compute weight-only subgraphs
     "legalize_ops",             # every Relax op -> a TIR loop nest
     "annotate_op_pattern",      # label each loop nest for fusion
