@@ -4,7 +4,7 @@ Built-in passes register on import; plugins register through ``@register_pass`` 
 entry-point group (see ``passes.registry``).
 """
 
-from . import fold_batchnorm, tvm_builtin  # noqa: F401  (registers the passes)
+from . import expose_activations, fold_batchnorm, tvm_builtin  # noqa: F401  (registers the passes)
 from .registry import (
     ENTRY_POINT_GROUP,
     PassError,

@@ -1,0 +1,56 @@
+"""expose_activations: make ``main`` also return the input of every quantizable layer, for calibration.
+
+Requires: a float Relax module whose ``main`` is one dataflow block (as the importers produce), after
+``fold_constant`` (so weights are constants) and before ``legalize_ops``. Guarantees: ``main`` returns ``(original outputs..., x_0, ..., x_{n-1})`` where x_i is the
+data input of the i-th quantizable call (``relax.nn.conv2d``, ``relax.matmul``) in program order; the layer
+names (``conv2d_0``, ``matmul_0``, ...) are stored in the module attribute ``qc.exposed_layers``. The
+computation is otherwise unchanged.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+
+from .registry import PassError, register_pass
+
+QUANTIZABLE_OPS = {"relax.nn.conv2d": "conv2d", "relax.matmul": "matmul"}
+ATTRIBUTE = "qc.exposed_layers"
+
+
+def quantizable_layers(func: relax.Function) -> list[tuple[str, relax.Call]]:
+    """``(layer name, call)`` for every conv2d / matmul with a constant weight, in program order."""
+    layers: list[tuple[str, relax.Call]] = []
+    seen: dict[str, int] = {}
+    for block in func.body.blocks:
+        for binding in block.bindings:
+            call = binding.value
+            if isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op) and call.op.name in QUANTIZABLE_OPS:
+                if isinstance(call.args[1], tvm.ir.expr.GenericConst):
+                    kind = QUANTIZABLE_OPS[call.op.name]
+                    layers.append((f"{kind}_{seen.get(kind, 0)}", call))
+                    seen[kind] = seen.get(kind, 0) + 1
+    return layers
+
+
+@register_pass("expose_activations")
+def expose_activations(mod: tvm.IRModule) -> tvm.IRModule:
+    """Relax -> Relax: main also returns the data input of each conv2d/matmul (names in qc.exposed_layers)."""
+    func = mod["main"]
+    if len(func.body.blocks) != 1:
+        raise PassError(f"expose_activations expects main to be one dataflow block, found {len(func.body.blocks)}")
+    layers = quantizable_layers(func)
+    block = func.body.blocks[0]
+    builder = relax.BlockBuilder()
+    exposed = [call.args[0] for _, call in layers]
+    original = func.body.body
+    outputs = list(original.fields) if isinstance(original, relax.Tuple) else [original]
+    with builder.function("main", func.params, attrs=dict(func.attrs.items()) if func.attrs else None):
+        with builder.dataflow():
+            for binding in block.bindings:
+                builder.emit_normalized(binding)
+            result = builder.emit_output(relax.Tuple(outputs + exposed))
+        builder.emit_func_output(result)
+    result_mod = mod.clone()
+    result_mod["main"] = builder.get()["main"]
+    return result_mod.with_attr(ATTRIBUTE, [name for name, _ in layers])
