@@ -48,6 +48,7 @@ def import_model(model: Any, *, example_inputs: Sequence[Any] | None = None,
 def compile(model: Any, *, example_inputs: Sequence[Any] | None = None,
             input_names: Sequence[str] | None = None, shapes: Mapping[str, Sequence[int]] | None = None,
             target: Any = None, passes: Any = None, tune_trials: int = 0, work_dir: str | Path | None = None,
+            quantize: Any = None, calibration: Any = None,
             verify: bool = False, progress: bool = False) -> CompiledModel:
     """Compile ``model`` for ``target`` (default: this CPU) through the pipeline ``passes``.
 
@@ -55,6 +56,9 @@ def compile(model: Any, *, example_inputs: Sequence[Any] | None = None,
     ``tune_trials`` > 0 tunes kernels with MetaSchedule, keeping the database in ``work_dir`` for reuse;
     ``work_dir`` alone (no trials) applies an existing database. ``verify`` checks well-formedness after
     every pass. ``progress`` shows a progress line on stderr.
+    ``quantize`` (a scheme ``w8a8``/``w4a8``/``w4a4`` or a ``QuantPolicy``) calibrates on ``calibration`` (an
+    iterable of {input name: array} samples, or an .npz path with the samples stacked on a leading axis) and
+    inserts quantize/dequantize pairs; today the arithmetic stays float (simulated quantization).
     """
     pipeline = Pipeline.from_spec(passes)
     tvm_target = backends.parse_target(target)
@@ -67,6 +71,9 @@ def compile(model: Any, *, example_inputs: Sequence[Any] | None = None,
     with progress_bar(progress) as bar:
         bar.stage("importing")
         imported = import_model(model, example_inputs=example_inputs, input_names=input_names, shapes=shapes)
+        if quantize is not None:
+            bar.stage("calibrating")
+            imported = _quantized(imported, quantize, calibration, target)
         mod, records = pipeline.run(imported.mod, verify=verify,
                                     on_step=lambda i, n, name: bar.stage(f"pass {name}", i, n))
         bar.stage("generating code")
@@ -83,6 +90,17 @@ def compile(model: Any, *, example_inputs: Sequence[Any] | None = None,
         "versions": _versions(),
     }
     return CompiledModel(library, manifest)
+
+
+def _quantized(imported: ImportedModel, policy: Any, calibration: Any, target: Any) -> ImportedModel:
+    from .calibration import samples_from_npz
+    from .quantize import quantize
+
+    if calibration is None:
+        raise CompilerError("quantization needs calibration samples (calibration=... / --calib CALIB.npz)")
+    if isinstance(calibration, (str, os.PathLike)):
+        calibration = samples_from_npz(calibration, imported.inputs)
+    return quantize(imported, calibration, policy, target).imported
 
 
 def _versions() -> dict[str, str]:

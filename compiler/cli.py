@@ -78,6 +78,10 @@ def _model_arguments(p: argparse.ArgumentParser, artifact_ok: bool = False) -> N
     p.add_argument("--passes", help="pipeline spec: a TOML file or a comma-separated list of pass names")
     p.add_argument("--tune-trials", type=int, default=0, help="MetaSchedule trials in all (0: no tuning)")
     p.add_argument("--work-dir", type=Path, help="tuning database directory, reused by later compiles")
+    p.add_argument("--quantize", choices=["w8a8", "w4a8", "w4a4"],
+                   help="quantize with this scheme (simulated: QDQ pairs, float arithmetic, for now)")
+    p.add_argument("--calib", type=Path, help=".npz of calibration samples, stacked per input name")
+    p.add_argument("--observer", default="minmax", choices=["minmax", "percentile", "entropy", "mse"])
     p.add_argument("--verify", action="store_true", help="check well-formedness after every pass")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress display")
 
@@ -91,8 +95,14 @@ def _compile_model(args: argparse.Namespace):
     if passes and not passes.endswith(".toml"):
         passes = [name.strip() for name in passes.split(",") if name.strip()]
     target = json.loads(args.target) if args.target.strip().startswith("{") else args.target
+    policy = None
+    if args.quantize:
+        from passes.quant_policy import QuantPolicy
+
+        policy = QuantPolicy.from_scheme(args.quantize, args.observer)
     compiled = api.compile(source, shapes=_shapes(args.shape), target=target, passes=passes,
                            tune_trials=args.tune_trials, work_dir=args.work_dir, verify=args.verify,
+                           quantize=policy, calibration=args.calib,
                            progress=not args.quiet and sys.stderr.isatty())
     return compiled, source
 

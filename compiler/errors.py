@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from backends.errors import BackendError
 from frontends.errors import FrontendError
+from passes.observers import ObserverError
+from passes.quant_policy import PolicyError
 from passes.registry import PassError
 
 
@@ -23,4 +25,4 @@ class PipelineSpecError(CompilerError):
     """A pipeline spec (list or TOML file) is malformed or names a pass or position that does not exist."""
 
 
-USER_ERRORS = (CompilerError, FrontendError, PassError, BackendError)
+USER_ERRORS = (CompilerError, FrontendError, PassError, PolicyError, ObserverError, BackendError)

@@ -6,8 +6,10 @@ lo <= 0 <= hi, the interval the quantizer maps onto the integer grid.
 
 - ``minmax``: the extreme values seen.
 - ``percentile``: the p-th percentile of |x| (symmetric) or the (100-p, p) percentiles (asymmetric).
-- ``entropy``: TensorRT's KL-divergence threshold on the |x| histogram (symmetric by construction).
-- ``mse``: the symmetric threshold minimising the expected squared quantization error over the histogram.
+- ``entropy``: TensorRT's KL-divergence threshold t on the |x| histogram; range [-t, t] narrowed to the
+  values seen (so post-ReLU tensors keep lo = 0 and all 2^bits levels).
+- ``mse``: the threshold minimising the expected squared quantization error over the |x| histogram, narrowed
+  the same way.
 
 The histogram observers bin |x| (or x) into ``bins`` equal bins over [0, R] (or [-R, R]); when a batch
 exceeds R, R doubles and pairs of bins merge, so counts stay exact and memory stays flat.
@@ -61,8 +63,10 @@ class _Histogram:
             raise ValueError(f"bins must be an even number >= 2, got {bins}")
         self.bins, self.signed, self.limit = bins, signed, 0.0
         self.counts = np.zeros(bins, dtype=np.int64)
+        self.lo, self.hi = math.inf, -math.inf  # the signed extremes seen
 
     def add(self, values: np.ndarray) -> None:
+        self.lo, self.hi = min(self.lo, float(values.min())), max(self.hi, float(values.max()))
         values = values if self.signed else np.abs(values)
         peak = float(np.abs(values).max())
         if self.limit == 0.0:
@@ -119,7 +123,7 @@ class EntropyObserver:
     """TensorRT's calibration: the |x| threshold whose ``levels``-bin quantization has the least KL divergence."""
 
     def __init__(self, name: str = "tensor", bits: int = 8, bins: int = 2048):
-        self.name, self.levels = name, 2 ** (bits - 1)
+        self.name, self.bits = name, bits
         self.histogram = _Histogram(bins, signed=False)
 
     def observe(self, batch: np.ndarray) -> None:
@@ -130,10 +134,11 @@ class EntropyObserver:
         if not counts.sum():
             raise ObserverError(f"{self.name}: no calibration data observed")
         width = self.histogram.limit / self.histogram.bins
-        candidates = range(self.levels, self.histogram.bins + 1)
-        divergences = [_kl_after_quantizing(counts, i, self.levels) for i in candidates]
+        levels = _levels(self.histogram, self.bits)
+        candidates = range(min(levels, self.histogram.bins), self.histogram.bins + 1)
+        divergences = [_kl_after_quantizing(counts, i, levels) for i in candidates]
         threshold = (candidates[int(np.argmin(divergences))]) * width
-        return -threshold, threshold
+        return _clipped(self.histogram, threshold)
 
 
 def _kl_after_quantizing(counts: np.ndarray, cut: int, levels: int) -> float:
@@ -168,7 +173,7 @@ class MseObserver:
     """The symmetric threshold t minimising sum(count * (x - Q_t(x))^2) over the |x| histogram."""
 
     def __init__(self, name: str = "tensor", bits: int = 8, bins: int = 2048, candidates: int = 200):
-        self.name, self.levels, self.candidates = name, 2 ** (bits - 1) - 1, candidates
+        self.name, self.bits, self.candidates = name, bits, candidates
         self.histogram = _Histogram(bins, signed=False)
 
     def observe(self, batch: np.ndarray) -> None:
@@ -180,14 +185,25 @@ class MseObserver:
             raise ObserverError(f"{self.name}: no calibration data observed")
         edges = self.histogram.edges
         centers = (edges[:-1] + edges[1:]) / 2
+        levels = _levels(self.histogram, self.bits) - 1
         best, best_error = self.histogram.limit, math.inf
         for threshold in np.linspace(self.histogram.limit / self.candidates, self.histogram.limit, self.candidates):
-            step = threshold / self.levels
-            quantized = np.minimum(np.round(centers / step), self.levels) * step
+            step = threshold / levels
+            quantized = np.minimum(np.round(centers / step), levels) * step
             error = float(np.sum(counts * (centers - quantized) ** 2))
             if error < best_error:
                 best, best_error = float(threshold), error
-        return -best, best
+        return _clipped(self.histogram, best)
+
+
+def _levels(histogram: _Histogram, bits: int) -> int:
+    """Integer levels available to |x|: all 2^bits for one-sided data (e.g. after ReLU), half otherwise."""
+    return 2**bits if histogram.lo >= 0 else 2 ** (bits - 1)
+
+
+def _clipped(histogram: _Histogram, threshold: float) -> tuple[float, float]:
+    """The symmetric clip [-t, t] narrowed to the values actually seen (one-sided data keeps lo = 0)."""
+    return max(-threshold, min(histogram.lo, 0.0)), min(threshold, max(histogram.hi, 0.0))
 
 
 def make_observer(kind: str, name: str = "tensor", *, bits: int = 8, symmetric: bool = True):

@@ -1,0 +1,54 @@
+"""Simulated quantization (calibrate + QDQ) on the real MNIST CNN, through the API and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import compiler
+import models
+from passes.quant_policy import QuantPolicy
+
+from .conftest import qc
+
+
+@pytest.fixture(scope="module")
+def split():
+    return models.mnist_cnn.load_split()
+
+
+def _accuracy(model, x, y) -> float:
+    return float(np.mean([model.run(d[None])["output_0"].argmax() == label for d, label in zip(x, y)]))
+
+
+@pytest.mark.parametrize("observer", ["minmax", "mse"])
+def test_w8a8_keeps_mnist_accuracy_within_half_a_point(mnist_case, split, observer):
+    x_train, _, x_test, y_test = split
+    with torch.no_grad():
+        float_accuracy = float((mnist_case.module(torch.from_numpy(x_test)).numpy().argmax(1) == y_test).mean())
+    model = compiler.compile(mnist_case.module, example_inputs=mnist_case.example_inputs,
+                             input_names=mnist_case.input_names, quantize=QuantPolicy.from_scheme("w8a8", observer),
+                             calibration=({"input": d[None]} for d in x_train[:64]))
+    assert _accuracy(model, x_test, y_test) >= float_accuracy - 0.005
+    layers = model.manifest["source"]["quantization"]["layers"]
+    assert list(layers) == ["conv2d_0", "conv2d_1", "matmul_0"]
+    assert all(spec["weight_bits"] == 8 and spec["activation_bits"] == 8 for spec in layers.values())
+
+
+def test_cli_quantizes_from_an_npz_calibration_file(split, tmp_path):
+    np.savez(tmp_path / "calib.npz", input=split[0][:32])
+    result = qc("compile", "mnist-cnn", "--quantize", "w4a8", "--calib", str(tmp_path / "calib.npz"),
+                "--observer", "percentile", "-o", str(tmp_path / "q"))
+    assert result.returncode == 0, result.stderr
+    quantization = json.loads((tmp_path / "q" / "manifest.json").read_text())["source"]["quantization"]
+    assert quantization["calibration_samples"] == 32
+    assert {spec["weight_bits"] for spec in quantization["layers"].values()} == {4}
+
+
+def test_cli_quantize_without_calibration_is_a_clear_error(tmp_path):
+    result = qc("compile", "mnist-cnn", "--quantize", "w8a8", "-o", str(tmp_path / "q"))
+    assert result.returncode == 2 and "calibration samples" in result.stderr
+    assert not (tmp_path / "q").exists()
