@@ -15,6 +15,7 @@ import torch
 
 import compiler
 import models
+from models import mnist_cnn
 from passes.observers import OBSERVERS
 from passes.quant_policy import SCHEMES, QuantPolicy
 
@@ -24,7 +25,7 @@ def main() -> None:
     parser.add_argument("--calib", type=int, default=64, help="calibration samples")
     args = parser.parse_args()
     case = models.get("mnist-cnn")
-    x_train, _, x_test, y_test = models.mnist_cnn.load_split()
+    x_train, _, x_test, y_test = mnist_cnn.load_split()
     with torch.no_grad():
         reference = case.module(torch.from_numpy(x_test)).numpy().argmax(1)
     print(f"float: accuracy {(reference == y_test).mean():.3f} on {len(y_test)} held-out digits")

@@ -22,7 +22,7 @@ from passes.quant_policy import QuantPolicy
 
 from .errors import CompilerError, InputError
 from .executable import CompiledModel
-from .pipeline import Pipeline
+from .pipeline import Pipeline, Step
 
 PREPARE = ("canonicalize_bindings", "fold_constant", "fold_batchnorm", "expose_activations")
 LOWER = ("decompose_for_inference", "fold_constant", "legalize_ops", "annotate_op_pattern", "fold_constant",
@@ -46,30 +46,17 @@ def calibrate(imported: ImportedModel, samples: Iterable[Mapping[str, np.ndarray
               policy: QuantPolicy | None = None, target: Any = None) -> Calibration:
     """Observe every quantizable layer's input over ``samples`` (dicts of input name -> array)."""
     policy = policy or QuantPolicy()
-    mod, _ = Pipeline(PREPARE + LOWER).run(imported.mod)
-    layers = [str(name) for name in mod.attrs[ATTRIBUTE]]
-    specs = policy.resolve(layers)
-    library, _ = backends.build(mod, backends.parse_target(target))
-    manifest = {"inputs": [s.to_json() for s in imported.inputs],
-                "outputs": [{"name": f"out_{i}", "shape": [], "dtype": "float32"}
-                            for i in range(len(imported.outputs) + len(layers))]}
-    model = CompiledModel(library, manifest)
+    runner = ExposedRunner(imported, target)
+    specs = policy.resolve(runner.layers)
     observers = {name: make_observer(spec.observer, name, bits=spec.activation_bits,
                                      symmetric=spec.symmetric_activations)
                  for name, spec in specs.items() if spec.quantize}
     count = 0
-    for index, sample in enumerate(samples):
-        _check_finite(sample, index)
-        try:
-            arrays = model.prepare(sample)
-        except InputError as exc:
-            raise CalibrationError(f"calibration sample {index}: {exc}") from None
-        values = model.call(arrays)
-        activations = _leaves(values)[-len(layers):] if layers else []
-        for name, tensor in zip(layers, activations):
+    for index, activations in runner.run(samples):
+        for name, tensor in activations.items():
             if name in observers:
                 try:
-                    observers[name].observe(tensor.numpy())
+                    observers[name].observe(tensor)
                 except ObserverError as exc:
                     raise CalibrationError(f"calibration sample {index}: {exc}") from None
         count += 1
@@ -77,6 +64,32 @@ def calibrate(imported: ImportedModel, samples: Iterable[Mapping[str, np.ndarray
         raise CalibrationError("the calibration set is empty: give at least one sample")
     return Calibration({n: o.range() for n, o in observers.items()},
                        {n: specs[n].observer for n in observers}, count)
+
+
+class ExposedRunner:
+    """``imported`` compiled (untuned) with each quantizable layer's input (or output) returned too."""
+
+    def __init__(self, imported: ImportedModel, target: Any = None, *, outputs: bool = False,
+                 prepare: tuple[str, ...] = PREPARE):
+        steps = [Step(name, {"outputs": outputs}) if name == "expose_activations" else Step(name)
+                 for name in prepare + LOWER]
+        mod, _ = Pipeline(steps).run(imported.mod)
+        self.layers = [str(name) for name in mod.attrs[ATTRIBUTE]]
+        library, _ = backends.build(mod, backends.parse_target(target))
+        manifest = {"inputs": [s.to_json() for s in imported.inputs], "outputs": []}
+        self._model = CompiledModel(library, manifest)
+
+    def run(self, samples: Iterable[Mapping[str, np.ndarray]]) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        """For each sample: its index and {layer name: exposed tensor}; bad samples raise CalibrationError."""
+        for index, sample in enumerate(samples):
+            _check_finite(sample, index)
+            try:
+                arrays = self._model.prepare(sample)
+            except InputError as exc:
+                raise CalibrationError(f"calibration sample {index}: {exc}") from None
+            leaves = _leaves(self._model.call(arrays))
+            exposed = leaves[len(leaves) - len(self.layers):] if self.layers else []
+            yield index, {name: tensor.numpy() for name, tensor in zip(self.layers, exposed)}
 
 
 def samples_from_npz(path: str | Path, inputs: list[TensorSpec]) -> Iterator[dict[str, np.ndarray]]:

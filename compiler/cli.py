@@ -1,4 +1,4 @@
-"""The ``qc`` command line: compile, run, bench, info, passes.
+"""The ``qc`` command line: compile, run, bench, report, info, passes.
 
 Every error a user can cause prints one line ``qc: error: ...`` and exits with status 2; nothing half
 written is left behind.
@@ -57,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--no-peers", action="store_true", help="time only the compiled model")
     b.add_argument("--json", action="store_true", help="print the rows as JSON")
     b.set_defaults(handler=_bench)
+
+    rep = commands.add_parser("report", help="per-layer SQNR of a quantized model vs float, worst first")
+    _model_arguments(rep)
+    rep.add_argument("--json", action="store_true")
+    rep.set_defaults(handler=_report)
 
     i = commands.add_parser("info", help="describe an artifact")
     i.add_argument("artifact", type=Path)
@@ -162,6 +167,28 @@ def _bench(args: argparse.Namespace) -> int:
                      ["engine", "precision", "median ms", "p90 ms", "peer / qc"],
                      [[r.engine, r.precision, f"{r.median_ms:.3f}", f"{r.p90_ms:.3f}",
                        "-" if r.ratio_vs_qc is None else f"{r.ratio_vs_qc:.3f}"] for r in rows])
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from passes.quant_policy import QuantPolicy
+
+    from . import api
+    from .errors import CompilerError
+    from .report import layer_report
+    from .sources import resolve
+
+    if not args.quantize or not args.calib:
+        raise CompilerError("report needs --quantize SCHEME and --calib CALIB.npz")
+    imported = api.import_model(resolve(args.model), shapes=_shapes(args.shape))
+    rows = layer_report(imported, args.calib, QuantPolicy.from_scheme(args.quantize, args.observer))
+    if args.json:
+        print(json.dumps([r.to_json() for r in rows], indent=2))
+        return 0
+    _print_table(f"{args.model}: {args.quantize}, per-layer SQNR vs float (worst first)",
+                 ["layer", "W bits", "A bits", "observer", "input range", "SQNR dB"],
+                 [[r.layer, str(r.weight_bits), str(r.activation_bits), r.observer,
+                   f"[{r.input_range[0]:.4g}, {r.input_range[1]:.4g}]", f"{r.sqnr_db:.2f}"] for r in rows])
     return 0
 
 

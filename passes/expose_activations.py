@@ -1,9 +1,11 @@
 """expose_activations: make ``main`` also return the input of every quantizable layer, for calibration.
 
 Requires: a float Relax module whose ``main`` is one dataflow block (as the importers produce), after
-``fold_constant`` (so weights are constants) and before ``legalize_ops``. Guarantees: ``main`` returns ``(original outputs..., x_0, ..., x_{n-1})`` where x_i is the
-data input of the i-th quantizable call (``relax.nn.conv2d``, ``relax.matmul``) in program order; the layer
-names (``conv2d_0``, ``matmul_0``, ...) are stored in the module attribute ``qc.exposed_layers``. The
+``fold_constant`` (so weights are constants) and before ``legalize_ops``.
+Guarantees: ``main`` returns ``(original outputs..., x_0, ..., x_{n-1})`` where x_i is the data input of
+the i-th quantizable call (``relax.nn.conv2d``, ``relax.matmul``) in program order; the layer
+names (``conv2d_0``, ``matmul_0``, ...) are stored in the module attribute ``qc.exposed_layers``. With
+``outputs=True`` the results of those calls are returned instead (for per-layer error reports). The
 computation is otherwise unchanged.
 """
 
@@ -34,22 +36,23 @@ def quantizable_layers(func: relax.Function) -> list[tuple[str, relax.Call]]:
 
 
 @register_pass("expose_activations")
-def expose_activations(mod: tvm.IRModule) -> tvm.IRModule:
-    """Relax -> Relax: main also returns the data input of each conv2d/matmul (names in qc.exposed_layers)."""
+def expose_activations(mod: tvm.IRModule, outputs: bool = False) -> tvm.IRModule:
+    """Relax -> Relax: main also returns the data input (or, with outputs=True, the result) of each conv2d/matmul."""
     func = mod["main"]
     if len(func.body.blocks) != 1:
         raise PassError(f"expose_activations expects main to be one dataflow block, found {len(func.body.blocks)}")
     layers = quantizable_layers(func)
     block = func.body.blocks[0]
     builder = relax.BlockBuilder()
-    exposed = [call.args[0] for _, call in layers]
+    results = {binding.value: binding.var for binding in block.bindings}
+    exposed = [results[call] if outputs else call.args[0] for _, call in layers]
     original = func.body.body
-    outputs = list(original.fields) if isinstance(original, relax.Tuple) else [original]
+    returned = list(original.fields) if isinstance(original, relax.Tuple) else [original]
     with builder.function("main", func.params, attrs=dict(func.attrs.items()) if func.attrs else None):
         with builder.dataflow():
             for binding in block.bindings:
                 builder.emit_normalized(binding)
-            result = builder.emit_output(relax.Tuple(outputs + exposed))
+            result = builder.emit_output(relax.Tuple(returned + exposed))
         builder.emit_func_output(result)
     result_mod = mod.clone()
     result_mod["main"] = builder.get()["main"]

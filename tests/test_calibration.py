@@ -10,6 +10,7 @@ import pytest
 
 import compiler
 import models
+from models import mnist_cnn
 from compiler.calibration import CalibrationError, calibrate, samples_from_npz
 from passes.quant_policy import LayerSpec, PolicyError, QuantPolicy
 
@@ -22,7 +23,7 @@ def imported(mnist_case):
 
 @pytest.fixture(scope="module")
 def digits():
-    return models.mnist_cnn.load_split()[0][:64]
+    return mnist_cnn.load_split()[0][:64]
 
 
 def _samples(digits, count=None):
@@ -73,11 +74,12 @@ def test_npz_samples_stacked_on_a_leading_axis(imported, digits, tmp_path):
 
 _PEAK_RSS = """
 import resource, sys, models, compiler
+from models import mnist_cnn
 from compiler.calibration import calibrate
 from passes.quant_policy import QuantPolicy
 case = models.get("mnist-cnn")
 imported = compiler.import_model(case.module, example_inputs=case.example_inputs)
-digits = models.mnist_cnn.load_split()[0]
+digits = mnist_cnn.load_split()[0]
 count = int(sys.argv[1])
 calibrate(imported, ({"x": digits[i % len(digits)][None]} for i in range(count)), QuantPolicy.from_scheme("w8a8", "entropy"))
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)

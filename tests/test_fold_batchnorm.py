@@ -8,6 +8,7 @@ import torch
 
 import compiler
 import models
+from models import mnist_cnn
 from compiler import Pipeline
 from passes import get_pass
 
@@ -63,7 +64,7 @@ def test_every_batchnorm_of_the_real_models_folds(name, count):
 def test_folded_mnist_cnn_keeps_its_outputs(mnist_case):
     compiled = compiler.compile(mnist_case.module, example_inputs=mnist_case.example_inputs)
     assert "fold_batchnorm" in [step["pass"] for step in compiled.manifest["pipeline"]]
-    digits = models.mnist_cnn.load_split()[2][:20]
+    digits = mnist_cnn.load_split()[2][:20]
     with torch.no_grad():
         expected = mnist_case.module(torch.from_numpy(digits)).numpy()
     actual = np.concatenate([compiled.run(d[None])["output_0"] for d in digits])

@@ -10,6 +10,7 @@ import torch
 
 import compiler
 import models
+from models import mnist_cnn
 from passes.quant_policy import QuantPolicy
 
 from .conftest import qc
@@ -17,7 +18,7 @@ from .conftest import qc
 
 @pytest.fixture(scope="module")
 def split():
-    return models.mnist_cnn.load_split()
+    return mnist_cnn.load_split()
 
 
 def _accuracy(model, x, y) -> float:
