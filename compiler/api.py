@@ -71,9 +71,11 @@ def compile(model: Any, *, example_inputs: Sequence[Any] | None = None,
     with progress_bar(progress) as bar:
         bar.stage("importing")
         imported = import_model(model, example_inputs=example_inputs, input_names=input_names, shapes=shapes)
+        quantization = None
         if quantize is not None:
             bar.stage("calibrating")
-            imported = _quantized(imported, quantize, calibration, target)
+            quantized = _quantized(imported, quantize, calibration, target)
+            imported, quantization = quantized.imported, quantized.info
         mod, records = pipeline.run(imported.mod, verify=verify,
                                     on_step=lambda i, n, name: bar.stage(f"pass {name}", i, n))
         bar.stage("generating code")
@@ -86,13 +88,14 @@ def compile(model: Any, *, example_inputs: Sequence[Any] | None = None,
         "kernels": sum(1 for gv in mod.functions if type(mod[gv]).__name__ == "PrimFunc"),
         "tuning": {"budget": tuning.trials, "work_dir": str(tuning.work_dir.resolve()), **tuned} if tuning else None,
         "source": imported.source,
+        "quantization": quantization,
         "compile_seconds": round(time.perf_counter() - started, 3),
         "versions": _versions(),
     }
     return CompiledModel(library, manifest)
 
 
-def _quantized(imported: ImportedModel, policy: Any, calibration: Any, target: Any) -> ImportedModel:
+def _quantized(imported: ImportedModel, policy: Any, calibration: Any, target: Any):
     from .calibration import samples_from_npz
     from .quantize import quantize
 
@@ -100,7 +103,7 @@ def _quantized(imported: ImportedModel, policy: Any, calibration: Any, target: A
         raise CompilerError("quantization needs calibration samples (calibration=... / --calib CALIB.npz)")
     if isinstance(calibration, (str, os.PathLike)):
         calibration = samples_from_npz(calibration, imported.inputs)
-    return quantize(imported, calibration, policy, target).imported
+    return quantize(imported, calibration, policy, target)
 
 
 def _versions() -> dict[str, str]:

@@ -218,6 +218,11 @@ def _info(args: argparse.Namespace) -> int:
         for t in manifest[kind]:
             print(f"{kind[:-1]:10s} {t['name']}: {t['dtype']}{t['shape']}")
     print(f"kernels    {manifest['kernels']}")
+    quantization = manifest.get("quantization")
+    if quantization:
+        layers = ", ".join(f"{name} W{spec['weight_bits']}A{spec['activation_bits']}"
+                           for name, spec in quantization["layers"].items())
+        print(f"quantized  {quantization['mode']}; {layers}")
     print(f"pipeline   {' -> '.join(step['pass'] for step in manifest['pipeline'])}")
     tuning = manifest.get("tuning")
     described = "none" if not tuning else (

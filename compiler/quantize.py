@@ -26,6 +26,7 @@ class QuantizedModel:
     imported: ImportedModel
     calibration: Calibration
     policy: QuantPolicy
+    info: dict  # what the manifest records: mode, per-layer bits/observer/range, sample count
 
 
 def quantize(imported: ImportedModel, samples: Iterable[Mapping[str, np.ndarray]],
@@ -37,11 +38,13 @@ def quantize(imported: ImportedModel, samples: Iterable[Mapping[str, np.ndarray]
     prepared, _ = Pipeline([p for p in PREPARE if p != "expose_activations"]).run(imported.mod)
     specs = policy.resolve(list(calibration.ranges))
     mod = insert_qdq(prepared, specs, calibration.ranges)
-    source = dict(imported.source, quantization={
+    info = {
         "mode": "simulated (QDQ, float arithmetic)",
         "layers": {name: {"weight_bits": s.weight_bits, "activation_bits": s.activation_bits,
                           "observer": s.observer, "range": [round(v, 6) for v in calibration.ranges[name]]}
                    for name, s in specs.items() if s.quantize},
         "calibration_samples": calibration.samples,
-    })
-    return QuantizedModel(ImportedModel(mod, imported.inputs, imported.outputs, source), calibration, policy)
+        "float_islands": [],  # every op outside the quantized layers still runs in float (see the mode)
+    }
+    quantized = ImportedModel(mod, imported.inputs, imported.outputs, dict(imported.source))
+    return QuantizedModel(quantized, calibration, policy, info)

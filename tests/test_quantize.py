@@ -34,7 +34,7 @@ def test_w8a8_keeps_mnist_accuracy_within_half_a_point(mnist_case, split, observ
                              input_names=mnist_case.input_names, quantize=QuantPolicy.from_scheme("w8a8", observer),
                              calibration=({"input": d[None]} for d in x_train[:64]))
     assert _accuracy(model, x_test, y_test) >= float_accuracy - 0.005
-    layers = model.manifest["source"]["quantization"]["layers"]
+    layers = model.manifest["quantization"]["layers"]
     assert list(layers) == ["conv2d_0", "conv2d_1", "matmul_0"]
     assert all(spec["weight_bits"] == 8 and spec["activation_bits"] == 8 for spec in layers.values())
 
@@ -44,7 +44,7 @@ def test_cli_quantizes_from_an_npz_calibration_file(split, tmp_path):
     result = qc("compile", "mnist-cnn", "--quantize", "w4a8", "--calib", str(tmp_path / "calib.npz"),
                 "--observer", "percentile", "-o", str(tmp_path / "q"))
     assert result.returncode == 0, result.stderr
-    quantization = json.loads((tmp_path / "q" / "manifest.json").read_text())["source"]["quantization"]
+    quantization = json.loads((tmp_path / "q" / "manifest.json").read_text())["quantization"]
     assert quantization["calibration_samples"] == 32
     assert {spec["weight_bits"] for spec in quantization["layers"].values()} == {4}
 
