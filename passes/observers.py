@@ -119,8 +119,8 @@ class PercentileObserver:
         return min(lo, 0.0), max(hi, 0.0)
 
 
-class EntropyObserver:
-    """TensorRT's calibration: the |x| threshold whose ``levels``-bin quantization has the least KL divergence."""
+class _HistogramObserver:
+    """Shared by the |x|-histogram observers: subclasses choose a threshold t from the counts."""
 
     def __init__(self, name: str = "tensor", bits: int = 8, bins: int = 2048):
         self.name, self.bits = name, bits
@@ -133,12 +133,20 @@ class EntropyObserver:
         counts = self.histogram.counts.astype(np.float64)
         if not counts.sum():
             raise ObserverError(f"{self.name}: no calibration data observed")
+        return _clipped(self.histogram, self._threshold(counts, _levels(self.histogram, self.bits)))
+
+    def _threshold(self, counts: np.ndarray, levels: int) -> float:
+        raise NotImplementedError
+
+
+class EntropyObserver(_HistogramObserver):
+    """TensorRT's calibration: the |x| threshold whose ``levels``-bin quantization has the least KL divergence."""
+
+    def _threshold(self, counts: np.ndarray, levels: int) -> float:
         width = self.histogram.limit / self.histogram.bins
-        levels = _levels(self.histogram, self.bits)
         candidates = range(min(levels, self.histogram.bins), self.histogram.bins + 1)
         divergences = [_kl_after_quantizing(counts, i, levels) for i in candidates]
-        threshold = (candidates[int(np.argmin(divergences))]) * width
-        return _clipped(self.histogram, threshold)
+        return candidates[int(np.argmin(divergences))] * width
 
 
 def _kl_after_quantizing(counts: np.ndarray, cut: int, levels: int) -> float:
@@ -169,31 +177,22 @@ def _smoothed(distribution: np.ndarray, eps: float = 1e-4) -> np.ndarray:
     return np.where(empty, eps, distribution - taken).clip(min=1e-12)
 
 
-class MseObserver:
-    """The symmetric threshold t minimising sum(count * (x - Q_t(x))^2) over the |x| histogram."""
+class MseObserver(_HistogramObserver):
+    """The threshold t minimising sum(count * (x - Q_t(x))^2) over the |x| histogram (200 candidates)."""
 
-    def __init__(self, name: str = "tensor", bits: int = 8, bins: int = 2048, candidates: int = 200):
-        self.name, self.bits, self.candidates = name, bits, candidates
-        self.histogram = _Histogram(bins, signed=False)
+    CANDIDATES = 200
 
-    def observe(self, batch: np.ndarray) -> None:
-        self.histogram.add(_checked(batch, self.name))
-
-    def range(self) -> tuple[float, float]:
-        counts = self.histogram.counts.astype(np.float64)
-        if not counts.sum():
-            raise ObserverError(f"{self.name}: no calibration data observed")
+    def _threshold(self, counts: np.ndarray, levels: int) -> float:
         edges = self.histogram.edges
         centers = (edges[:-1] + edges[1:]) / 2
-        levels = _levels(self.histogram, self.bits) - 1
         best, best_error = self.histogram.limit, math.inf
-        for threshold in np.linspace(self.histogram.limit / self.candidates, self.histogram.limit, self.candidates):
-            step = threshold / levels
-            quantized = np.minimum(np.round(centers / step), levels) * step
+        for threshold in np.linspace(self.histogram.limit / self.CANDIDATES, self.histogram.limit, self.CANDIDATES):
+            step = threshold / (levels - 1)
+            quantized = np.minimum(np.round(centers / step), levels - 1) * step
             error = float(np.sum(counts * (centers - quantized) ** 2))
             if error < best_error:
                 best, best_error = float(threshold), error
-        return _clipped(self.histogram, best)
+        return best
 
 
 def _levels(histogram: _Histogram, bits: int) -> int:
