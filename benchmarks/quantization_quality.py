@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/quantization_quality.py [--observers minmax,percentile,mse]
 
 EfficientNet-Lite0: the bundled photos (calibrated on them and their mirror images; no other images ship
-offline): top-1 agreement, top-5 overlap and mean KL(float || quantized) of the softmax.
+offline): top-1 agreement, top-5 overlap and mean KL(float || quantized) of the softmax; onnxruntime's
+``quantize_static`` (QDQ, per-channel, uint8 activations x int8 weights, same calibration images) as the peer.
 MiniLM: 26 real sentences (calibrated on the first 8): cosine of each embedding with float, and the
 Spearman correlation of all pairwise sentence similarities (is the ranking of pairs preserved?).
 """
@@ -11,6 +12,8 @@ Spearman correlation of all pairwise sentence similarities (is the ranking of pa
 from __future__ import annotations
 
 import argparse
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,20 +30,53 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
-def efficientnet(observer: str) -> str:
-    case = models.get("efficientnet-lite0")
+def _photos_and_calibration() -> tuple[dict[str, np.ndarray], list[dict[str, np.ndarray]]]:
     photos = {k: efficientnet_lite0.preprocess(v) for k, v in data.photos().items()}
     calibration = [{"input": x} for x in photos.values()]
     calibration += [{"input": np.ascontiguousarray(x[..., ::-1])} for x in photos.values()]
+    return photos, calibration
+
+
+def _image_metrics(engine: str, ref: dict[str, np.ndarray], out: dict[str, np.ndarray]) -> str:
+    top1 = sum(int(out[k].argmax() == ref[k].argmax()) for k in ref)
+    top5 = np.mean([len(set(np.argsort(out[k])[-5:]) & set(np.argsort(ref[k])[-5:])) for k in ref])
+    kl = np.mean([np.sum(_softmax(ref[k]) * np.log(_softmax(ref[k]) / _softmax(out[k]))) for k in ref])
+    return f"efficientnet-lite0 {engine:28s} top-1 {top1}/{len(ref)}  top-5 overlap {top5:.1f}/5  mean KL {kl:.4f}"
+
+
+def efficientnet(observer: str) -> str:
+    case = models.get("efficientnet-lite0")
+    photos, calibration = _photos_and_calibration()
     with torch.no_grad():
         ref = {k: case.module(torch.from_numpy(x)).numpy()[0] for k, x in photos.items()}
     model = compiler.compile(case.module, example_inputs=case.example_inputs, input_names=case.input_names,
                              quantize=QuantPolicy.from_scheme("w8a8", observer), calibration=calibration)
-    out = {k: model.run(x)["output_0"][0] for k, x in photos.items()}
-    top1 = sum(int(out[k].argmax() == ref[k].argmax()) for k in photos)
-    top5 = np.mean([len(set(np.argsort(out[k])[-5:]) & set(np.argsort(ref[k])[-5:])) for k in photos])
-    kl = np.mean([np.sum(_softmax(ref[k]) * np.log(_softmax(ref[k]) / _softmax(out[k]))) for k in photos])
-    return f"efficientnet-lite0 w8a8 {observer:10s} top-1 {top1}/{len(photos)}  top-5 overlap {top5:.1f}/5  mean KL {kl:.4f}"
+    return _image_metrics(f"qc w8a8 {observer}", ref, {k: model.run(x)["output_0"][0] for k, x in photos.items()})
+
+
+def efficientnet_onnxruntime(tmp: Path) -> str:
+    """onnxruntime's quantize_static on the same calibration images: QDQ, per-channel, uint8 x int8."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self, samples):
+            self.samples = iter(samples)
+
+        def get_next(self):
+            return next(self.samples, None)
+
+    case = models.get("efficientnet-lite0")
+    photos, calibration = _photos_and_calibration()
+    float_path = models.export_onnx(case, tmp / "float.onnx")
+    int8_path = tmp / "int8.onnx"
+    quantize_static(str(float_path), str(int8_path), Reader(calibration), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    float_session = ort.InferenceSession(str(float_path), providers=["CPUExecutionProvider"])
+    int8_session = ort.InferenceSession(str(int8_path), providers=["CPUExecutionProvider"])
+    ref = {k: float_session.run(None, {"input": x})[0][0] for k, x in photos.items()}
+    out = {k: int8_session.run(None, {"input": x})[0][0] for k, x in photos.items()}
+    return _image_metrics("onnxruntime quantize_static", ref, out)
 
 
 def minilm_quality(observer: str) -> str:
@@ -62,7 +98,12 @@ def minilm_quality(observer: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--observers", default="minmax,percentile,mse")
-    for observer in parser.parse_args().observers.split(","):
+    parser.add_argument("--no-onnxruntime", action="store_true", help="skip the quantize_static peer")
+    args = parser.parse_args()
+    if not args.no_onnxruntime:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(efficientnet_onnxruntime(Path(tmp)), flush=True)
+    for observer in args.observers.split(","):
         print(efficientnet(observer), flush=True)
         print(minilm_quality(observer), flush=True)
 
