@@ -223,6 +223,8 @@ def _info(args: argparse.Namespace) -> int:
         layers = ", ".join(f"{name} W{spec['weight_bits']}A{spec['activation_bits']}"
                            for name, spec in quantization["layers"].items())
         print(f"quantized  {quantization['mode']}; {layers}")
+        islands = ", ".join(f"{op.removeprefix('relax.')} x{n}" for op, n in quantization["float_islands"].items())
+        print(f"float ops  between quantize and dequantize: {islands or 'none'}")
     print(f"pipeline   {' -> '.join(step['pass'] for step in manifest['pipeline'])}")
     tuning = manifest.get("tuning")
     described = "none" if not tuning else (

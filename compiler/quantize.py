@@ -6,12 +6,14 @@ step), which already measures what a scheme and observer do to accuracy.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 
 from frontends import ImportedModel
+from passes.check_integer_only import float_islands
 from passes.insert_qdq import insert_qdq
 from passes.quant_policy import QuantPolicy
 
@@ -44,7 +46,8 @@ def quantize(imported: ImportedModel, samples: Iterable[Mapping[str, np.ndarray]
                           "observer": s.observer, "range": [round(v, 6) for v in calibration.ranges[name]]}
                    for name, s in specs.items() if s.quantize},
         "calibration_samples": calibration.samples,
-        "float_islands": [],  # every op outside the quantized layers still runs in float (see the mode)
+        # float ops between the first quantize and the last dequantize, by op: all of them while simulated
+        "float_islands": dict(Counter(op for op, _ in float_islands(mod))),
     }
     quantized = ImportedModel(mod, imported.inputs, imported.outputs, dict(imported.source))
     return QuantizedModel(quantized, calibration, policy, info)

@@ -4,7 +4,13 @@ Built-in passes register on import; plugins register through ``@register_pass`` 
 entry-point group (see ``passes.registry``).
 """
 
-from . import expose_activations, fold_batchnorm, tvm_builtin  # noqa: F401  (registers the passes)
+from . import (  # noqa: F401  (registers the passes)
+    check_integer_only,
+    expose_activations,
+    fold_batchnorm,
+    insert_qdq,
+    tvm_builtin,
+)
 from .registry import (
     ENTRY_POINT_GROUP,
     PassError,

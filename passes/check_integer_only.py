@@ -1,0 +1,102 @@
+"""check_integer_only: prove that no float arithmetic runs between quantize and dequantize.
+
+Requires: a Relax module before ``legalize_ops`` whose ``main`` is one dataflow block.
+Guarantees: returns the module unchanged when every call that computes a float tensor either has no
+``relax.quantize`` upstream (the float prologue) or no ``relax.quantize`` downstream (the float epilogue
+after the output dequantize); otherwise raises ``IntegerOnlyError`` listing each offending call (op and
+variable), except ops named in ``allowed`` (declared float islands such as softmax). A module without any
+quantize is refused too: it has no integer part to check.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import tvm
+from tvm import relax
+
+from .registry import PassError, register_pass
+
+QUANTIZE = "relax.quantize"
+DEQUANTIZE = "relax.dequantize"
+
+
+class IntegerOnlyError(PassError):
+    """Float arithmetic found inside the integer part of the graph."""
+
+    def __init__(self, offenders: list[tuple[str, str]]):
+        self.offenders = offenders
+        listed = ", ".join(f"{op} ({var})" for op, var in offenders[:8])
+        more = f" and {len(offenders) - 8} more" if len(offenders) > 8 else ""
+        super().__init__(f"{len(offenders)} float operation(s) between quantize and dequantize: {listed}{more}")
+
+
+def float_islands(mod: tvm.IRModule, allowed: Iterable[str] = ()) -> list[tuple[str, str]]:
+    """(op name, bound variable) of every float-producing call with a quantize both upstream and downstream."""
+    bindings = _bindings(mod["main"])
+    if not any(_op(value) == QUANTIZE for _, value in bindings):
+        raise PassError("check_integer_only: main has no quantize, so no integer part to check")
+    after_quantize = _reach(bindings, forward=True)
+    before_quantize = _reach(bindings, forward=False)
+    allowed = set(allowed)
+    offenders = []
+    for var, value in bindings:
+        op = _op(value)
+        if op is None or op in (QUANTIZE, DEQUANTIZE) or op in allowed:
+            continue
+        if var in after_quantize and var in before_quantize and _is_float(var):
+            offenders.append((op, var.name))
+    return offenders
+
+
+@register_pass("check_integer_only")
+def check_integer_only(mod: tvm.IRModule, allowed: Sequence[str] = ()) -> tvm.IRModule:
+    """Relax -> same Relax, or IntegerOnlyError naming float ops between quantize and dequantize."""
+    offenders = float_islands(mod, allowed)
+    if offenders:
+        raise IntegerOnlyError(offenders)
+    return mod
+
+
+def _bindings(func: relax.Function) -> list[tuple[relax.Var, relax.Expr]]:
+    if len(func.body.blocks) != 1:
+        raise PassError(f"check_integer_only expects main to be one dataflow block, found {len(func.body.blocks)}")
+    return [(b.var, b.value) for b in func.body.blocks[0].bindings]
+
+
+def _reach(bindings: list[tuple[relax.Var, relax.Expr]], forward: bool) -> set[relax.Var]:
+    """Vars with a quantize upstream (forward) or downstream (backward), the quantize's own var included."""
+    uses = {var: _var_args(value) for var, value in bindings}
+    marked: set[relax.Var] = set()
+    if forward:
+        for var, value in bindings:
+            if _op(value) == QUANTIZE or any(arg in marked for arg in uses[var]):
+                marked.add(var)
+        return marked
+    for var, value in reversed(bindings):
+        if _op(value) == QUANTIZE:
+            marked.update(uses[var])
+        if var in marked:
+            marked.update(uses[var])
+    return marked
+
+
+def _var_args(value: relax.Expr) -> list[relax.Var]:
+    if isinstance(value, relax.Call):
+        return [a for arg in value.args for a in _var_args(arg)]
+    if isinstance(value, relax.Tuple):
+        return [a for field in value.fields for a in _var_args(field)]
+    if isinstance(value, relax.TupleGetItem):
+        return _var_args(value.tuple_value)
+    return [value] if isinstance(value, relax.Var) else []
+
+
+def _op(value: relax.Expr) -> str | None:
+    if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
+        return value.op.name
+    return None
+
+
+def _is_float(var: relax.Var) -> bool:
+    ty = var.ty
+    return isinstance(ty, relax.TensorType) and str(ty.dtype).startswith(("float", "bfloat"))
