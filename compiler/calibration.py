@@ -21,7 +21,7 @@ from passes.observers import ObserverError, make_observer
 from passes.quant_policy import QuantPolicy
 
 from .errors import CompilerError, InputError
-from .executable import CompiledModel
+from .executable import CompiledModel, flatten_result
 from .pipeline import Pipeline, Step
 
 PREPARE = ("canonicalize_bindings", "fold_constant", "fold_batchnorm", "expose_activations")
@@ -87,7 +87,7 @@ class ExposedRunner:
                 arrays = self._model.prepare(sample)
             except InputError as exc:
                 raise CalibrationError(f"calibration sample {index}: {exc}") from None
-            leaves = _leaves(self._model.call(arrays))
+            leaves = flatten_result(self._model.call(arrays))
             exposed = leaves[len(leaves) - len(self.layers):] if self.layers else []
             yield index, {name: tensor.numpy() for name, tensor in zip(self.layers, exposed)}
 
@@ -124,10 +124,3 @@ def _check_finite(sample: Mapping[str, Any], index: int) -> None:
         if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
             raise CalibrationError(f"calibration sample {index}, input '{name}': holds NaN or Inf")
 
-
-def _leaves(result: Any) -> list[Any]:
-    import tvm
-
-    if isinstance(result, tvm.runtime.Tensor):
-        return [result]
-    return [leaf for item in result for leaf in _leaves(item)]

@@ -147,7 +147,6 @@ def _run(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from .bench import bench
     from .executable import load
-    from .sources import resolve
 
     if Path(args.model).is_dir():
         compiled = load(args.model)

@@ -52,7 +52,7 @@ class CompiledModel:
         return self._main(*arrays)
 
     def unpack(self, result: Any) -> dict[str, np.ndarray]:
-        leaves = _leaves(result)
+        leaves = flatten_result(result)
         return {spec.name: leaf.numpy() for spec, leaf in zip(self.outputs, leaves)}
 
     def save(self, path: str | Path) -> Path:
@@ -138,7 +138,8 @@ def _check(spec: TensorSpec, value: Any) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def _leaves(result: Any) -> list[Any]:
+def flatten_result(result: Any) -> list[tvm.runtime.Tensor]:
+    """The tensors of a VM result (a tensor or nested tuples of them), in order."""
     if isinstance(result, tvm.runtime.Tensor):
         return [result]
-    return [leaf for item in result for leaf in _leaves(item)]
+    return [leaf for item in result for leaf in flatten_result(item)]

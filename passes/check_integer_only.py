@@ -15,6 +15,7 @@ from typing import Iterable, Sequence
 import tvm
 from tvm import relax
 
+from .dataflow import main_block
 from .registry import PassError, register_pass
 
 QUANTIZE = "relax.quantize"
@@ -33,7 +34,7 @@ class IntegerOnlyError(PassError):
 
 def float_islands(mod: tvm.IRModule, allowed: Iterable[str] = ()) -> list[tuple[str, str]]:
     """(op name, bound variable) of every float-producing call with a quantize both upstream and downstream."""
-    bindings = _bindings(mod["main"])
+    bindings = [(b.var, b.value) for b in main_block(mod, "check_integer_only").bindings]
     if not any(_op(value) == QUANTIZE for _, value in bindings):
         raise PassError("check_integer_only: main has no quantize, so no integer part to check")
     after_quantize = _reach(bindings, forward=True)
@@ -56,12 +57,6 @@ def check_integer_only(mod: tvm.IRModule, allowed: Sequence[str] = ()) -> tvm.IR
     if offenders:
         raise IntegerOnlyError(offenders)
     return mod
-
-
-def _bindings(func: relax.Function) -> list[tuple[relax.Var, relax.Expr]]:
-    if len(func.body.blocks) != 1:
-        raise PassError(f"check_integer_only expects main to be one dataflow block, found {len(func.body.blocks)}")
-    return [(b.var, b.value) for b in func.body.blocks[0].bindings]
 
 
 def _reach(bindings: list[tuple[relax.Var, relax.Expr]], forward: bool) -> set[relax.Var]:

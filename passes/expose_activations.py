@@ -14,7 +14,8 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
-from .registry import PassError, register_pass
+from .dataflow import function_attrs, main_block, with_main
+from .registry import register_pass
 
 QUANTIZABLE_OPS = {"relax.nn.conv2d": "conv2d", "relax.matmul": "matmul"}
 ATTRIBUTE = "qc.exposed_layers"
@@ -39,21 +40,17 @@ def quantizable_layers(func: relax.Function) -> list[tuple[str, relax.Call]]:
 def expose_activations(mod: tvm.IRModule, outputs: bool = False) -> tvm.IRModule:
     """Relax -> Relax: main also returns the data input (or, with outputs=True, the result) of each conv2d/matmul."""
     func = mod["main"]
-    if len(func.body.blocks) != 1:
-        raise PassError(f"expose_activations expects main to be one dataflow block, found {len(func.body.blocks)}")
+    block = main_block(mod, "expose_activations")
     layers = quantizable_layers(func)
-    block = func.body.blocks[0]
     builder = relax.BlockBuilder()
     results = {binding.value: binding.var for binding in block.bindings}
     exposed = [results[call] if outputs else call.args[0] for _, call in layers]
     original = func.body.body
     returned = list(original.fields) if isinstance(original, relax.Tuple) else [original]
-    with builder.function("main", func.params, attrs=dict(func.attrs.items()) if func.attrs else None):
+    with builder.function("main", func.params, attrs=function_attrs(func)):
         with builder.dataflow():
             for binding in block.bindings:
                 builder.emit_normalized(binding)
             result = builder.emit_output(relax.Tuple(returned + exposed))
         builder.emit_func_output(result)
-    result_mod = mod.clone()
-    result_mod["main"] = builder.get()["main"]
-    return result_mod.with_attr(ATTRIBUTE, [name for name, _ in layers])
+    return with_main(mod, builder).with_attr(ATTRIBUTE, [name for name, _ in layers])

@@ -22,6 +22,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from .dataflow import function_attrs, main_block, with_main
 from .expose_activations import quantizable_layers
 from .quant_policy import LayerSpec
 from .registry import PassError, register_pass
@@ -70,16 +71,15 @@ def weight_axis(call: relax.Call) -> int:
 def insert_qdq(mod: tvm.IRModule, specs: Mapping[str, LayerSpec], ranges: Mapping[str, tuple[float, float]]) -> tvm.IRModule:
     """Relax -> Relax: quantize/dequantize on each quantized layer's input and weight (simulated)."""
     func = mod["main"]
-    if len(func.body.blocks) != 1:
-        raise PassError(f"insert_qdq expects main to be one dataflow block, found {len(func.body.blocks)}")
+    block = main_block(mod, "insert_qdq")
     layers = {call: name for name, call in quantizable_layers(func)}
     missing = [n for n in layers.values() if specs.get(n, LayerSpec()).quantize and n not in ranges]
     if missing:
         raise PassError(f"insert_qdq: no calibrated range for layer(s) {missing}")
     builder = relax.BlockBuilder()
-    with builder.function("main", func.params, attrs=dict(func.attrs.items()) if func.attrs else None):
+    with builder.function("main", func.params, attrs=function_attrs(func)):
         with builder.dataflow():
-            for binding in func.body.blocks[0].bindings:
+            for binding in block.bindings:
                 name = layers.get(binding.value)
                 spec = specs.get(name) if name else None
                 if spec is not None and spec.quantize:
@@ -88,9 +88,7 @@ def insert_qdq(mod: tvm.IRModule, specs: Mapping[str, LayerSpec], ranges: Mappin
                 builder.emit_normalized(binding)
             output = func.body.body
         builder.emit_func_output(output)
-    result = mod.clone()
-    result["main"] = builder.get()["main"]
-    return result
+    return with_main(mod, builder)
 
 
 def _quantized_call(builder: relax.BlockBuilder, call: relax.Call, spec: LayerSpec,

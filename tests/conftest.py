@@ -45,6 +45,13 @@ def mnist_case():
 
 
 @pytest.fixture(scope="session")
+def mnist_imported(mnist_case):
+    """The MNIST CNN through the torch frontend (float Relax module, input named 'input')."""
+    return compiler.import_model(mnist_case.module, example_inputs=mnist_case.example_inputs,
+                                 input_names=mnist_case.input_names)
+
+
+@pytest.fixture(scope="session")
 def mnist_onnx(tmp_path_factory, mnist_case) -> Path:
     return models.export_onnx(mnist_case, tmp_path_factory.mktemp("mnist") / "mnist.onnx")
 

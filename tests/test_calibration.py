@@ -8,17 +8,14 @@ import sys
 import numpy as np
 import pytest
 
-import compiler
-import models
 from models import mnist_cnn
 from compiler.calibration import CalibrationError, calibrate, samples_from_npz
 from passes.quant_policy import LayerSpec, PolicyError, QuantPolicy
 
 
 @pytest.fixture(scope="module")
-def imported(mnist_case):
-    return compiler.import_model(mnist_case.module, example_inputs=mnist_case.example_inputs,
-                                 input_names=mnist_case.input_names)
+def imported(mnist_imported):
+    return mnist_imported
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import pytest
 import tvm
 from tvm import relax
 
-import compiler
 from compiler.quantize import quantize
 from models import mnist_cnn
 from passes import PassError, get_pass
@@ -46,9 +45,8 @@ def test_a_float_island_is_named_unless_declared():
     get_pass("check_integer_only")(mod, allowed=["relax.nn.softmax", "relax.astype"])
 
 
-def test_simulated_quantization_is_not_integer_only(mnist_case):
-    imported = compiler.import_model(mnist_case.module, example_inputs=mnist_case.example_inputs,
-                                     input_names=mnist_case.input_names)
+def test_simulated_quantization_is_not_integer_only(mnist_imported):
+    imported = mnist_imported
     digits = mnist_cnn.load_split()[0][:4]
     qdq = quantize(imported, [{"input": d[None]} for d in digits]).imported.mod
     offenders = [op for op, _ in float_islands(qdq)]

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 import compiler
-import models
 from models import mnist_cnn
 from passes.quant_policy import QuantPolicy
 

@@ -7,17 +7,14 @@ import math
 
 import numpy as np
 
-import compiler
-import models
 from models import mnist_cnn
 from compiler.report import layer_report
 
 from .conftest import qc
 
 
-def test_report_is_sorted_worst_first_and_4_bit_is_worse(mnist_case):
-    imported = compiler.import_model(mnist_case.module, example_inputs=mnist_case.example_inputs,
-                                     input_names=mnist_case.input_names)
+def test_report_is_sorted_worst_first_and_4_bit_is_worse(mnist_imported):
+    imported = mnist_imported
     samples = [{"input": d[None]} for d in mnist_cnn.load_split()[0][:16]]
     w8 = layer_report(imported, samples, "w8a8")
     w4 = layer_report(imported, samples, "w4a4")

@@ -1,0 +1,34 @@
+"""Helpers for passes that read or rebuild ``main`` as one dataflow block (not a pass).
+
+The importers produce ``main`` as a single dataflow block; the quantization passes rely on that and share
+the check, and the passes that rebuild ``main`` share how the new function replaces the old one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tvm
+from tvm import relax
+
+from .registry import PassError
+
+
+def main_block(mod: tvm.IRModule, pass_name: str) -> relax.DataflowBlock:
+    """The only dataflow block of ``mod["main"]``; anything else is refused, naming ``pass_name``."""
+    blocks = mod["main"].body.blocks
+    if len(blocks) != 1:
+        raise PassError(f"{pass_name} expects main to be one dataflow block, found {len(blocks)}")
+    return blocks[0]
+
+
+def function_attrs(func: relax.Function) -> dict[str, Any] | None:
+    """``func``'s attributes in the form ``BlockBuilder.function`` takes."""
+    return dict(func.attrs.items()) if func.attrs else None
+
+
+def with_main(mod: tvm.IRModule, builder: relax.BlockBuilder) -> tvm.IRModule:
+    """A copy of ``mod`` whose ``main`` is the one ``builder`` just built (the input is left unchanged)."""
+    result = mod.clone()
+    result["main"] = builder.get()["main"]
+    return result
