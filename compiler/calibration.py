@@ -1,8 +1,10 @@
-"""Calibration: run the float model over user samples and record each quantizable layer's input range.
+"""Calibration: run the float model over user samples and record the range of every tensor that gets a scale.
 
-The model is compiled once with ``expose_activations`` (our own backend, untuned), then each sample runs
-through it and every layer's input feeds that layer's streaming observer, so memory does not grow with the
-number of samples. Policy decides the observer and bits per layer; an override naming no layer is an error.
+Those tensors are the anchors of ``passes.quant_plan`` (layer inputs, the outputs of layer / add / mean
+groups that stay integer). The model is compiled once with ``expose_activations`` (our own backend,
+untuned), then each sample runs through it and every anchor feeds its own streaming observer, so memory does
+not grow with the number of samples. Policy decides the observer and bits per layer (an anchor takes the
+spec of the layer that reads it); an override naming no layer is an error.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ from frontends import ImportedModel
 from frontends.spec import TensorSpec
 from passes.expose_activations import ATTRIBUTE
 from passes.observers import ObserverError, make_observer
-from passes.quant_policy import QuantPolicy
+from passes.quant_plan import plan_quantization, quantizable_layers
+from passes.quant_policy import LayerSpec, QuantPolicy
 
 from .errors import CompilerError, InputError
 from .executable import CompiledModel, flatten_result
 from .pipeline import Pipeline, Step
 
-PREPARE = ("canonicalize_bindings", "fold_constant", "fold_batchnorm", "expose_activations")
+PREPARE = ("canonicalize_bindings", "fold_constant", "fold_batchnorm")
 LOWER = ("decompose_for_inference", "fold_constant", "legalize_ops", "annotate_op_pattern", "fold_constant",
          "fuse_ops", "fuse_tir", "dead_code_elimination")
 
@@ -35,22 +38,32 @@ class CalibrationError(CompilerError):
 
 @dataclass(frozen=True)
 class Calibration:
-    """Per layer: the (lo, hi) range of its input and the observer that chose it; and the sample count."""
+    """Per anchor tensor: its (lo, hi) range and the observer that chose it; per layer: its spec and the
+    anchor its input comes from; and the sample count."""
 
     ranges: dict[str, tuple[float, float]]
     observers: dict[str, str]
     samples: int
+    specs: dict[str, LayerSpec]
+    layer_inputs: dict[str, str]
+
+    def input_range(self, layer: str) -> tuple[float, float] | None:
+        """The calibrated range of ``layer``'s data input (None for a layer left in float)."""
+        anchor = self.layer_inputs.get(layer)
+        return self.ranges[anchor] if anchor else None
 
 
 def calibrate(imported: ImportedModel, samples: Iterable[Mapping[str, np.ndarray]],
               policy: QuantPolicy | None = None, target: Any = None) -> Calibration:
-    """Observe every quantizable layer's input over ``samples`` (dicts of input name -> array)."""
+    """Observe every anchor tensor over ``samples`` (dicts of input name -> array)."""
     policy = policy or QuantPolicy()
-    runner = ExposedRunner(imported, target)
-    specs = policy.resolve(runner.layers)
-    observers = {name: make_observer(spec.observer, name, bits=spec.activation_bits,
-                                     symmetric=spec.symmetric_activations)
-                 for name, spec in specs.items() if spec.quantize}
+    func = prepare(imported)["main"]
+    specs = policy.resolve([name for name, _ in quantizable_layers(func)])
+    plan = plan_quantization(func, specs)
+    runner = ExposedRunner(imported, target, specs=specs)
+    observers = {name: make_observer(a.spec.observer, name, bits=a.spec.activation_bits,
+                                     symmetric=a.spec.symmetric_activations)
+                 for name, a in plan.anchors.items()}
     count = 0
     for index, activations in runner.run(samples):
         for name, tensor in activations.items():
@@ -63,18 +76,24 @@ def calibrate(imported: ImportedModel, samples: Iterable[Mapping[str, np.ndarray
     if count == 0:
         raise CalibrationError("the calibration set is empty: give at least one sample")
     return Calibration({n: o.range() for n, o in observers.items()},
-                       {n: specs[n].observer for n in observers}, count)
+                       {n: a.spec.observer for n, a in plan.anchors.items()}, count, specs, plan.layer_inputs)
+
+
+def prepare(imported: ImportedModel):
+    """The float module the quantization passes start from (batchnorm folded, weights constant)."""
+    mod, _ = Pipeline(list(PREPARE)).run(imported.mod)
+    return mod
 
 
 class ExposedRunner:
-    """``imported`` compiled (untuned) with each quantizable layer's input (or output) returned too."""
+    """``imported`` compiled (untuned) with every anchor (or, outputs=True, each layer's result) returned too."""
 
     def __init__(self, imported: ImportedModel, target: Any = None, *, outputs: bool = False,
-                 prepare: tuple[str, ...] = PREPARE):
-        steps = [Step(name, {"outputs": outputs}) if name == "expose_activations" else Step(name)
-                 for name in prepare + LOWER]
+                 specs: dict[str, LayerSpec] | None = None):
+        steps = ([Step(name) for name in PREPARE] + [Step("expose_activations", {"outputs": outputs, "specs": specs})]
+                 + [Step(name) for name in LOWER])
         mod, _ = Pipeline(steps).run(imported.mod)
-        self.layers = [str(name) for name in mod.attrs[ATTRIBUTE]]
+        self.names = [str(name) for name in mod.attrs[ATTRIBUTE]]
         library, _ = backends.build(mod, backends.parse_target(target))
         manifest = {"inputs": [s.to_json() for s in imported.inputs], "outputs": []}
         self._model = CompiledModel(library, manifest)
@@ -88,8 +107,8 @@ class ExposedRunner:
             except InputError as exc:
                 raise CalibrationError(f"calibration sample {index}: {exc}") from None
             leaves = flatten_result(self._model.call(arrays))
-            exposed = leaves[len(leaves) - len(self.layers):] if self.layers else []
-            yield index, {name: tensor.numpy() for name, tensor in zip(self.layers, exposed)}
+            exposed = leaves[len(leaves) - len(self.names):] if self.names else []
+            yield index, {name: tensor.numpy() for name, tensor in zip(self.names, exposed)}
 
 
 def samples_from_npz(path: str | Path, inputs: list[TensorSpec]) -> Iterator[dict[str, np.ndarray]]:

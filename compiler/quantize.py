@@ -1,53 +1,52 @@
-"""Quantize an imported model: calibrate, then insert quantize/dequantize pairs per the policy.
+"""Quantize an imported model: calibrate, insert quantize/dequantize pairs per the policy, lower to integers.
 
-Today this yields simulated quantization (the QDQ graph computes in float; ``lower_integer`` is the next
-step), which already measures what a scheme and observer do to accuracy.
+    quantized = quantize(imported, samples, "w8a8")     # calibration + insert_qdq
+    quantized.imported                                  # the QDQ module: the pipeline's QUANTIZED_PASSES
+                                                        # (lower_integer, check_integer_only) make it integer
+    quantized.simulated                                 # the same QDQ module, for float simulation
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 
 from frontends import ImportedModel
-from passes.check_integer_only import float_islands
 from passes.insert_qdq import insert_qdq
 from passes.quant_policy import QuantPolicy
 
-from .calibration import PREPARE, Calibration, calibrate
-from .pipeline import Pipeline
+from .calibration import Calibration, calibrate, prepare
 
 
 @dataclass
 class QuantizedModel:
-    """The QDQ module (ready for the float pipeline), its calibration and the policy that shaped it."""
+    """The QDQ module, its calibration and the policy that shaped it."""
 
     imported: ImportedModel
     calibration: Calibration
     policy: QuantPolicy
-    info: dict  # what the manifest records: mode, per-layer bits/observer/range, sample count
+    info: dict  # what the manifest records: per-layer bits/observer/input range, anchors, sample count
 
 
 def quantize(imported: ImportedModel, samples: Iterable[Mapping[str, np.ndarray]],
              policy: QuantPolicy | str = "w8a8", target: Any = None) -> QuantizedModel:
-    """Calibrate ``imported`` on ``samples`` and return it with QDQ pairs on every quantized layer."""
+    """Calibrate ``imported`` on ``samples`` and return it with QDQ pairs on every anchor tensor."""
     if isinstance(policy, str):
         policy = QuantPolicy.from_scheme(policy)
     calibration = calibrate(imported, samples, policy, target)
-    prepared, _ = Pipeline([p for p in PREPARE if p != "expose_activations"]).run(imported.mod)
-    specs = policy.resolve(list(calibration.ranges))
-    mod = insert_qdq(prepared, specs, calibration.ranges)
+    mod = insert_qdq(prepare(imported), calibration.specs, calibration.ranges)
     info = {
-        "mode": "simulated (QDQ, float arithmetic)",
         "layers": {name: {"weight_bits": s.weight_bits, "activation_bits": s.activation_bits,
-                          "observer": s.observer, "range": [round(v, 6) for v in calibration.ranges[name]]}
-                   for name, s in specs.items() if s.quantize},
+                          "observer": s.observer, "input_range": _rounded(calibration.input_range(name))}
+                   for name, s in calibration.specs.items() if s.quantize},
+        "tensors": {name: _rounded(r) for name, r in calibration.ranges.items()},
         "calibration_samples": calibration.samples,
-        # float ops between the first quantize and the last dequantize, by op: all of them while simulated
-        "float_islands": dict(Counter(op for op, _ in float_islands(mod))),
     }
     quantized = ImportedModel(mod, imported.inputs, imported.outputs, dict(imported.source))
     return QuantizedModel(quantized, calibration, policy, info)
+
+
+def _rounded(value_range):
+    return None if value_range is None else [round(float(v), 6) for v in value_range]

@@ -54,18 +54,18 @@ def layer_report(imported: ImportedModel, calibration: Any, policy: QuantPolicy 
     quantized = quantize(imported, _samples(calibration, imported), policy, target)
     reference = ExposedRunner(imported, target, outputs=True)
     simulated = ExposedRunner(quantized.imported, target, outputs=True)
-    signal = dict.fromkeys(reference.layers, 0.0)
-    noise = dict.fromkeys(reference.layers, 0.0)
+    signal = dict.fromkeys(reference.names, 0.0)
+    noise = dict.fromkeys(reference.names, 0.0)
     first, second = itertools.tee(_samples(evaluation, imported))
     for (_, floats), (_, quants) in zip(reference.run(first), simulated.run(second)):
         for name, f in floats.items():
             f64 = f.astype(np.float64)
             signal[name] += float(np.sum(f64 * f64))
             noise[name] += float(np.sum((f64 - quants[name]) ** 2))
-    specs = policy.resolve(reference.layers)
+    specs = policy.resolve(reference.names)
     rows = [LayerReport(name, specs[name].weight_bits, specs[name].activation_bits, specs[name].observer,
                         tuple(round(v, 6) for v in quantized.calibration.ranges[name]), _sqnr(signal[name], noise[name]))
-            for name in reference.layers if specs[name].quantize]
+            for name in reference.names if specs[name].quantize]
     return sorted(rows, key=lambda row: row.sqnr_db)
 
 

@@ -1,12 +1,13 @@
-"""insert_qdq: put quantize -> dequantize pairs on the inputs and weights of every quantized layer.
+"""insert_qdq: put a quantize -> dequantize pair on every anchor and integer weights on every quantized layer.
 
-Requires: the module ``expose_activations`` was computed from (same layer names: ``conv2d_0``, ``matmul_0``,
-...; weights constant, so after ``fold_constant`` / ``fold_batchnorm``), the per-layer specs of a
-``QuantPolicy`` and the calibrated input range of each layer.
-Guarantees: each quantized layer reads ``dequantize(quantize(x))`` and a constant weight already rounded to
-its integer grid and dequantized per output channel; layers with ``quantize=False`` are untouched. The
-module still computes in float (simulated quantization): ``lower_integer`` turns these pairs into integer
-kernels.
+Requires: a float module (one dataflow block, weights constant: after ``fold_constant`` / ``fold_batchnorm``),
+per-layer ``LayerSpec``s and the calibrated (lo, hi) of every anchor of ``plan_quantization`` under those
+specs (the tensors ``expose_activations`` returned to calibration).
+Guarantees: each anchor's integer readers (quantized layers, integer adds / means, pass-through ops leading
+to them) read ``dequantize(quantize(t))`` (4-bit: clipped to its range in between);
+each quantized layer reads ``dequantize(W_q)`` with ``W_q`` an int8 constant on its per-channel grid. The
+module is the quantized model in QDQ form: run as is (after ``fold_constant``) it simulates the integer model
+in float, and ``lower_integer`` turns it into integer arithmetic. Layers with ``quantize=False`` are untouched.
 Numerics:
     activations, asymmetric (uint):  s = (hi - lo) / (2^a - 1),  z = clamp(round(-lo / s), 0, 2^a - 1)
     activations, symmetric (int):    s = max(|lo|, |hi|) / (2^(a-1) - 1),  z = 0
@@ -23,7 +24,7 @@ import tvm
 from tvm import relax
 
 from .dataflow import function_attrs, main_block, with_main
-from .expose_activations import quantizable_layers
+from .quant_plan import Anchor, plan_quantization, quantizable_layers
 from .quant_policy import LayerSpec
 from .registry import PassError, register_pass
 
@@ -69,40 +70,67 @@ def weight_axis(call: relax.Call) -> int:
 
 @register_pass("insert_qdq")
 def insert_qdq(mod: tvm.IRModule, specs: Mapping[str, LayerSpec], ranges: Mapping[str, tuple[float, float]]) -> tvm.IRModule:
-    """Relax -> Relax: quantize/dequantize on each quantized layer's input and weight (simulated)."""
+    """Relax -> Relax: quantize/dequantize pairs on the anchors, dequantized integer weights on the layers."""
     func = mod["main"]
     block = main_block(mod, "insert_qdq")
-    layers = {call: name for name, call in quantizable_layers(func)}
-    missing = [n for n in layers.values() if specs.get(n, LayerSpec()).quantize and n not in ranges]
+    plan = plan_quantization(func, specs)
+    missing = [name for name in plan.anchors if name not in ranges]
     if missing:
-        raise PassError(f"insert_qdq: no calibrated range for layer(s) {missing}")
+        raise PassError(f"insert_qdq: no calibrated range for tensor(s) {missing}")
+    layers = {call: name for name, call in quantizable_layers(func) if specs.get(name, LayerSpec()).quantize}
+    anchors = {anchor.var: anchor for anchor in plan.anchors.values()}
+    replaced: dict[relax.Var, relax.Expr] = {}
     builder = relax.BlockBuilder()
     with builder.function("main", func.params, attrs=function_attrs(func)):
         with builder.dataflow():
+            for param in func.params:
+                if param in anchors:
+                    replaced[param] = _qdq(builder, param, anchors[param], ranges)
             for binding in block.bindings:
-                name = layers.get(binding.value)
-                spec = specs.get(name) if name else None
-                if spec is not None and spec.quantize:
-                    new_call = _quantized_call(builder, binding.value, spec, ranges[name])
-                    binding = relax.VarBinding(binding.var, builder.normalize(new_call))
-                builder.emit_normalized(binding)
+                # integer readers see the quantized tensor; float ops keep reading the float one
+                value = substitute(binding.value, replaced) if binding.var in plan.integer_readers else binding.value
+                if binding.value in layers:
+                    value = _with_integer_weight(builder, value, specs[layers[binding.value]])
+                builder.emit_normalized(relax.VarBinding(binding.var, builder.normalize(value)))
+                if binding.var in anchors:
+                    replaced[binding.var] = _qdq(builder, binding.var, anchors[binding.var], ranges)
             output = func.body.body
         builder.emit_func_output(output)
     return with_main(mod, builder)
 
 
-def _quantized_call(builder: relax.BlockBuilder, call: relax.Call, spec: LayerSpec,
-                    value_range: tuple[float, float]) -> relax.Call:
-    act = ActivationParams.from_range(*value_range, spec.activation_bits, spec.symmetric_activations)
-    scale, zero = relax.const(np.float32(act.scale)), relax.const(np.int8(0) if act.dtype == "int8" else np.uint8(act.zero_point))
-    q = builder.emit(relax.op.quantize(call.args[0], scale, zero, axis=1, out_dtype=act.dtype))
+def activation_params(anchor: Anchor, value_range: tuple[float, float]) -> ActivationParams:
+    """The scale and zero point of an anchor from its calibrated range and its spec."""
+    return ActivationParams.from_range(*value_range, anchor.spec.activation_bits, anchor.spec.symmetric_activations)
+
+
+def substitute(value: relax.Expr, replaced: Mapping[relax.Var, relax.Expr]) -> relax.Expr:
+    """``value`` with the variables in ``replaced`` swapped (calls, tuples and tuple items)."""
+    if isinstance(value, relax.Var):
+        return replaced.get(value, value)
+    if isinstance(value, relax.Call):
+        return relax.Call(value.op, [substitute(a, replaced) for a in value.args], value.attrs, value.ty_args)
+    if isinstance(value, relax.Tuple):
+        return relax.Tuple([substitute(f, replaced) for f in value.fields])
+    if isinstance(value, relax.TupleGetItem):
+        return relax.TupleGetItem(substitute(value.tuple_value, replaced), value.index)
+    return value
+
+
+def _qdq(builder: relax.BlockBuilder, var: relax.Var, anchor: Anchor,
+         ranges: Mapping[str, tuple[float, float]]) -> relax.Var:
+    act = activation_params(anchor, ranges[anchor.name])
+    scale = relax.const(np.float32(act.scale))
+    zero = relax.const(np.array(act.zero_point, dtype=act.dtype))
+    q = builder.emit(relax.op.quantize(var, scale, zero, axis=-1, out_dtype=act.dtype))
     if act.qmax < np.iinfo(act.dtype).max:  # narrower than the container (4-bit)
         q = builder.emit(relax.op.clip(q, act.qmin, act.qmax))
-    x = builder.emit(relax.op.dequantize(q, scale, zero, axis=1, out_dtype="float32"))
-    weight = call.args[1].value.numpy()
+    return builder.emit(relax.op.dequantize(q, scale, zero, axis=-1, out_dtype="float32"))
+
+
+def _with_integer_weight(builder: relax.BlockBuilder, call: relax.Call, spec: LayerSpec) -> relax.Call:
     axis = weight_axis(call)
-    values, w_scale = quantize_weight(weight, spec.weight_bits, axis)
-    shape = [1] * weight.ndim
-    shape[axis] = -1
-    simulated = (values.astype(np.float32) * w_scale.reshape(shape)).astype(weight.dtype)
-    return relax.Call(call.op, [x, relax.const(simulated)] + list(call.args[2:]), call.attrs)
+    values, w_scale = quantize_weight(call.args[1].value.numpy(), spec.weight_bits, axis)
+    weight = builder.emit(relax.op.dequantize(relax.const(values), relax.const(w_scale),
+                                              relax.const(np.int8(0)), axis=axis, out_dtype="float32"))
+    return relax.Call(call.op, [call.args[0], weight] + list(call.args[2:]), call.attrs)

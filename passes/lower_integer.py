@@ -1,0 +1,365 @@
+"""lower_integer: turn the QDQ graph of ``insert_qdq`` into integer arithmetic with dyadic rescaling.
+
+Requires: ``main`` as ``insert_qdq`` left it (one dataflow block, quantize -> dequantize on every anchor,
+``dequantize(int8 constant)`` weights on every quantized layer), before ``fold_constant``.
+Guarantees: between the entry quantizes and the final dequantizes every quantized layer, bias, ReLU / clip,
+residual add, mean, max pooling, reshape, transpose and zero padding runs on integers:
+
+    conv2d / matmul   uint8|int8 x int8 -> int32 accumulator (an activation zero point is folded into the
+                      bias as -z * sum(W); a padded conv with z != 0 gets an explicit pad with value z)
+    bias              int32, round(b / (s_x * s_w)) added to the accumulator
+    rescale           one dyadic multiplier b / 2^c per output channel (and per branch of a residual add),
+                      (acc * b + 2^(c-1)) >> c in int64, then + z_out and a clamp to the output range
+    ReLU / clip       the clamp bounds of that requantize (z_out + round(lo / s_out) ...)
+    mean              int32 sum, then the dyadic rescale s_x / (n * s_out)
+
+Everything else is a declared *float island*: its inputs are dequantized, it runs in float, and the
+variables it binds are listed in the function attribute ``qc.float_islands`` (``check_integer_only`` fails on
+any float op in the integer part that is not listed). A layer group nobody reads as integers (the logits) is
+dequantized straight from its int32 accumulator. The numerics are those of ``passes.dyadic`` and
+``passes.reference`` reproduces them bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from .dataflow import function_attrs, main_block, with_main
+from .dyadic import dyadic
+from .quant_plan import is_pass_through, op_name
+from .registry import PassError, register_pass
+
+ISLANDS_ATTRIBUTE = "qc.float_islands"
+
+
+@dataclass(frozen=True)
+class Quant:
+    """An integer tensor ``q`` standing for the real tensor ``scale * (q - zero)``, q in [qmin, qmax]."""
+
+    var: relax.Expr
+    scale: float
+    zero: int
+    qmin: int
+    qmax: int
+    dtype: str
+
+
+@dataclass(frozen=True)
+class Weight:
+    """A constant integer weight with per-channel scales along ``axis``."""
+
+    values: np.ndarray
+    scale: np.ndarray
+    axis: int
+
+
+@dataclass(frozen=True)
+class Term:
+    """``scale * (var + offset)``: var an integer tensor; scale and offset broadcast against it."""
+
+    var: relax.Expr
+    scale: np.ndarray
+    offset: np.ndarray
+
+
+@dataclass(frozen=True)
+class Linear:
+    """The real tensor ``clamp(sum of terms, lo, hi)``, not materialised yet (an accumulator, a residual sum)."""
+
+    terms: tuple[Term, ...]
+    lo: float = -math.inf
+    hi: float = math.inf
+    materialised: dict = field(default_factory=dict, compare=False)
+
+
+@register_pass("lower_integer")
+def lower_integer(mod: tvm.IRModule) -> tvm.IRModule:
+    """Relax (QDQ) -> Relax with integer kernels between quantize and dequantize; float islands listed."""
+    return _Lowering(mod).run()
+
+
+class _Lowering:
+    def __init__(self, mod: tvm.IRModule):
+        self.mod = mod
+        self.func = mod["main"]
+        self.block = main_block(mod, "lower_integer")
+        self.builder = relax.BlockBuilder()
+        self.values: dict[relax.Var, object] = {}  # original var -> Quant | Weight | Linear | new float var
+        self.floats: dict[int, relax.Var] = {}  # id(Quant) -> its dequantized var
+        self.islands: list[str] = []  # new vars bound by float ops that read integer-derived values
+        self.island_vars: set[relax.Var] = set()  # original vars of those ops
+
+    def run(self) -> tvm.IRModule:
+        output = self.func.body.body
+        with self.builder.function("main", self.func.params, attrs=function_attrs(self.func)):
+            with self.builder.dataflow():
+                for binding in self.block.bindings:
+                    value = self.lower(binding.var, binding.value)
+                    if binding.var.same_as(output):
+                        value = self.builder.emit_output(self.as_float(value))
+                    self.values[binding.var] = value
+                result = self.values[output]
+            self.builder.emit_func_output(result)
+        lowered = with_main(self.mod, self.builder)
+        main = lowered["main"].with_attr(ISLANDS_ATTRIBUTE, self.islands)
+        lowered["main"] = main
+        return lowered
+
+    # -- one binding ---------------------------------------------------------------------------------
+    def lower(self, var: relax.Var, value: relax.Expr) -> object:
+        name = op_name(value)
+        args = [self.values.get(a, a) if isinstance(a, relax.Var) else a for a in getattr(value, "args", [])]
+        if name == "relax.quantize":
+            return self.quantize(args[0], _scalar(value.args[1]), int(_scalar(value.args[2])), str(value.attrs.out_dtype))
+        if name == "relax.dequantize":
+            if isinstance(args[0], Quant):
+                return args[0]
+            if isinstance(args[0], tvm.ir.expr.GenericConst):
+                return Weight(args[0].value.numpy(), value.args[1].value.numpy().astype(np.float64),
+                              int(value.attrs.axis))
+        if name in ("relax.nn.conv2d", "relax.matmul") and isinstance(args[1], Weight):
+            if not isinstance(args[0], Quant):
+                raise PassError(f"lower_integer: {name} ({var.name}) has an integer weight but a float input")
+            return self.layer(value, args[0], args[1])
+        if name == "relax.add":
+            lowered = self.add(value, args)
+            if lowered is not None:
+                return lowered
+        if name in ("relax.nn.relu", "relax.clip"):
+            lowered = self.clamp(value, args[0])
+            if lowered is not None:
+                return lowered
+        if name == "relax.mean" and isinstance(args[0], Quant):
+            return self.mean(value, args[0])
+        if isinstance(args[0] if args else None, Quant) and is_pass_through(value):
+            return self.pass_through(value, args[0])
+        return self.float_op(var, value)
+
+    # -- integer ops ---------------------------------------------------------------------------------
+    def quantize(self, x: object, scale: float, zero: int, dtype: str) -> Quant:
+        info = np.iinfo(dtype)
+        if isinstance(x, Quant):
+            if (x.scale, x.zero, x.dtype) == (scale, zero, dtype):
+                return x
+            x = Linear((Term(x.var, np.float64(x.scale), np.int64(-x.zero)),))
+        if isinstance(x, Linear):
+            return self.requantize(x, scale, zero, int(info.min), int(info.max), dtype)
+        q = self.builder.emit(relax.op.quantize(self.as_float(x), relax.const(np.float32(scale)),
+                                                relax.const(np.array(zero, dtype=dtype)), axis=-1, out_dtype=dtype))
+        return Quant(q, scale, zero, int(info.min), int(info.max), dtype)
+
+    def requantize(self, x: Linear, scale: float, zero: int, qmin: int, qmax: int, dtype: str) -> Quant:
+        """clamp(sum_i rescale(var_i + offset_i, s_i / s_out) + z_out), each rescale dyadic in int64."""
+        emit = self.builder.emit
+        total = None
+        for term in x.terms:
+            multiplier, shift = _dyadic_arrays(np.asarray(term.scale, np.float64) / scale)
+            acc = emit(relax.op.astype(term.var, "int64"))
+            if np.any(term.offset):
+                acc = emit(relax.op.add(acc, _i64(term.offset)))
+            acc = emit(relax.op.multiply(acc, _i64(multiplier)))
+            acc = emit(relax.op.right_shift(emit(relax.op.add(acc, _i64(np.left_shift(1, shift - 1)))), _i64(shift)))
+            total = acc if total is None else emit(relax.op.add(total, acc))
+        lo = qmin if x.lo == -math.inf else max(qmin, zero + int(np.round(x.lo / scale)))
+        hi = qmax if x.hi == math.inf else min(qmax, zero + int(np.round(x.hi / scale)))
+        if zero:
+            total = emit(relax.op.add(total, _i64(zero)))
+        total = emit(relax.op.minimum(emit(relax.op.maximum(total, _i64(lo))), _i64(hi)))
+        return Quant(emit(relax.op.astype(total, dtype)), scale, zero, lo, hi, dtype)
+
+    def layer(self, call: relax.Call, x: Quant, weight: Weight) -> Linear:
+        """int conv2d / matmul with int32 accumulation; the input zero point becomes a per-channel offset."""
+        emit = self.builder.emit
+        is_conv = op_name(call) == "relax.nn.conv2d"
+        data = x.var
+        if is_conv:
+            attrs = call.attrs
+            padding = [int(p) for p in attrs.padding]
+            if x.zero != 0 and any(padding):  # pad with the zero point, so padding stands for real 0.0
+                top, left, bottom, right = padding
+                data = emit(relax.op.nn.pad(data, [0, 0, 0, 0, top, bottom, left, right], pad_value=float(x.zero)))
+                padding = [0, 0, 0, 0]
+            acc = emit(relax.op.nn.conv2d(data, relax.const(weight.values), strides=attrs.strides, padding=padding,
+                                          dilation=attrs.dilation, groups=int(attrs.groups), out_dtype="int32"))
+            weight_sums = weight.values.astype(np.int64).sum(axis=(1, 2, 3)).reshape(1, -1, 1, 1)
+            scale = (x.scale * weight.scale).reshape(1, -1, 1, 1)
+        else:
+            acc = emit(relax.op.matmul(data, relax.const(weight.values), out_dtype="int32"))
+            weight_sums = weight.values.astype(np.int64).sum(axis=-2)
+            scale = x.scale * weight.scale
+        _check_accumulator(call, x, weight)
+        return Linear((Term(acc, scale, -x.zero * weight_sums),))
+
+    def add(self, call: relax.Call, args: list) -> Linear | None:
+        constants = [a for a in args if isinstance(a, tvm.ir.expr.GenericConst)]
+        others = [a for a in args if not isinstance(a, tvm.ir.expr.GenericConst)]
+        if len(constants) == 1 and isinstance(others[0], Linear) and len(others[0].terms) == 1:
+            (term,) = others[0].terms
+            bias = np.round(constants[0].value.numpy().astype(np.float64) / term.scale).astype(np.int64)
+            return Linear((replace(term, offset=term.offset + bias),), others[0].lo, others[0].hi)
+        if not constants and all(isinstance(a, (Quant, Linear)) for a in args) and _same_shape(call):
+            terms = []
+            for a in args:
+                if isinstance(a, Quant):
+                    terms.append(Term(a.var, np.float64(a.scale), np.int64(-a.zero)))
+                elif a.lo == -math.inf and a.hi == math.inf:
+                    terms.extend(a.terms)
+                else:
+                    return None
+            return Linear(tuple(terms))
+        return None
+
+    def clamp(self, call: relax.Call, x: object) -> object | None:
+        if op_name(call) == "relax.nn.relu":
+            lo, hi = 0.0, math.inf
+        else:
+            lo, hi = float(call.args[1].value), float(call.args[2].value)
+        original = call.args[0]
+        if isinstance(x, Quant) and str(original.ty.dtype) == x.dtype:  # clip of the integers themselves
+            return self._int_clamp(x, max(x.qmin, int(lo)), min(x.qmax, int(hi) if hi != math.inf else x.qmax))
+        if isinstance(x, Quant):  # clip in real units
+            low = max(x.qmin, x.zero + int(np.round(lo / x.scale)))
+            high = x.qmax if hi == math.inf else min(x.qmax, x.zero + int(np.round(hi / x.scale)))
+            return self._int_clamp(x, low, high)
+        if isinstance(x, Linear):
+            return replace(x, lo=max(x.lo, lo), hi=min(x.hi, hi), materialised={})
+        return None
+
+    def _int_clamp(self, x: Quant, lo: int, hi: int) -> Quant:
+        emit = self.builder.emit
+        dtype = x.dtype
+        q = x.var
+        if lo > x.qmin:
+            q = emit(relax.op.maximum(q, relax.const(np.array(lo, dtype=dtype))))
+        if hi < x.qmax:
+            q = emit(relax.op.minimum(q, relax.const(np.array(hi, dtype=dtype))))
+        return replace(x, var=q, qmin=lo, qmax=hi)
+
+    def mean(self, call: relax.Call, x: Quant) -> Linear:
+        shape = [int(d) for d in call.args[0].ty.shape]
+        axes = [int(a) % len(shape) for a in call.attrs.axis]
+        count = int(np.prod([shape[a] for a in axes]))
+        total = self.builder.emit(relax.op.sum(relax.op.astype(x.var, "int32"), axis=axes,
+                                               keepdims=bool(call.attrs.keepdims)))
+        return Linear((Term(total, np.float64(x.scale / count), np.int64(-x.zero * count)),))
+
+    def pass_through(self, call: relax.Call, x: Quant) -> Quant:
+        if op_name(call) == "relax.nn.pad":
+            new = relax.op.nn.pad(x.var, [int(p) for p in call.attrs.pad_width], pad_value=float(x.zero))
+        else:
+            new = relax.Call(call.op, [x.var] + list(call.args[1:]), call.attrs, call.ty_args)
+        return replace(x, var=self.builder.emit(new))
+
+    # -- float ---------------------------------------------------------------------------------------
+    def float_op(self, var: relax.Var, value: relax.Expr) -> relax.Var:
+        """Keep ``value`` in float on dequantized inputs; it is an island if an integer value feeds it."""
+        integer_inputs = any(isinstance(self.values.get(a), (Quant, Linear)) for a in _vars(value))
+        new_value = _map_vars(value, lambda a: self.as_float(self.values[a]) if a in self.values else a)
+        if isinstance(new_value, relax.Tuple):
+            return new_value
+        new_var = self.builder.emit(new_value)
+        if integer_inputs or any(v in self.island_vars for v in _vars(value)):
+            self.islands.append(new_var.name)
+            self.island_vars.add(var)
+        return new_var
+
+    def as_float(self, value: object) -> relax.Expr:
+        emit = self.builder.emit
+        if isinstance(value, Quant):
+            if id(value) not in self.floats:
+                self.floats[id(value)] = emit(relax.op.dequantize(
+                    value.var, relax.const(np.float32(value.scale)), relax.const(np.array(value.zero, dtype=value.dtype)),
+                    axis=-1, out_dtype="float32"))
+            return self.floats[id(value)]
+        if isinstance(value, Linear):
+            if "float" not in value.materialised:
+                value.materialised["float"] = self._linear_to_float(value)
+            return value.materialised["float"]
+        if isinstance(value, Weight):
+            raise PassError("lower_integer: an integer weight is read by an op that is not a quantized layer")
+        if isinstance(value, relax.Tuple):
+            return relax.Tuple([self.as_float(self.values.get(f, f)) for f in value.fields])
+        return value
+
+    def _linear_to_float(self, value: Linear) -> relax.Var:
+        emit = self.builder.emit
+        total = None
+        for term in value.terms:
+            acc = term.var
+            if np.any(term.offset):
+                if str(acc.ty.dtype) != "int32":
+                    acc = emit(relax.op.astype(acc, "int32"))
+                acc = emit(relax.op.add(acc, relax.const(np.asarray(term.offset, np.int32))))
+            scale, axis = _per_axis(term.scale)
+            real = emit(relax.op.dequantize(acc, relax.const(scale), relax.const(np.int32(0)), axis=axis,
+                                            out_dtype="float32"))
+            total = real if total is None else emit(relax.op.add(total, real))
+        if value.lo != -math.inf or value.hi != math.inf:
+            total = emit(relax.op.clip(total, max(value.lo, -3.4e38), min(value.hi, 3.4e38)))
+        return total
+
+
+def _scalar(expr: relax.Expr) -> float:
+    return float(expr.value.numpy())
+
+
+def _i64(values) -> relax.Constant:
+    return relax.const(np.asarray(values, dtype=np.int64), "int64")
+
+
+def _dyadic_arrays(scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Elementwise dyadic(b, c) of an array of rescale factors."""
+    pairs = [dyadic(float(s)) for s in scales.ravel()]
+    shape = scales.shape
+    return (np.array([p.b for p in pairs], np.int64).reshape(shape),
+            np.array([p.c for p in pairs], np.int64).reshape(shape))
+
+
+def _per_axis(scale: np.ndarray) -> tuple[np.ndarray, int]:
+    """A broadcastable scale as the 1-D vector and axis ``dequantize`` takes (scalar: axis -1)."""
+    scale = np.asarray(scale, np.float32)
+    if scale.size == 1:
+        return scale.reshape(()), -1
+    axis = next(i for i, d in enumerate(scale.shape) if d > 1)
+    return scale.reshape(-1), axis - scale.ndim
+
+
+def _same_shape(call: relax.Call) -> bool:
+    a, b = call.args
+    return [int(d) for d in a.ty.shape] == [int(d) for d in b.ty.shape]
+
+
+def _check_accumulator(call: relax.Call, x: Quant, weight: Weight) -> None:
+    """Refuse a layer whose worst-case int32 accumulation could overflow (DESIGN.md section 2)."""
+    reduce_axes = (1, 2, 3) if weight.values.ndim == 4 else (weight.values.ndim - 2,)
+    peak = np.abs(weight.values.astype(np.int64)).sum(axis=reduce_axes).max()
+    if peak * max(abs(x.qmin - x.zero), abs(x.qmax - x.zero)) >= 2**31:
+        raise PassError(f"lower_integer: {op_name(call)} could overflow its int32 accumulator "
+                        f"(sum |W| = {peak}); split the reduction or lower its bit width")
+
+
+def _vars(value: relax.Expr) -> list[relax.Var]:
+    if isinstance(value, relax.Call):
+        return [v for a in value.args for v in _vars(a)]
+    if isinstance(value, relax.Tuple):
+        return [v for f in value.fields for v in _vars(f)]
+    if isinstance(value, relax.TupleGetItem):
+        return _vars(value.tuple_value)
+    return [value] if isinstance(value, relax.Var) else []
+
+
+def _map_vars(value: relax.Expr, fn) -> relax.Expr:
+    if isinstance(value, relax.Var):
+        return fn(value)
+    if isinstance(value, relax.Call):
+        return relax.Call(value.op, [_map_vars(a, fn) for a in value.args], value.attrs, value.ty_args)
+    if isinstance(value, relax.Tuple):
+        return relax.Tuple([_map_vars(f, fn) for f in value.fields])
+    if isinstance(value, relax.TupleGetItem):
+        return relax.TupleGetItem(_map_vars(value.tuple_value, fn), value.index)
+    return value

@@ -1,0 +1,207 @@
+"""Which tensors of a float model carry a quantization scale (not a pass: the analysis the passes share).
+
+An integer-only graph needs a (scale, zero point) for every tensor it keeps in integers. Calibration observes
+exactly those tensors, ``insert_qdq`` puts a quantize/dequantize pair on each of them and ``lower_integer``
+turns the ops between the pairs into integer ops. The plan names them (anchors):
+
+- the output of each *group*: a quantized layer (conv2d / matmul with a constant weight) with its bias add
+  and ReLU / clip, a residual add (two non-constant operands of one shape) with its ReLU / clip, or a mean
+  (global average pooling), when some consumer wants it in integers;
+- an *entry*: a float tensor (a model input, the result of a float op) that a quantized layer or an integer
+  group reads.
+
+A consumer wants a tensor in integers when it is a quantized layer reading it as data, an add / mean group
+that is itself integer (its output is wanted in integers), or a pass-through op (max pooling, reshape,
+transpose, zero padding) whose output is wanted in integers; pass-through outputs share their input's scale.
+A layer group nobody wants in integers (the logits, a projection feeding layernorm) is dequantized straight
+from its int32 accumulator. Anchors get the activation spec of the (most precise) layer that reads them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import tvm
+from tvm import relax
+
+from .quant_policy import LayerSpec
+
+PASS_THROUGH = {"relax.nn.max_pool2d", "relax.reshape", "relax.permute_dims", "relax.nn.pad",
+                "relax.squeeze", "relax.expand_dims", "relax.flatten"}
+ACTIVATIONS = {"relax.nn.relu", "relax.clip"}
+QUANTIZABLE_OPS = {"relax.nn.conv2d": "conv2d", "relax.matmul": "matmul"}
+
+
+@dataclass
+class Anchor:
+    """A tensor that gets its own scale: its variable, its producer kind and the activation spec."""
+
+    name: str
+    var: relax.Var
+    kind: str  # "group" (layer / add / mean output) or "entry" (float tensor entering the integer part)
+    spec: LayerSpec
+
+
+@dataclass
+class Plan:
+    """The anchors in program order, and for each quantized layer the anchor its data input comes from."""
+
+    anchors: dict[str, Anchor] = field(default_factory=dict)
+    layer_inputs: dict[str, str] = field(default_factory=dict)
+    integer_readers: set = field(default_factory=set)  # vars bound by ops that read their inputs as integers
+
+    def anchor_of(self, var: relax.Var) -> Anchor | None:
+        return next((a for a in self.anchors.values() if a.var.same_as(var)), None)
+
+
+def quantizable_layers(func: relax.Function) -> list[tuple[str, relax.Call]]:
+    """``(layer name, call)`` for every conv2d / matmul with a constant weight, in program order."""
+    layers: list[tuple[str, relax.Call]] = []
+    seen: dict[str, int] = {}
+    for binding in func.body.blocks[0].bindings:
+        kind = QUANTIZABLE_OPS.get(op_name(binding.value))
+        if kind and isinstance(binding.value.args[1], tvm.ir.expr.GenericConst):
+            layers.append((f"{kind}_{seen.get(kind, 0)}", binding.value))
+            seen[kind] = seen.get(kind, 0) + 1
+    return layers
+
+
+def op_name(value: relax.Expr) -> str | None:
+    """The op name of a call to a Relax operator, else None."""
+    if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
+        return value.op.name
+    return None
+
+
+def is_pass_through(call: relax.Expr) -> bool:
+    """Ops that move integers without changing their scale (zero padding only)."""
+    name = op_name(call)
+    if name not in PASS_THROUGH:
+        return False
+    if name == "relax.nn.pad":
+        return str(call.attrs.pad_mode) == "constant" and float(call.attrs.pad_value) == 0.0
+    return True
+
+
+def plan_quantization(func: relax.Function, specs: Mapping[str, LayerSpec]) -> Plan:
+    """The anchors of ``func`` (one dataflow block, weights constant) under per-layer ``specs``."""
+    bindings = [(b.var, b.value) for b in func.body.blocks[0].bindings]
+    consumers: dict[relax.Var, list[tuple[relax.Var, relax.Expr]]] = {}
+    for var, value in bindings:
+        for arg in _var_args(value):
+            consumers.setdefault(arg, []).append((var, value))
+    layer_names = {call: name for name, call in quantizable_layers(func)}
+    quantized = {call: name for call, name in layer_names.items() if specs.get(name, LayerSpec()).quantize}
+
+    group_of: dict[relax.Var, tuple[str, relax.Var]] = {}  # group output var -> (group name, head var)
+    member: set[relax.Var] = set()  # vars inside a group (not its output)
+    counters: dict[str, int] = {}
+    for var, value in bindings:
+        name = op_name(value)
+        if var in member:
+            continue
+        if value in quantized:
+            head_name = quantized[value]
+        elif name == "relax.add" and _is_residual(value):
+            head_name = _count(counters, "add")
+        elif name == "relax.mean":
+            head_name = _count(counters, "mean")
+        else:
+            continue
+        out = var
+        if value in quantized:
+            out = _follow(out, consumers, lambda c: op_name(c) == "relax.add" and _is_bias(c))
+        out = _follow(out, consumers, lambda c: op_name(c) in ACTIVATIONS)
+        chain = _chain(var, out, consumers)
+        member.update(chain[:-1])
+        group_of[out] = (head_name, var)
+
+    heads = {head: (name, out) for out, (name, head) in group_of.items()}
+    head_values = dict(bindings)
+    wants: dict[relax.Var, LayerSpec] = {}  # var -> spec of the most precise integer consumer
+
+    readers: set[relax.Var] = set()
+
+    def want(var: relax.Expr, spec: LayerSpec, reader: relax.Var) -> None:
+        readers.add(reader)
+        if isinstance(var, relax.Var):
+            old = wants.get(var)
+            if old is None or spec.activation_bits > old.activation_bits:
+                wants[var] = spec
+
+    for var, value in reversed(bindings):
+        if var in heads:
+            name, out = heads[var]
+            if value in quantized:
+                want(value.args[0], specs.get(name, LayerSpec()), var)
+            elif out in wants:  # an integer add / mean: its operands must be integers too
+                for arg in value.args:
+                    want(arg, wants[out], var)
+        elif is_pass_through(value) and var in wants:
+            want(value.args[0], wants[var], var)
+
+    plan = Plan(integer_readers=readers)
+    produced_by_pass = {var for var, value in bindings if is_pass_through(value) and var in wants}
+    for param in func.params:
+        if param in wants:
+            plan.anchors[f"in:{param.name}"] = Anchor(f"in:{param.name}", param, "entry", wants[param])
+    for var, value in bindings:
+        if var not in wants or var in member or var in produced_by_pass:
+            continue
+        if var in group_of:
+            name = group_of[var][0]
+            plan.anchors[name] = Anchor(name, var, "group", wants[var])
+        else:
+            name = _count(counters, f"in:{(op_name(value) or 'value').split('.')[-1]}")
+            plan.anchors[name] = Anchor(name, var, "entry", wants[var])
+    for call, name in quantized.items():
+        source = call.args[0]
+        while isinstance(source, relax.Var) and source in produced_by_pass:
+            source = head_values[source].args[0]
+        anchor = plan.anchor_of(source)
+        if anchor is not None:
+            plan.layer_inputs[name] = anchor.name
+    return plan
+
+
+def _follow(var: relax.Var, consumers, accept) -> relax.Var:
+    """``var``'s only consumer's var when that consumer satisfies ``accept``, else ``var``."""
+    users = consumers.get(var, [])
+    if len(users) == 1 and accept(users[0][1]):
+        return users[0][0]
+    return var
+
+
+def _chain(head: relax.Var, out: relax.Var, consumers) -> list[relax.Var]:
+    chain = [head]
+    while not chain[-1].same_as(out):
+        chain.append(consumers[chain[-1]][0][0])
+    return chain
+
+
+def _is_bias(call: relax.Call) -> bool:
+    """add(x, constant) or add(constant, x)."""
+    return sum(isinstance(a, tvm.ir.expr.GenericConst) for a in call.args) == 1
+
+
+def _is_residual(call: relax.Call) -> bool:
+    a, b = call.args
+    return (isinstance(a, relax.Var) and isinstance(b, relax.Var)
+            and [int(d) for d in a.ty.shape] == [int(d) for d in b.ty.shape])
+
+
+def _count(counters: dict[str, int], kind: str) -> str:
+    index = counters.get(kind, 0)
+    counters[kind] = index + 1
+    return f"{kind}_{index}"
+
+
+def _var_args(value: relax.Expr) -> list[relax.Var]:
+    if isinstance(value, relax.Call):
+        return [a for arg in value.args for a in _var_args(arg)]
+    if isinstance(value, relax.Tuple):
+        return [a for field_ in value.fields for a in _var_args(field_)]
+    if isinstance(value, relax.TupleGetItem):
+        return _var_args(value.tuple_value)
+    return [value] if isinstance(value, relax.Var) else []
