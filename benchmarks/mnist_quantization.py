@@ -1,4 +1,4 @@
-"""Accuracy of simulated quantization on the MNIST CNN, every scheme x observer, against float.
+"""Accuracy of integer-only quantization on the MNIST CNN, every scheme x observer, against float.
 
     .venv/bin/python benchmarks/mnist_quantization.py [--calib 64]
 

@@ -17,10 +17,11 @@ from typing import Any, Mapping, Sequence
 import backends
 import frontends
 from frontends import ImportedModel
+from passes.check_integer_only import declared_islands
 
 from .errors import CompilerError
 from .executable import CompiledModel
-from .pipeline import Pipeline
+from .pipeline import QUANTIZED_PASSES, Pipeline
 from .progress import progress as progress_bar
 from .sources import Source
 
@@ -58,8 +59,10 @@ def compile(model: Any, *, example_inputs: Sequence[Any] | None = None,
     every pass. ``progress`` shows a progress line on stderr.
     ``quantize`` (a scheme ``w8a8``/``w4a8``/``w4a4`` or a ``QuantPolicy``) calibrates on ``calibration`` (an
     iterable of {input name: array} samples, or an .npz path with the samples stacked on a leading axis) and
-    inserts quantize/dequantize pairs; today the arithmetic stays float (simulated quantization).
+    inserts quantize/dequantize pairs, then ``QUANTIZED_PASSES`` lower the model to integer arithmetic.
     """
+    if calibration is not None and quantize is None:
+        raise CompilerError("calibration samples were given without a quantization scheme (--quantize / quantize=)")
     pipeline = Pipeline.from_spec(passes)
     tvm_target = backends.parse_target(target)
     tuning = None
@@ -71,13 +74,16 @@ def compile(model: Any, *, example_inputs: Sequence[Any] | None = None,
     with progress_bar(progress) as bar:
         bar.stage("importing")
         imported = import_model(model, example_inputs=example_inputs, input_names=input_names, shapes=shapes)
-        quantization = None
+        quantization, mod, records = None, imported.mod, []
         if quantize is not None:
             bar.stage("calibrating")
             quantized = _quantized(imported, quantize, calibration, target)
-            imported, quantization = quantized.imported, quantized.info
-        mod, records = pipeline.run(imported.mod, verify=verify,
-                                    on_step=lambda i, n, name: bar.stage(f"pass {name}", i, n))
+            imported = quantized.imported
+            mod, records = Pipeline(QUANTIZED_PASSES).run(imported.mod, verify=verify)
+            quantization = {"mode": "integer", **quantized.info, "float_islands": declared_islands(mod)}
+        mod, main_records = pipeline.run(mod, verify=verify,
+                                         on_step=lambda i, n, name: bar.stage(f"pass {name}", i, n))
+        records += main_records
         bar.stage("generating code")
         library, tuned = backends.build(mod, tvm_target, tuning, progress=lambda what, i, n: bar.stage(what, i, n))
     manifest = {
@@ -86,6 +92,7 @@ def compile(model: Any, *, example_inputs: Sequence[Any] | None = None,
         "target": json.loads(str(tvm_target)),
         "pipeline": [{"pass": r.name, "seconds": round(r.seconds, 4), "functions": r.functions} for r in records],
         "kernels": sum(1 for gv in mod.functions if type(mod[gv]).__name__ == "PrimFunc"),
+        "kernels_before_fusion": _kernels_before_fusion(records),
         "tuning": {"budget": tuning.trials, "work_dir": str(tuning.work_dir.resolve()), **tuned} if tuning else None,
         "source": imported.source,
         "quantization": quantization,
@@ -104,6 +111,12 @@ def _quantized(imported: ImportedModel, policy: Any, calibration: Any, target: A
     if isinstance(calibration, (str, os.PathLike)):
         calibration = samples_from_npz(calibration, imported.inputs)
     return quantize(imported, calibration, policy, target)
+
+
+def _kernels_before_fusion(records) -> int | None:
+    """The TIR functions right after legalization (all functions then, minus main), if it ran."""
+    legalized = [r for r in records if r.name == "legalize_ops"]
+    return legalized[-1].functions - 1 if legalized else None
 
 
 def _versions() -> dict[str, str]:

@@ -84,7 +84,7 @@ def _model_arguments(p: argparse.ArgumentParser, artifact_ok: bool = False) -> N
     p.add_argument("--tune-trials", type=int, default=0, help="MetaSchedule trials in all (0: no tuning)")
     p.add_argument("--work-dir", type=Path, help="tuning database directory, reused by later compiles")
     p.add_argument("--quantize", choices=["w8a8", "w4a8", "w4a4"],
-                   help="quantize with this scheme (simulated: QDQ pairs, float arithmetic, for now)")
+                   help="quantize with this scheme to integer arithmetic (needs --calib)")
     p.add_argument("--calib", type=Path, help=".npz of calibration samples, stacked per input name")
     p.add_argument("--observer", default="minmax", choices=["minmax", "percentile", "entropy", "mse"])
     p.add_argument("--verify", action="store_true", help="check well-formedness after every pass")
@@ -116,8 +116,14 @@ def _compile(args: argparse.Namespace) -> int:
     compiled, _ = _compile_model(args)
     path = compiled.save(args.output)
     m = compiled.manifest
-    print(f"wrote {path}/ ({m['library']['bytes'] / 1e6:.1f} MB, {m['kernels']} kernels, "
+    before = f" from {m['kernels_before_fusion']} before fusion" if m.get("kernels_before_fusion") else ""
+    print(f"wrote {path}/ ({m['library']['bytes'] / 1e6:.1f} MB, {m['kernels']} kernels{before}, "
           f"compiled in {m['compile_seconds']:.1f} s)")
+    quantization = m.get("quantization")
+    if quantization:
+        islands = ", ".join(f"{op.removeprefix('relax.')} x{n}" for op, n in quantization["float_islands"].items())
+        print(f"integer-only check passed; {len(quantization['layers'])} quantized layers; "
+              f"float islands: {islands or 'none'}")
     return 0
 
 
@@ -216,14 +222,17 @@ def _info(args: argparse.Namespace) -> int:
     for kind in ("inputs", "outputs"):
         for t in manifest[kind]:
             print(f"{kind[:-1]:10s} {t['name']}: {t['dtype']}{t['shape']}")
-    print(f"kernels    {manifest['kernels']}")
+    before = manifest.get("kernels_before_fusion")
+    print(f"kernels    {manifest['kernels']}" + (f" (from {before} before fusion)" if before else ""))
     quantization = manifest.get("quantization")
     if quantization:
         layers = ", ".join(f"{name} W{spec['weight_bits']}A{spec['activation_bits']}"
                            for name, spec in quantization["layers"].items())
         print(f"quantized  {quantization['mode']}; {layers}")
+        print(f"tensors    {len(quantization['tensors'])} with their own scale; "
+              f"{quantization['calibration_samples']} calibration samples")
         islands = ", ".join(f"{op.removeprefix('relax.')} x{n}" for op, n in quantization["float_islands"].items())
-        print(f"float ops  between quantize and dequantize: {islands or 'none'}")
+        print(f"float islands {islands or 'none'}")
     print(f"pipeline   {' -> '.join(step['pass'] for step in manifest['pipeline'])}")
     tuning = manifest.get("tuning")
     described = "none" if not tuning else (

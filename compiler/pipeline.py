@@ -1,6 +1,7 @@
 """The pipeline: the ordered, named list of passes every compile runs, and how users change it.
 
-The default float pipeline is ``DEFAULT_PASSES`` below, top to bottom. A spec may replace the whole list
+The default float pipeline is ``DEFAULT_PASSES`` below, top to bottom; a quantized model runs
+``QUANTIZED_PASSES`` first (after calibration and ``insert_qdq``, see ``compiler.quantize``). A spec may replace the whole list
 or insert registered passes before/after a named step:
 
     # pipeline.toml
@@ -38,6 +39,11 @@ DEFAULT_PASSES: tuple[str, ...] = (
     "fuse_ops",                 # group elementwise tails with their producer
     "fuse_tir",                 # one kernel per group
     "dead_code_elimination",    # drop what fusion left unused
+)
+
+QUANTIZED_PASSES: tuple[str, ...] = (  # run first on a quantized (QDQ) model, then DEFAULT_PASSES
+    "lower_integer",            # QDQ -> uint8/int8 kernels, int32 accumulators, dyadic requantize
+    "check_integer_only",       # fail unless only the declared float islands compute in float
 )
 
 

@@ -64,7 +64,7 @@ def layer_report(imported: ImportedModel, calibration: Any, policy: QuantPolicy 
             noise[name] += float(np.sum((f64 - quants[name]) ** 2))
     specs = policy.resolve(reference.names)
     rows = [LayerReport(name, specs[name].weight_bits, specs[name].activation_bits, specs[name].observer,
-                        tuple(round(v, 6) for v in quantized.calibration.ranges[name]), _sqnr(signal[name], noise[name]))
+                        tuple(round(v, 6) for v in quantized.calibration.input_range(name)), _sqnr(signal[name], noise[name]))
             for name in reference.names if specs[name].quantize]
     return sorted(rows, key=lambda row: row.sqnr_db)
 

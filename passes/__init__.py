@@ -9,6 +9,7 @@ from . import (  # noqa: F401  (registers the passes)
     expose_activations,
     fold_batchnorm,
     insert_qdq,
+    lower_integer,
     tvm_builtin,
 )
 from .registry import (

@@ -4,8 +4,9 @@ Requires: a Relax module before ``legalize_ops`` whose ``main`` is one dataflow 
 Guarantees: returns the module unchanged when every call that computes a float tensor either has no
 ``relax.quantize`` upstream (the float prologue) or no ``relax.quantize`` downstream (the float epilogue
 after the output dequantize); otherwise raises ``IntegerOnlyError`` listing each offending call (op and
-variable), except ops named in ``allowed`` (declared float islands such as softmax). A module without any
-quantize is refused too: it has no integer part to check.
+variable), except declared float islands: ops named in ``allowed`` (such as softmax) and the variables that
+``lower_integer`` listed in main's ``qc.float_islands`` attribute. A module without any quantize is refused
+too: it has no integer part to check.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from tvm import relax
 from .dataflow import main_block
 from .registry import PassError, register_pass
 
+ISLANDS_ATTRIBUTE = "qc.float_islands"  # written by lower_integer
 QUANTIZE = "relax.quantize"
 DEQUANTIZE = "relax.dequantize"
 
@@ -33,21 +35,35 @@ class IntegerOnlyError(PassError):
 
 
 def float_islands(mod: tvm.IRModule, allowed: Iterable[str] = ()) -> list[tuple[str, str]]:
-    """(op name, bound variable) of every float-producing call with a quantize both upstream and downstream."""
+    """(op name, bound variable) of every float-producing call with a quantize both upstream and downstream,
+    apart from the declared islands."""
     bindings = [(b.var, b.value) for b in main_block(mod, "check_integer_only").bindings]
     if not any(_op(value) == QUANTIZE for _, value in bindings):
         raise PassError("check_integer_only: main has no quantize, so no integer part to check")
     after_quantize = _reach(bindings, forward=True)
     before_quantize = _reach(bindings, forward=False)
     allowed = set(allowed)
+    attrs = mod["main"].attrs
+    declared = {str(v) for v in attrs[ISLANDS_ATTRIBUTE]} if attrs and ISLANDS_ATTRIBUTE in attrs else set()
     offenders = []
     for var, value in bindings:
         op = _op(value)
-        if op is None or op in (QUANTIZE, DEQUANTIZE) or op in allowed:
+        if op is None or op in (QUANTIZE, DEQUANTIZE) or op in allowed or var.name in declared:
             continue
         if var in after_quantize and var in before_quantize and _is_float(var):
             offenders.append((op, var.name))
     return offenders
+
+
+def declared_islands(mod: tvm.IRModule) -> dict[str, int]:
+    """How many calls of each op ``lower_integer`` declared as float islands in main."""
+    attrs = mod["main"].attrs
+    declared = {str(v) for v in attrs[ISLANDS_ATTRIBUTE]} if attrs and ISLANDS_ATTRIBUTE in attrs else set()
+    counts: dict[str, int] = {}
+    for var, value in ((b.var, b.value) for b in main_block(mod, "declared_islands").bindings):
+        if var.name in declared and _op(value):
+            counts[_op(value)] = counts.get(_op(value), 0) + 1
+    return counts
 
 
 @register_pass("check_integer_only")

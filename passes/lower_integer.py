@@ -30,11 +30,10 @@ import tvm
 from tvm import relax
 
 from .dataflow import function_attrs, main_block, with_main
+from .check_integer_only import ISLANDS_ATTRIBUTE
 from .dyadic import dyadic
 from .quant_plan import is_pass_through, op_name
 from .registry import PassError, register_pass
-
-ISLANDS_ATTRIBUTE = "qc.float_islands"
 
 
 @dataclass(frozen=True)

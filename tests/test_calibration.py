@@ -29,16 +29,20 @@ def _samples(digits, count=None):
 
 def test_ranges_follow_the_activations(imported, digits):
     calibration = calibrate(imported, _samples(digits, 32))
-    assert calibration.samples == 32 and list(calibration.ranges) == ["conv2d_0", "conv2d_1", "matmul_0"]
-    lo, hi = calibration.ranges["conv2d_0"]  # the normalised image: min (0 - 0.1307) / 0.3081
+    # the tensors that get a scale: the input image and the outputs of the two conv+bias+ReLU groups (max
+    # pooling and the reshape pass integers through; the logits come straight from matmul_0's accumulator)
+    assert calibration.samples == 32 and list(calibration.ranges) == ["in:x", "conv2d_0", "conv2d_1"]
+    assert calibration.layer_inputs == {"conv2d_0": "in:x", "conv2d_1": "conv2d_0", "matmul_0": "conv2d_1"}
+    lo, hi = calibration.input_range("conv2d_0")  # the normalised image: min (0 - 0.1307) / 0.3081
     assert lo == pytest.approx(-0.4242, abs=1e-4) and hi == pytest.approx(2.8215, abs=1e-4)
-    assert calibration.ranges["conv2d_1"][0] == 0.0 and calibration.ranges["matmul_0"][0] == 0.0  # after ReLU
+    assert calibration.ranges["conv2d_0"][0] == 0.0 and calibration.input_range("matmul_0")[0] == 0.0  # after ReLU
 
 
 def test_per_layer_observer_override(imported, digits):
     policy = QuantPolicy().with_override("matmul_*", observer="percentile")
     calibration = calibrate(imported, _samples(digits, 16), policy)
-    assert calibration.observers == {"conv2d_0": "minmax", "conv2d_1": "minmax", "matmul_0": "percentile"}
+    # a tensor is observed the way the layer reading it asks: conv2d_1's output is matmul_0's input
+    assert calibration.observers == {"in:x": "minmax", "conv2d_0": "minmax", "conv2d_1": "percentile"}
 
 
 def test_override_naming_no_layer_is_an_error(imported, digits):
