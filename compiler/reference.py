@@ -1,0 +1,250 @@
+"""A numpy reference interpreter of Relax graphs, to check the compiled integer executable bit for bit.
+
+    trace = interpret(mod, {"input": x})       # every variable of main, by name, as numpy
+    trace.outputs                              # main's results
+
+It runs ``main`` of a module before ``legalize_ops`` (typically straight after ``lower_integer``) one binding
+at a time. Integer ops are exact by construction: conv2d and matmul on integers are computed in float64,
+which is exact for int8 x int8 sums of fewer than 2^37 terms; the dyadic requantize is int64 arithmetic;
+``quantize`` / ``dequantize`` follow TVM's legalization (float32 ``x / s``, round half to even, + z, clamp).
+Float islands (softmax, layernorm, GELU ...) run in float32 numpy and can differ from the compiled code in
+the last bit; ``overrides`` replaces chosen variables by given values (the compiled island outputs), so
+everything integer downstream can still be compared exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import tvm
+from numpy.lib.stride_tricks import sliding_window_view
+from scipy.special import erf
+from tvm import relax
+
+from .errors import CompilerError
+
+
+class ReferenceError(CompilerError):
+    """The interpreter met an op it does not know."""
+
+
+@dataclass
+class Trace:
+    """Every variable's value (by name) and main's outputs, flattened."""
+
+    values: dict[str, np.ndarray]
+    outputs: list[np.ndarray]
+
+
+def interpret(mod: tvm.IRModule, inputs: Mapping[str, np.ndarray],
+              overrides: Mapping[str, np.ndarray] | None = None) -> Trace:
+    """Run ``mod["main"]`` on ``inputs`` (by parameter name) in numpy; ``overrides`` pins variables by name."""
+    func = mod["main"]
+    overrides = overrides or {}
+    env: dict[relax.Var, Any] = {}
+    for param in func.params:
+        if param.name not in inputs:
+            raise ReferenceError(f"no value for input '{param.name}'")
+        env[param] = np.asarray(inputs[param.name])
+    values: dict[str, np.ndarray] = {}
+    for block in func.body.blocks:
+        for binding in block.bindings:
+            name = binding.var.name
+            result = overrides[name] if name in overrides else _evaluate(binding.value, env)
+            env[binding.var] = result
+            if isinstance(result, np.ndarray):
+                values[name] = result
+    output = _evaluate(func.body.body, env)
+    return Trace(values, _flatten(output))
+
+
+def _flatten(value: Any) -> list[np.ndarray]:
+    if isinstance(value, (list, tuple)):
+        return [leaf for item in value for leaf in _flatten(item)]
+    return [value]
+
+
+def _evaluate(expr: relax.Expr, env: Mapping[relax.Var, Any]) -> Any:
+    if isinstance(expr, relax.Var):
+        return env[expr]
+    if isinstance(expr, tvm.ir.expr.GenericConst):
+        return expr.value.numpy()
+    if isinstance(expr, relax.Tuple):
+        return tuple(_evaluate(f, env) for f in expr.fields)
+    if isinstance(expr, relax.TupleGetItem):
+        return _evaluate(expr.tuple_value, env)[expr.index]
+    if isinstance(expr, relax.ShapeExpr):
+        return tuple(int(v) for v in expr.values)
+    if isinstance(getattr(expr, "value", None), (int, float)):  # IntImm / FloatImm arguments
+        return expr.value
+    if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
+        rule = _RULES.get(expr.op.name)
+        if rule is None:
+            raise ReferenceError(f"the reference interpreter has no rule for {expr.op.name}")
+        out_dtype = str(expr.ty.dtype) if isinstance(expr.ty, relax.TensorType) else None
+        result = rule(expr.attrs, *[_evaluate(a, env) for a in expr.args])
+        if out_dtype and isinstance(result, np.ndarray) and result.dtype != out_dtype:
+            result = result.astype(out_dtype)
+        return result
+    raise ReferenceError(f"the reference interpreter cannot evaluate {type(expr).__name__}")
+
+
+# -- rules: (attrs, *args) -> value; the caller casts to the call's declared dtype -------------------------
+
+def _per_axis(param: np.ndarray, data: np.ndarray, axis: int) -> np.ndarray:
+    if param.size == 1:
+        return param.reshape(())
+    shape = [1] * data.ndim
+    shape[axis % data.ndim] = -1
+    return param.reshape(shape)
+
+
+def _quantize(attrs, x, scale, zero):
+    axis = int(attrs.axis)
+    info = np.iinfo(str(attrs.out_dtype))
+    scaled = x.astype(np.float32) / _per_axis(scale.astype(np.float32), x, axis)
+    rounded = np.round(scaled) + _per_axis(zero, x, axis).astype(np.float32)
+    return np.clip(rounded, info.min, info.max).astype(str(attrs.out_dtype))
+
+
+def _dequantize(attrs, x, scale, zero):
+    axis = int(attrs.axis)
+    shifted = x.astype(np.int32) - _per_axis(zero, x, axis).astype(np.int32)
+    return shifted.astype(np.float32) * _per_axis(scale.astype(np.float32), x, axis)
+
+
+def _conv2d(attrs, x, w):
+    if str(attrs.data_layout) != "NCHW" or str(attrs.kernel_layout) != "OIHW":
+        raise ReferenceError("the reference conv2d supports NCHW / OIHW only")
+    top, left, bottom, right = (int(p) for p in attrs.padding)
+    sh, sw = (int(s) for s in attrs.strides)
+    dh, dw = (int(d) for d in attrs.dilation)
+    groups = int(attrs.groups)
+    exact = np.issubdtype(x.dtype, np.integer)
+    compute = np.float64 if exact else np.float32
+    xp = np.pad(x.astype(compute), [(0, 0), (0, 0), (top, bottom), (left, right)])
+    out_c, in_per_group, kh, kw = w.shape
+    windows = sliding_window_view(xp, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))
+    windows = windows[:, :, ::sh, ::sw, ::dh, ::dw]  # N, C, OH, OW, kh, kw
+    n, c, oh, ow = windows.shape[:4]
+    windows = windows.reshape(n, groups, in_per_group, oh, ow, kh, kw)
+    weight = w.astype(compute).reshape(groups, out_c // groups, in_per_group, kh, kw)
+    out = np.einsum("ngihwab,goiab->ngohw", windows, weight, optimize=True)
+    return out.reshape(n, out_c, oh, ow)
+
+
+def _matmul(attrs, a, b):
+    if np.issubdtype(a.dtype, np.integer) and np.issubdtype(b.dtype, np.integer):
+        return np.matmul(a.astype(np.float64), b.astype(np.float64))
+    return np.matmul(a.astype(np.float32), b.astype(np.float32))
+
+
+def _pad(attrs, x):
+    widths = [int(p) for p in attrs.pad_width]
+    pairs = [(widths[2 * i], widths[2 * i + 1]) for i in range(x.ndim)]
+    return np.pad(x, pairs, constant_values=np.asarray(float(attrs.pad_value)).astype(x.dtype))
+
+
+def _max_pool2d(attrs, x):
+    if str(attrs.layout) != "NCHW" or bool(attrs.ceil_mode):
+        raise ReferenceError("the reference max_pool2d supports NCHW without ceil_mode only")
+    top, left, bottom, right = (int(p) for p in attrs.padding)
+    lowest = np.iinfo(x.dtype).min if np.issubdtype(x.dtype, np.integer) else -np.inf
+    xp = np.pad(x, [(0, 0), (0, 0), (top, bottom), (left, right)], constant_values=lowest)
+    kh, kw = (int(p) for p in attrs.pool_size)
+    sh, sw = (int(s) for s in attrs.strides)
+    dh, dw = (int(d) for d in attrs.dilation)
+    windows = sliding_window_view(xp, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))
+    return windows[:, :, ::sh, ::sw, ::dh, ::dw].max(axis=(-2, -1))
+
+
+def _axes(attrs, ndim):
+    return None if attrs.axis is None else tuple(int(a) % ndim for a in attrs.axis)
+
+
+def _softmax(attrs, x):
+    shifted = x - x.max(axis=int(attrs.axis), keepdims=True)
+    e = np.exp(shifted)
+    return e / e.sum(axis=int(attrs.axis), keepdims=True)
+
+
+def _layer_norm(attrs, x, gamma, beta):
+    axes = tuple(int(a) % x.ndim for a in attrs.axes)
+    mean = x.mean(axis=axes, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+    normed = (x - mean) / np.sqrt(var + np.float32(float(attrs.epsilon)))
+    return normed * gamma + beta
+
+
+def _gelu(attrs, x):
+    return (x * (np.float32(0.5) + erf(x * np.float32(1 / math.sqrt(2))).astype(np.float32) * np.float32(0.5)))
+
+
+def _right_shift(attrs, a, b):
+    return np.right_shift(a, b)
+
+
+def _binary(fn: Callable) -> Callable:
+    return lambda attrs, a, b: fn(np.asarray(a), np.asarray(b))
+
+
+_RULES: dict[str, Callable[..., Any]] = {
+    "relax.quantize": _quantize,
+    "relax.dequantize": _dequantize,
+    "relax.nn.conv2d": _conv2d,
+    "relax.matmul": _matmul,
+    "relax.nn.pad": _pad,
+    "relax.nn.max_pool2d": _max_pool2d,
+    "relax.astype": lambda attrs, x: x.astype(str(attrs.dtype)),
+    "relax.add": _binary(np.add),
+    "relax.subtract": _binary(np.subtract),
+    "relax.multiply": _binary(np.multiply),
+    "relax.divide": _binary(np.divide),
+    "relax.maximum": _binary(np.maximum),
+    "relax.minimum": _binary(np.minimum),
+    "relax.right_shift": _right_shift,
+    "relax.greater_equal": _binary(np.greater_equal),
+    "relax.bitwise_and": _binary(np.bitwise_and),
+    "relax.clip": lambda attrs, x, lo, hi: np.clip(x, lo, hi),
+    "relax.nn.relu": lambda attrs, x: np.maximum(x, 0),
+    "relax.reshape": lambda attrs, x, shape: x.reshape(shape),
+    "relax.permute_dims": lambda attrs, x: np.transpose(x, None if attrs.axes is None else [int(a) for a in attrs.axes]),
+    "relax.expand_dims": lambda attrs, x: np.expand_dims(x, tuple(int(a) for a in attrs.axis)),
+    "relax.squeeze": lambda attrs, x: np.squeeze(x, _axes(attrs, x.ndim)),
+    "relax.broadcast_to": lambda attrs, x, shape: np.broadcast_to(x, shape).copy(),
+    "relax.sum": lambda attrs, x: x.sum(axis=_axes(attrs, x.ndim), keepdims=bool(attrs.keepdims)),
+    "relax.mean": lambda attrs, x: x.mean(axis=_axes(attrs, x.ndim), keepdims=bool(attrs.keepdims)),
+    "relax.take": lambda attrs, x, indices: np.take(x, indices, axis=int(attrs.axis)),
+    "relax.arange": lambda attrs, start, end, step: np.arange(start, end, step),
+    "relax.where": lambda attrs, cond, a, b: np.where(cond, a, b),
+    "relax.index_tensor": lambda attrs, x, indices: x[tuple(indices)],
+    "relax.nn.softmax": _softmax,
+    "relax.nn.layer_norm": _layer_norm,
+    "relax.nn.gelu": _gelu,
+}
+
+
+def exposing(mod: tvm.IRModule, names: list[str]) -> tvm.IRModule:
+    """A copy of ``mod`` whose main also returns the variables ``names`` (after its own outputs), so the
+    compiled executable can be compared with ``interpret`` variable by variable."""
+    from passes.dataflow import function_attrs, main_block, with_main
+
+    func = mod["main"]
+    block = main_block(mod, "exposing")
+    wanted = set(names)
+    builder = relax.BlockBuilder()
+    original = func.body.body
+    returned = list(original.fields) if isinstance(original, relax.Tuple) else [original]
+    with builder.function("main", func.params, attrs=function_attrs(func)):
+        with builder.dataflow():
+            exposed = []
+            for binding in block.bindings:
+                builder.emit_normalized(binding)
+                if binding.var.name in wanted:
+                    exposed.append(binding.var)
+            result = builder.emit_output(relax.Tuple(returned + exposed))
+        builder.emit_func_output(result)
+    return with_main(mod, builder)
