@@ -1,4 +1,4 @@
-"""Quality of simulated W8A8 quantization on EfficientNet-Lite0 and MiniLM, against float.
+"""Quality of integer-only W8A8 quantization on EfficientNet-Lite0 and MiniLM, against float.
 
     .venv/bin/python benchmarks/quantization_quality.py [--observers minmax,percentile,mse]
 

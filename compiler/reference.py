@@ -53,11 +53,11 @@ def interpret(mod: tvm.IRModule, inputs: Mapping[str, np.ndarray],
     for block in func.body.blocks:
         for binding in block.bindings:
             name = binding.var.name
-            result = overrides[name] if name in overrides else _evaluate(binding.value, env)
+            result = overrides[name] if name in overrides else _evaluate(binding.value, env, mod)
             env[binding.var] = result
             if isinstance(result, np.ndarray):
                 values[name] = result
-    output = _evaluate(func.body.body, env)
+    output = _evaluate(func.body.body, env, mod)
     return Trace(values, _flatten(output))
 
 
@@ -67,25 +67,27 @@ def _flatten(value: Any) -> list[np.ndarray]:
     return [value]
 
 
-def _evaluate(expr: relax.Expr, env: Mapping[relax.Var, Any]) -> Any:
+def _evaluate(expr: relax.Expr, env: Mapping[relax.Var, Any], mod: tvm.IRModule) -> Any:
     if isinstance(expr, relax.Var):
         return env[expr]
     if isinstance(expr, tvm.ir.expr.GenericConst):
         return expr.value.numpy()
     if isinstance(expr, relax.Tuple):
-        return tuple(_evaluate(f, env) for f in expr.fields)
+        return tuple(_evaluate(f, env, mod) for f in expr.fields)
     if isinstance(expr, relax.TupleGetItem):
-        return _evaluate(expr.tuple_value, env)[expr.index]
+        return _evaluate(expr.tuple_value, env, mod)[expr.index]
     if isinstance(expr, relax.ShapeExpr):
         return tuple(int(v) for v in expr.values)
     if isinstance(getattr(expr, "value", None), (int, float)):  # IntImm / FloatImm arguments
         return expr.value
+    if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == "relax.call_tir":
+        return _packed_kernel(mod[expr.args[0]], *_evaluate(expr.args[1], env, mod))
     if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
         rule = _RULES.get(expr.op.name)
         if rule is None:
             raise ReferenceError(f"the reference interpreter has no rule for {expr.op.name}")
         out_dtype = str(expr.ty.dtype) if isinstance(expr.ty, relax.TensorType) else None
-        result = rule(expr.attrs, *[_evaluate(a, env) for a in expr.args])
+        result = rule(expr.attrs, *[_evaluate(a, env, mod) for a in expr.args])
         if out_dtype and isinstance(result, np.ndarray) and result.dtype != out_dtype:
             result = result.astype(out_dtype)
         return result
@@ -114,6 +116,25 @@ def _dequantize(attrs, x, scale, zero):
     axis = int(attrs.axis)
     shifted = x.astype(np.int32) - _per_axis(zero, x, axis).astype(np.int32)
     return shifted.astype(np.float32) * _per_axis(scale.astype(np.float32), x, axis)
+
+
+def _packed_kernel(func, data: np.ndarray, packed: np.ndarray) -> np.ndarray:
+    """A kernel of ``lower_integer`` that reads a packed 4-bit weight (passes/int4.py)."""
+    from types import SimpleNamespace
+
+    from passes.int4 import PACKED_ATTRIBUTE, unpack_int4
+
+    info = func.attrs[PACKED_ATTRIBUTE] if func.attrs and PACKED_ATTRIBUTE in func.attrs else None
+    if info is None:
+        raise ReferenceError("the reference interpreter runs only the packed int4 kernels among TIR calls")
+    shape = [int(d) for d in info["weight_shape"]]
+    weight = unpack_int4(packed, int(np.prod(shape))).reshape(shape)
+    if str(info["op"]) == "matmul":
+        return _matmul(None, data, weight).astype(np.int32)
+    attrs = SimpleNamespace(data_layout="NCHW", kernel_layout="OIHW", padding=[0, 0, 0, 0],
+                            strides=[int(v) for v in info["strides"]], dilation=[int(v) for v in info["dilation"]],
+                            groups=int(info["groups"]))
+    return _conv2d(attrs, data, weight).astype(np.int32)
 
 
 def _conv2d(attrs, x, w):
@@ -248,3 +269,41 @@ def exposing(mod: tvm.IRModule, names: list[str]) -> tvm.IRModule:
             result = builder.emit_output(relax.Tuple(returned + exposed))
         builder.emit_func_output(result)
     return with_main(mod, builder)
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How the compiled executable compares with ``interpret`` on one sample."""
+
+    integer_tensors: int  # integer-typed variables compared
+    differing: list[str]  # those not equal bit for bit
+    outputs_equal: bool  # main's float outputs bit for bit (float islands may break this)
+
+
+def compare_with_compiled(lowered: tvm.IRModule, samples, target: Any = None) -> list[Agreement]:
+    """Compile ``lowered`` (after ``lower_integer``) with every integer variable exposed, run it and the
+    interpreter on each sample ({input name: array}, in the model's input order), and compare every integer
+    tensor bit for bit."""
+    import backends
+
+    from .executable import CompiledModel, flatten_result
+    from .pipeline import Pipeline
+
+    bindings = lowered["main"].body.blocks[0].bindings
+    names = [b.var.name for b in bindings
+             if isinstance(b.var.ty, relax.TensorType) and np.issubdtype(np.dtype(str(b.var.ty.dtype)), np.integer)]
+    mod, _ = Pipeline.default().run(exposing(lowered, names))
+    library, _ = backends.build(mod, backends.parse_target(target))
+    params = [p.name for p in lowered["main"].params]
+    compiled = CompiledModel(library, {"inputs": [], "outputs": []})
+    results = []
+    for sample in samples:
+        values = [sample[n] for n in params] if all(n in sample for n in params) else list(sample.values())
+        arrays = [np.asarray(v) for v in values]  # by parameter name, else in the model's input order
+        leaves = [t.numpy() for t in flatten_result(compiled.call([tvm.runtime.tensor(a) for a in arrays]))]
+        got = dict(zip(names, leaves[len(leaves) - len(names):]))
+        trace = interpret(lowered, dict(zip(params, arrays)))
+        differing = [n for n in names if not np.array_equal(trace.values[n], got[n])]
+        outputs_equal = all(np.array_equal(a, b) for a, b in zip(trace.outputs, leaves))
+        results.append(Agreement(len(names), differing, outputs_equal))
+    return results

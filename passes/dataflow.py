@@ -28,7 +28,11 @@ def function_attrs(func: relax.Function) -> dict[str, Any] | None:
 
 
 def with_main(mod: tvm.IRModule, builder: relax.BlockBuilder) -> tvm.IRModule:
-    """A copy of ``mod`` whose ``main`` is the one ``builder`` just built (the input is left unchanged)."""
-    result = mod.clone()
-    result["main"] = builder.get()["main"]
-    return result
+    """A copy of ``mod`` whose ``main`` is the one ``builder`` just built, with any kernels the builder made
+    (``emit_te``) added; the input is left unchanged."""
+    functions = {gvar: func for gvar, func in mod.functions.items() if gvar.name_hint != "main"}
+    taken = {gvar.name_hint for gvar in functions}
+    for gvar, func in builder.get().functions.items():
+        if gvar.name_hint not in taken:  # the new main and the builder's kernels, under their own GlobalVars
+            functions[gvar] = func
+    return tvm.IRModule(functions, attrs=mod.attrs)

@@ -6,7 +6,8 @@ Guarantees: between the entry quantizes and the final dequantizes every quantize
 residual add, mean, max pooling, reshape, transpose and zero padding runs on integers:
 
     conv2d / matmul   uint8|int8 x int8 -> int32 accumulator (an activation zero point is folded into the
-                      bias as -z * sum(W); a padded conv with z != 0 gets an explicit pad with value z)
+                      bias as -z * sum(W); a padded conv with z != 0 gets an explicit pad with value z);
+                      a 4-bit weight stays packed two per byte and its kernel unpacks it (passes/int4.py)
     bias              int32, round(b / (s_x * s_w)) added to the accumulator
     rescale           one dyadic multiplier b / 2^c per output channel (and per branch of a residual add),
                       (acc * b + 2^(c-1)) >> c in int64, then + z_out and a clamp to the output range
@@ -17,7 +18,7 @@ Everything else is a declared *float island*: its inputs are dequantized, it run
 variables it binds are listed in the function attribute ``qc.float_islands`` (``check_integer_only`` fails on
 any float op in the integer part that is not listed). A layer group nobody reads as integers (the logits) is
 dequantized straight from its int32 accumulator. The numerics are those of ``passes.dyadic`` and
-``passes.reference`` reproduces them bit for bit.
+``compiler.reference`` reproduces them bit for bit.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from tvm import relax
 from .dataflow import function_attrs, main_block, with_main
 from .check_integer_only import ISLANDS_ATTRIBUTE
 from .dyadic import dyadic
+from .int4 import INT4_MAX, PACKED_ATTRIBUTE, conv2d_int4, matmul_int4, pack_int4
 from .quant_plan import is_pass_through, op_name
 from .registry import PassError, register_pass
 
@@ -183,16 +185,41 @@ class _Lowering:
                 top, left, bottom, right = padding
                 data = emit(relax.op.nn.pad(data, [0, 0, 0, 0, top, bottom, left, right], pad_value=float(x.zero)))
                 padding = [0, 0, 0, 0]
-            acc = emit(relax.op.nn.conv2d(data, relax.const(weight.values), strides=attrs.strides, padding=padding,
-                                          dilation=attrs.dilation, groups=int(attrs.groups), out_dtype="int32"))
+            if _fits_int4(weight):
+                acc = self._packed_int4(call, data, weight, padding)
+            else:
+                acc = emit(relax.op.nn.conv2d(data, relax.const(weight.values), strides=attrs.strides,
+                                              padding=padding, dilation=attrs.dilation, groups=int(attrs.groups),
+                                              out_dtype="int32"))
             weight_sums = weight.values.astype(np.int64).sum(axis=(1, 2, 3)).reshape(1, -1, 1, 1)
             scale = (x.scale * weight.scale).reshape(1, -1, 1, 1)
         else:
-            acc = emit(relax.op.matmul(data, relax.const(weight.values), out_dtype="int32"))
+            if _fits_int4(weight):
+                acc = self._packed_int4(call, data, weight, [])
+            else:
+                acc = emit(relax.op.matmul(data, relax.const(weight.values), out_dtype="int32"))
             weight_sums = weight.values.astype(np.int64).sum(axis=-2)
             scale = x.scale * weight.scale
         _check_accumulator(call, x, weight)
         return Linear((Term(acc, scale, -x.zero * weight_sums),))
+
+    def _packed_int4(self, call: relax.Call, data: relax.Expr, weight: Weight, padding: list[int]) -> relax.Var:
+        """The layer as a kernel that reads its 4-bit weight packed two per byte."""
+        packed = relax.const(pack_int4(weight.values))
+        shape = [int(d) for d in weight.values.shape]
+        if op_name(call) == "relax.matmul":
+            info = {"op": "matmul", "weight_shape": shape}
+            return self.builder.emit_te(matmul_int4, data, packed, shape[0], shape[1],
+                                        primfunc_name_hint="matmul_int4", primfunc_attrs={PACKED_ATTRIBUTE: info})
+        attrs = call.attrs
+        if any(padding):
+            top, left, bottom, right = padding
+            data = self.builder.emit(relax.op.nn.pad(data, [0, 0, 0, 0, top, bottom, left, right]))
+        strides, dilation = [int(v) for v in attrs.strides], [int(v) for v in attrs.dilation]
+        info = {"op": "conv2d", "weight_shape": shape, "strides": strides, "dilation": dilation,
+                "groups": int(attrs.groups)}
+        return self.builder.emit_te(conv2d_int4, data, packed, shape, strides, dilation, int(attrs.groups),
+                                    primfunc_name_hint="conv2d_int4", primfunc_attrs={PACKED_ATTRIBUTE: info})
 
     def add(self, call: relax.Call, args: list) -> Linear | None:
         constants = [a for a in args if isinstance(a, tvm.ir.expr.GenericConst)]
@@ -326,6 +353,11 @@ def _per_axis(scale: np.ndarray) -> tuple[np.ndarray, int]:
         return scale.reshape(()), -1
     axis = next(i for i, d in enumerate(scale.shape) if d > 1)
     return scale.reshape(-1), axis - scale.ndim
+
+
+def _fits_int4(weight: Weight) -> bool:
+    """A 4-bit weight: per-channel 8-bit weights always reach +-127, so |W| <= 7 means 4-bit (or all zero)."""
+    return bool(np.abs(weight.values.astype(np.int16)).max() <= INT4_MAX) and weight.values.ndim in (2, 4)
 
 
 def _same_shape(call: relax.Call) -> bool:

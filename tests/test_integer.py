@@ -1,0 +1,131 @@
+"""Integer-only quantization on the three real models: accuracy, bit-exactness, the checker, fusion."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import spearmanr
+
+import compiler
+from compiler.pipeline import QUANTIZED_PASSES, Pipeline
+from compiler.quantize import quantize
+from compiler.reference import compare_with_compiled
+from models import data, efficientnet_lite0, get, minilm, mnist_cnn
+from passes import get_pass
+from passes.check_integer_only import IntegerOnlyError, declared_islands, float_islands
+
+
+def _lowered(imported, samples, scheme="w8a8"):
+    mod, _ = Pipeline(QUANTIZED_PASSES).run(quantize(imported, samples, scheme).imported.mod)
+    return mod
+
+
+def _ops(mod) -> set[str]:
+    return {b.value.op.name for b in mod["main"].body.blocks[0].bindings if hasattr(b.value, "op")}
+
+
+def _assert_bit_exact(lowered, samples, outputs_too=True):
+    for agreement in compare_with_compiled(lowered, samples):
+        assert agreement.integer_tensors > 0 and agreement.differing == []
+        assert agreement.outputs_equal or not outputs_too
+
+
+@pytest.fixture(scope="module")
+def split():
+    return mnist_cnn.load_split()
+
+
+@pytest.mark.parametrize("scheme", ["w8a8", "w4a4"])
+def test_mnist_integer_graph_has_no_float_and_matches_numpy_bit_for_bit(mnist_imported, split, scheme):
+    x_train, _, x_test, _ = split
+    lowered = _lowered(mnist_imported, [{"input": d[None]} for d in x_train[:32]], scheme)
+    assert declared_islands(lowered) == {} and float_islands(lowered) == []
+    # 8-bit weights: int8 conv2d; 4-bit weights: kernels that read them packed two per byte
+    assert {"relax.nn.conv2d" if scheme == "w8a8" else "relax.call_tir", "relax.right_shift"} <= _ops(lowered)
+    _assert_bit_exact(lowered, [{"input": d[None]} for d in x_test[:3]])
+
+
+def test_mnist_int8_accuracy_within_half_a_point_of_float(mnist_case, split):
+    x_train, _, x_test, y_test = split
+    with torch.no_grad():
+        float_accuracy = float((mnist_case.module(torch.from_numpy(x_test)).numpy().argmax(1) == y_test).mean())
+    model = compiler.compile(mnist_case.module, example_inputs=mnist_case.example_inputs,
+                             input_names=mnist_case.input_names, quantize="w8a8",
+                             calibration=[{"input": d[None]} for d in x_train[:64]])
+    predictions = np.array([model.run(d[None])["output_0"].argmax() for d in x_test])
+    assert float((predictions == y_test).mean()) >= float_accuracy - 0.005
+    quantization = model.manifest["quantization"]
+    assert quantization["mode"] == "integer" and quantization["float_islands"] == {}
+    # conv + bias + requantize + ReLU clamp + cast are one kernel; so are matmul + bias + dequantize
+    assert model.manifest["kernels"] < model.manifest["kernels_before_fusion"]
+
+
+@pytest.fixture(scope="module")
+def photos():
+    images = {k: efficientnet_lite0.preprocess(v) for k, v in data.photos().items()}
+    calibration = [{"input": x} for x in images.values()] + [{"input": x[..., ::-1].copy()} for x in images.values()]
+    return images, calibration
+
+
+def test_efficientnet_int8_keeps_the_float_top1_and_is_integer_only(effnet_case, photos):
+    images, calibration = photos
+    model = compiler.compile(effnet_case.module, example_inputs=effnet_case.example_inputs,
+                             input_names=effnet_case.input_names, quantize="w8a8", calibration=calibration)
+    assert model.manifest["quantization"]["float_islands"] == {}
+    assert model.manifest["kernels"] < model.manifest["kernels_before_fusion"]
+    overlap = []
+    for x in images.values():
+        with torch.no_grad():
+            reference = effnet_case.module(torch.from_numpy(x)).numpy()[0]
+        logits = model.run(x)["output_0"][0]
+        assert logits.argmax() == reference.argmax()
+        overlap.append(len(set(np.argsort(logits)[-5:]) & set(np.argsort(reference)[-5:])))
+    assert np.mean(overlap) >= 4
+
+
+def test_efficientnet_integer_graph_matches_numpy_bit_for_bit(effnet_case, photos):
+    images, calibration = photos
+    imported = compiler.import_model(effnet_case.module, example_inputs=effnet_case.example_inputs,
+                                     input_names=effnet_case.input_names)
+    lowered = _lowered(imported, calibration)
+    assert float_islands(lowered) == [] and declared_islands(lowered) == {}
+    # residual adds (one dyadic multiplier per branch) and the global mean are integer too
+    assert "relax.mean" not in _ops(lowered) and "relax.sum" in _ops(lowered)
+    _assert_bit_exact(lowered, [{"input": x} for x in list(images.values())[:2]])
+
+
+@pytest.fixture(scope="module")
+def minilm_feeds():
+    return [minilm.tokenize([s]) for s in data.sentences()]
+
+
+def test_minilm_int8_embeddings_keep_cosine_and_pair_ranking(minilm_feeds):
+    case = get("minilm")
+    with torch.no_grad():
+        ref = np.stack([case.module(*(torch.from_numpy(f[n]) for n in case.input_names)).numpy()[0]
+                        for f in minilm_feeds])
+    model = compiler.compile(case.module, example_inputs=case.example_inputs, input_names=case.input_names,
+                             quantize="w8a8", calibration=minilm_feeds[:8])
+    out = np.stack([model.run(f)["output_0"][0] for f in minilm_feeds])
+    cosine = np.sum(ref * out, axis=1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(out, axis=1)
+    assert len(minilm_feeds) >= 20 and cosine.mean() >= 0.99
+    unit = lambda e: e / np.linalg.norm(e, axis=1, keepdims=True)  # noqa: E731
+    pairs = np.triu_indices(len(minilm_feeds), 1)
+    similar_ref, similar_out = (unit(ref) @ unit(ref).T)[pairs], (unit(out) @ unit(out).T)[pairs]
+    assert spearmanr(similar_ref, similar_out).correlation >= 0.98
+    assert similar_out.argmax() == similar_ref.argmax()  # the most similar pair stays the most similar
+    islands = model.manifest["quantization"]["float_islands"]
+    assert {"relax.nn.softmax", "relax.nn.layer_norm", "relax.nn.gelu"} <= set(islands)
+
+
+def test_minilm_integer_tensors_match_numpy_and_undeclared_float_fails_the_check(minilm_feeds):
+    case = get("minilm")
+    imported = compiler.import_model(case.module, example_inputs=case.example_inputs, input_names=case.input_names)
+    lowered = _lowered(imported, minilm_feeds[:4])
+    # float islands run in float32 numpy (last-bit differences allowed); every integer tensor is exact
+    _assert_bit_exact(lowered, minilm_feeds[:2], outputs_too=False)
+    undeclared = lowered.clone()
+    undeclared["main"] = undeclared["main"].with_attr("qc.float_islands", [])
+    with pytest.raises(IntegerOnlyError, match="float operation"):
+        get_pass("check_integer_only")(undeclared)
