@@ -83,8 +83,21 @@ def bench(compiled: CompiledModel, source: Source | None = None, *, model_name: 
             times = time_calls(run, warmup, repeat)
             results.append((name, float(np.median(times)), float(np.percentile(times, 90))))
     ours = results[0][1]
-    return [Row(model_name, name, "fp32", round(median, 4), round(p90, 4), repeat,
+    return [Row(model_name, name, precision(compiled.manifest) if name == "qc (TVM)" else "fp32",
+                round(median, 4), round(p90, 4), repeat,
                 None if name == "qc (TVM)" else round(median / ours, 3)) for name, median, p90 in results]
+
+
+def precision(manifest: dict) -> str:
+    """``fp32``, or the quantization scheme of a compiled model (``int w8a8``; ``int mixed`` when layers differ)."""
+    quantization = manifest.get("quantization")
+    if not quantization:
+        return "fp32"
+    widths = {(spec["weight_bits"], spec["activation_bits"]) for spec in quantization["layers"].values()}
+    if len(widths) != 1:
+        return "int mixed"
+    (weight_bits, activation_bits), = widths
+    return f"int w{weight_bits}a{activation_bits}"
 
 
 def _qc_runner(compiled: CompiledModel, inputs: dict[str, np.ndarray]) -> Callable[[], Any]:

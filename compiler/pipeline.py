@@ -1,8 +1,8 @@
 """The pipeline: the ordered, named list of passes every compile runs, and how users change it.
 
 The default float pipeline is ``DEFAULT_PASSES`` below, top to bottom; a quantized model runs
-``QUANTIZED_PASSES`` first (after calibration and ``insert_qdq``, see ``compiler.quantize``). A spec may replace the whole list
-or insert registered passes before/after a named step:
+``QUANTIZED_PASSES`` first (after calibration and ``insert_qdq``, see ``compiler.quantize``). A spec may
+replace the whole list or insert registered passes before/after a named step:
 
     # pipeline.toml
     passes = ["canonicalize_bindings", "my_pass", "legalize_ops", ...]   # replace the list, or

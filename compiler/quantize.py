@@ -2,8 +2,8 @@
 
     quantized = quantize(imported, samples, "w8a8")     # calibration + insert_qdq
     quantized.imported                                  # the QDQ module: the pipeline's QUANTIZED_PASSES
-                                                        # (lower_integer, check_integer_only) make it integer
-    quantized.simulated                                 # the same QDQ module, for float simulation
+                                                        # (lower_integer, check_integer_only) make it integer;
+                                                        # run as is (float), it simulates the integer model
 """
 
 from __future__ import annotations

@@ -232,7 +232,7 @@ _RULES: dict[str, Callable[..., Any]] = {
     "relax.clip": lambda attrs, x, lo, hi: np.clip(x, lo, hi),
     "relax.nn.relu": lambda attrs, x: np.maximum(x, 0),
     "relax.reshape": lambda attrs, x, shape: x.reshape(shape),
-    "relax.permute_dims": lambda attrs, x: np.transpose(x, None if attrs.axes is None else [int(a) for a in attrs.axes]),
+    "relax.permute_dims": lambda attrs, x: np.transpose(x, None if attrs.axes is None else list(map(int, attrs.axes))),
     "relax.expand_dims": lambda attrs, x: np.expand_dims(x, tuple(int(a) for a in attrs.axis)),
     "relax.squeeze": lambda attrs, x: np.squeeze(x, _axes(attrs, x.ndim)),
     "relax.broadcast_to": lambda attrs, x, shape: np.broadcast_to(x, shape).copy(),

@@ -3,7 +3,10 @@
 Both models run on the same evaluation samples with every layer's output exposed; signal and noise power
 are summed per layer as samples stream by (constant memory), and the table is sorted worst first.
     SQNR_dB = 10 * log10( sum(f^2) / sum((f - q)^2) )     f: float output, q: quantized-model output
-The error is cumulative: a layer's figure includes what the layers before it already lost.
+The error is cumulative: a layer's figure includes what the layers before it already lost. The quantized
+model runs in its QDQ form (same scales, same integer weights, float arithmetic), where every layer's output
+exists as a float tensor; the integer executable differs from it only by the rounding of the int32 bias and
+the dyadic multipliers. The input range is the calibrated range of the tensor the layer reads.
 """
 
 from __future__ import annotations
@@ -64,7 +67,8 @@ def layer_report(imported: ImportedModel, calibration: Any, policy: QuantPolicy 
             noise[name] += float(np.sum((f64 - quants[name]) ** 2))
     specs = policy.resolve(reference.names)
     rows = [LayerReport(name, specs[name].weight_bits, specs[name].activation_bits, specs[name].observer,
-                        tuple(round(v, 6) for v in quantized.calibration.input_range(name)), _sqnr(signal[name], noise[name]))
+                        tuple(round(v, 6) for v in quantized.calibration.input_range(name)),
+                        _sqnr(signal[name], noise[name]))
             for name in reference.names if specs[name].quantize]
     return sorted(rows, key=lambda row: row.sqnr_db)
 

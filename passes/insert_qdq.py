@@ -69,7 +69,8 @@ def weight_axis(call: relax.Call) -> int:
 
 
 @register_pass("insert_qdq")
-def insert_qdq(mod: tvm.IRModule, specs: Mapping[str, LayerSpec], ranges: Mapping[str, tuple[float, float]]) -> tvm.IRModule:
+def insert_qdq(mod: tvm.IRModule, specs: Mapping[str, LayerSpec],
+               ranges: Mapping[str, tuple[float, float]]) -> tvm.IRModule:
     """Relax -> Relax: quantize/dequantize pairs on the anchors, dequantized integer weights on the layers."""
     func = mod["main"]
     block = main_block(mod, "insert_qdq")

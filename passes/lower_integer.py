@@ -116,7 +116,8 @@ class _Lowering:
         name = op_name(value)
         args = [self.values.get(a, a) if isinstance(a, relax.Var) else a for a in getattr(value, "args", [])]
         if name == "relax.quantize":
-            return self.quantize(args[0], _scalar(value.args[1]), int(_scalar(value.args[2])), str(value.attrs.out_dtype))
+            scale, zero = _scalar(value.args[1]), int(_scalar(value.args[2]))
+            return self.quantize(args[0], scale, zero, str(value.attrs.out_dtype))
         if name == "relax.dequantize":
             if isinstance(args[0], Quant):
                 return args[0]
@@ -298,9 +299,9 @@ class _Lowering:
         emit = self.builder.emit
         if isinstance(value, Quant):
             if id(value) not in self.floats:
+                zero = relax.const(np.array(value.zero, dtype=value.dtype))
                 self.floats[id(value)] = emit(relax.op.dequantize(
-                    value.var, relax.const(np.float32(value.scale)), relax.const(np.array(value.zero, dtype=value.dtype)),
-                    axis=-1, out_dtype="float32"))
+                    value.var, relax.const(np.float32(value.scale)), zero, axis=-1, out_dtype="float32"))
             return self.floats[id(value)]
         if isinstance(value, Linear):
             if "float" not in value.materialised:

@@ -1,4 +1,4 @@
-"""Simulated quantization (calibrate + QDQ) on the real MNIST CNN, through the API and the CLI."""
+"""Integer quantization (calibrate, QDQ, lower) of the real MNIST CNN, through the API and the CLI."""
 
 from __future__ import annotations
 
@@ -36,6 +36,9 @@ def test_w8a8_keeps_mnist_accuracy_within_half_a_point(mnist_case, split, observ
     layers = model.manifest["quantization"]["layers"]
     assert list(layers) == ["conv2d_0", "conv2d_1", "matmul_0"]
     assert all(spec["weight_bits"] == 8 and spec["activation_bits"] == 8 for spec in layers.values())
+    assert model.manifest["quantization"]["mode"] == "integer" and model.manifest["quantization"]["float_islands"] == {}
+    # conv + bias + requantize + ReLU clamp + cast become one kernel; so do matmul + bias + dequantize
+    assert model.manifest["kernels"] < model.manifest["kernels_before_fusion"]
 
 
 def test_cli_quantizes_from_an_npz_calibration_file(split, tmp_path):
@@ -52,3 +55,9 @@ def test_cli_quantize_without_calibration_is_a_clear_error(tmp_path):
     result = qc("compile", "mnist-cnn", "--quantize", "w8a8", "-o", str(tmp_path / "q"))
     assert result.returncode == 2 and "calibration samples" in result.stderr
     assert not (tmp_path / "q").exists()
+
+
+def test_cli_calibration_without_a_scheme_is_a_clear_error(split, tmp_path):
+    np.savez(tmp_path / "calib.npz", input=split[0][:4])
+    result = qc("compile", "mnist-cnn", "--calib", str(tmp_path / "calib.npz"), "-o", str(tmp_path / "q"))
+    assert result.returncode == 2 and "without a quantization scheme" in result.stderr
