@@ -49,7 +49,8 @@ def import_model(model: Any, *, example_inputs: Sequence[Any] | None = None,
 def compile(model: Any, *, example_inputs: Sequence[Any] | None = None,
             input_names: Sequence[str] | None = None, shapes: Mapping[str, Sequence[int]] | None = None,
             target: Any = None, passes: Any = None, tune_trials: int = 0, work_dir: str | Path | None = None,
-            quantize: Any = None, calibration: Any = None,
+            quantize: Any = None, calibration: Any = None, bits: str | None = None,
+            max_size: float | None = None, max_bops: float | None = None,
             verify: bool = False, progress: bool = False) -> CompiledModel:
     """Compile ``model`` for ``target`` (default: this CPU) through the pipeline ``passes``.
 
@@ -60,6 +61,9 @@ def compile(model: Any, *, example_inputs: Sequence[Any] | None = None,
     ``quantize`` (a scheme ``w8a8``/``w4a8``/``w4a4`` or a ``QuantPolicy``) calibrates on ``calibration`` (an
     iterable of {input name: array} samples, or an .npz path with the samples stacked on a leading axis) and
     inserts quantize/dequantize pairs, then ``QUANTIZED_PASSES`` lower the model to integer arithmetic.
+    ``bits="auto"`` chooses 4 or 8 weight bits per layer by ILP (``compiler.bit_allocation``) under
+    ``max_size`` (weight bytes) and/or ``max_bops``, from sensitivities measured on the calibration samples;
+    ``quantize`` then gives the observer and activation bits (default W8A8 minmax).
     """
     if calibration is not None and quantize is None:
         raise CompilerError("calibration samples were given without a quantization scheme (--quantize / quantize=)")
@@ -75,12 +79,17 @@ def compile(model: Any, *, example_inputs: Sequence[Any] | None = None,
         bar.stage("importing")
         imported = import_model(model, example_inputs=example_inputs, input_names=input_names, shapes=shapes)
         quantization, mod, records = None, imported.mod, []
+        allocation = None
+        if bits is not None:
+            bar.stage("allocating bits")
+            quantize, calibration, allocation = _allocated(imported, quantize, calibration, bits, max_size, max_bops)
         if quantize is not None:
             bar.stage("calibrating")
             quantized = _quantized(imported, quantize, calibration, target)
             imported = quantized.imported
             mod, records = Pipeline(QUANTIZED_PASSES).run(imported.mod, verify=verify)
-            quantization = {"mode": "integer", **quantized.info, "float_islands": declared_islands(mod)}
+            quantization = {"mode": "integer", **quantized.info, "float_islands": declared_islands(mod),
+                            "bit_allocation": allocation}
         mod, main_records = pipeline.run(mod, verify=verify,
                                          on_step=lambda i, n, name: bar.stage(f"pass {name}", i, n))
         records += main_records
@@ -100,6 +109,36 @@ def compile(model: Any, *, example_inputs: Sequence[Any] | None = None,
         "versions": _versions(),
     }
     return CompiledModel(library, manifest)
+
+
+def _allocated(imported: ImportedModel, quantize: Any, calibration: Any, bits: str,
+               max_size: float | None, max_bops: float | None):
+    """The policy the ILP chooses, the calibration samples as a list (read twice) and what the manifest says."""
+    from passes.quant_policy import QuantPolicy
+
+    from .bit_allocation import allocate, layer_costs, measured_sensitivity
+    from .calibration import samples_from_npz
+
+    if bits != "auto":
+        raise CompilerError(f"bits={bits!r}: only 'auto' (ILP allocation) is supported")
+    if max_size is None and max_bops is None:
+        raise CompilerError("bits='auto' needs a budget: max_size (bytes of weights) and/or max_bops")
+    if calibration is None:
+        raise CompilerError("bits='auto' needs calibration samples (calibration=... / --calib CALIB.npz)")
+    if isinstance(calibration, (str, os.PathLike)):
+        calibration = samples_from_npz(calibration, imported.inputs)
+    samples = list(calibration)
+    base = quantize if isinstance(quantize, QuantPolicy) else QuantPolicy.from_scheme(quantize or "w8a8")
+    started = time.perf_counter()
+    sensitivity = measured_sensitivity(imported, samples[:8])
+    sensitivity_seconds = time.perf_counter() - started
+    choice = allocate(sensitivity, layer_costs(imported), max_size_bytes=max_size, max_bops=max_bops,
+                      activation_bits=base.default.activation_bits)
+    policy = choice.policy(base.default.observer)
+    record = {"weight_bits": choice.bits, "max_size": max_size, "max_bops": max_bops,
+              "size_bytes": choice.size_bytes, "bops": choice.bops,
+              "sensitivity_seconds": round(sensitivity_seconds, 3), "solve_seconds": round(choice.solve_seconds, 4)}
+    return policy, samples, record
 
 
 def _quantized(imported: ImportedModel, policy: Any, calibration: Any, target: Any):

@@ -86,9 +86,21 @@ def _model_arguments(p: argparse.ArgumentParser, artifact_ok: bool = False) -> N
     p.add_argument("--quantize", choices=["w8a8", "w4a8", "w4a4"],
                    help="quantize with this scheme to integer arithmetic (needs --calib)")
     p.add_argument("--calib", type=Path, help=".npz of calibration samples, stacked per input name")
+    p.add_argument("--bits", choices=["auto"], help="choose 4/8 weight bits per layer by ILP (needs a budget)")
+    p.add_argument("--max-size", type=_bytes, help="weight-size budget for --bits auto, e.g. 15KB or 3MB")
+    p.add_argument("--max-bops", type=float, help="BOPs budget for --bits auto (MACs x weight bits x act bits)")
     p.add_argument("--observer", default="minmax", choices=["minmax", "percentile", "entropy", "mse"])
     p.add_argument("--verify", action="store_true", help="check well-formedness after every pass")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress display")
+
+
+def _bytes(text: str) -> float:
+    """'15KB', '3MB', '2048' -> bytes (decimal units)."""
+    units = {"KB": 1e3, "MB": 1e6, "GB": 1e9, "B": 1}
+    for unit, factor in units.items():
+        if text.upper().endswith(unit):
+            return float(text[: -len(unit)]) * factor
+    return float(text)
 
 
 def _compile_model(args: argparse.Namespace):
@@ -101,13 +113,14 @@ def _compile_model(args: argparse.Namespace):
         passes = [name.strip() for name in passes.split(",") if name.strip()]
     target = json.loads(args.target) if args.target.strip().startswith("{") else args.target
     policy = None
-    if args.quantize:
+    if args.quantize or args.bits:
         from passes.quant_policy import QuantPolicy
 
-        policy = QuantPolicy.from_scheme(args.quantize, args.observer)
+        policy = QuantPolicy.from_scheme(args.quantize or "w8a8", args.observer)
     compiled = api.compile(source, shapes=_shapes(args.shape), target=target, passes=passes,
                            tune_trials=args.tune_trials, work_dir=args.work_dir, verify=args.verify,
                            quantize=policy, calibration=args.calib,
+                           bits=args.bits, max_size=args.max_size, max_bops=args.max_bops,
                            progress=not args.quiet and sys.stderr.isatty())
     return compiled, source
 
@@ -124,6 +137,11 @@ def _compile(args: argparse.Namespace) -> int:
         islands = ", ".join(f"{op.removeprefix('relax.')} x{n}" for op, n in quantization["float_islands"].items())
         print(f"integer-only check passed; {len(quantization['layers'])} quantized layers; "
               f"float islands: {islands or 'none'}")
+        allocation = quantization.get("bit_allocation")
+        if allocation:
+            chosen = ", ".join(f"{name} W{bits}" for name, bits in allocation["weight_bits"].items())
+            print(f"bits chosen by ILP ({allocation['size_bytes'] / 1e3:.1f} KB of weights; sensitivity "
+                  f"{allocation['sensitivity_seconds']:.1f} s, solver {allocation['solve_seconds'] * 1e3:.1f} ms): {chosen}")
     return 0
 
 

@@ -1,0 +1,203 @@
+"""Mixed-precision bit allocation (HAWQ-V3): choose 4 or 8 weight bits per layer by integer linear programming.
+
+    costs = layer_costs(imported)                              # parameters and MACs per quantized layer
+    sensitivity = measured_sensitivity(imported, samples)      # output change when only that layer is rounded
+    choice = allocate(sensitivity, costs, max_size_bytes=...)  # scipy's HiGHS MILP
+    policy = choice.policy()                                   # a QuantPolicy with one override per layer
+
+The ILP has one binary x[l, b] per layer l and width b, exactly one width per layer, optional ties (layers
+that must share a width) and pins (layer -> width), and constraints on model size (weight bytes) and BOPs
+(MACs x weight bits x activation bits); it minimises the summed sensitivity. An infeasible budget is
+reported with the smallest feasible value.
+
+Sensitivity here is *measured*, for any model: the mean squared change of the model's outputs on the
+calibration samples when only that layer's weights are rounded to that width (per-channel, symmetric),
+computed by the numpy reference interpreter on the float graph (no compile per configuration).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+from scipy.optimize import Bounds, LinearConstraint, milp
+
+from frontends import ImportedModel
+from passes.insert_qdq import quantize_weight, weight_axis
+from passes.quant_plan import quantizable_layers
+from passes.quant_policy import LayerSpec, QuantPolicy
+
+from .calibration import prepare
+from .errors import CompilerError
+from .reference import interpret
+
+WIDTHS = (4, 8)
+
+
+class AllocationError(CompilerError):
+    """The budget cannot be met, or the inputs of the allocation disagree."""
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """A quantized layer's parameter count and multiply-accumulates per inference."""
+
+    name: str
+    params: int
+    macs: int
+
+    def size_bytes(self, bits: int) -> float:
+        return self.params * bits / 8
+
+    def bops(self, weight_bits: int, activation_bits: int) -> float:
+        return self.macs * weight_bits * activation_bits
+
+
+@dataclass
+class Allocation:
+    """The chosen weight width per layer, what it costs and how long the solver took."""
+
+    bits: dict[str, int]
+    size_bytes: float
+    bops: float
+    objective: float
+    solve_seconds: float
+    activation_bits: int = 8
+    notes: list[str] = field(default_factory=list)
+
+    def policy(self, observer: str = "minmax") -> QuantPolicy:
+        """A policy quantizing every layer at its chosen weight width."""
+        overrides = {name: LayerSpec(bits, self.activation_bits, observer) for name, bits in self.bits.items()}
+        return QuantPolicy(LayerSpec(8, self.activation_bits, observer), overrides)
+
+
+def layer_costs(imported: ImportedModel) -> list[LayerCost]:
+    """Parameters and MACs of every quantizable layer (conv2d / matmul with a constant weight)."""
+    costs = []
+    for name, call in quantizable_layers(prepare(imported)["main"]):
+        weight = [int(d) for d in call.args[1].ty.shape]
+        out = [int(d) for d in call.ty.shape]
+        per_output = int(np.prod(weight[1:])) if call.op.name == "relax.nn.conv2d" else weight[0]
+        costs.append(LayerCost(name, int(np.prod(weight)), int(np.prod(out)) * per_output))
+    return costs
+
+
+def measured_sensitivity(imported: ImportedModel, samples: Iterable[Mapping[str, np.ndarray]],
+                         widths: Sequence[int] = WIDTHS) -> dict[tuple[str, int], float]:
+    """Mean squared output change per (layer, width) when only that layer's weights are rounded."""
+    mod = prepare(imported)
+    layers = quantizable_layers(mod["main"])
+    params = [p.name for p in mod["main"].params]
+    feeds = [dict(zip(params, (np.asarray(v) for v in sample.values()))) for sample in samples]
+    if not feeds:
+        raise AllocationError("sensitivity needs at least one calibration sample")
+    reference = [interpret(mod, feed).outputs for feed in feeds]
+    result: dict[tuple[str, int], float] = {}
+    for name, call in layers:
+        weight = call.args[1].value.numpy()
+        axis = weight_axis(call)
+        for bits in widths:
+            values, scale = quantize_weight(weight, bits, axis)
+            shape = [1] * weight.ndim
+            shape[axis] = -1
+            rounded = (values * scale.reshape(shape)).astype(weight.dtype)
+            perturbed = _with_weight(mod, call, rounded)
+            error = [np.mean((np.asarray(a, np.float64) - b) ** 2)
+                     for feed, ref in zip(feeds, reference)
+                     for a, b in zip(interpret(perturbed, feed).outputs, ref)]
+            result[(name, bits)] = float(np.mean(error))
+    return result
+
+
+def allocate(sensitivity: Mapping[tuple[str, int], float], costs: Sequence[LayerCost], *,
+             max_size_bytes: float | None = None, max_bops: float | None = None, activation_bits: int = 8,
+             ties: Iterable[Sequence[str]] = (), pinned: Mapping[str, int] | None = None,
+             widths: Sequence[int] = WIDTHS) -> Allocation:
+    """Minimise summed sensitivity under the budgets; raises ``AllocationError`` naming the smallest
+    feasible budget when none is met."""
+    names = [c.name for c in costs]
+    pinned = dict(pinned or {})
+    unknown = [n for n in list(pinned) + [n for group in ties for n in group] if n not in names]
+    if unknown:
+        raise AllocationError(f"unknown layer(s) {sorted(set(unknown))}; layers are: {', '.join(names)}")
+    missing = [(n, b) for n in names for b in widths if (n, b) not in sensitivity]
+    if missing:
+        raise AllocationError(f"no sensitivity for {missing[:4]}")
+    index = {(c.name, b): i for i, (c, b) in enumerate((c, b) for c in costs for b in widths)}
+    count = len(index)
+    objective = np.array([sensitivity[key] for key in index])
+    rows, lower, upper = [], [], []
+
+    def add(row: np.ndarray, lo: float, hi: float) -> None:
+        rows.append(row)
+        lower.append(lo)
+        upper.append(hi)
+
+    for c in costs:  # exactly one width per layer
+        add(_row(count, {index[(c.name, b)]: 1 for b in widths}), 1, 1)
+    for name, bits in pinned.items():
+        add(_row(count, {index[(name, bits)]: 1}), 1, 1)
+    for group in ties:
+        for other in list(group)[1:]:
+            for b in widths:
+                add(_row(count, {index[(group[0], b)]: 1, index[(other, b)]: -1}), 0, 0)
+    size = np.array([c.size_bytes(b) for c in costs for b in widths])
+    bops = np.array([c.bops(b, activation_bits) for c in costs for b in widths])
+    for values, budget in ((size, max_size_bytes), (bops, max_bops)):
+        if budget is not None:
+            add(values, -np.inf, budget)
+    started = time.perf_counter()
+    solution = milp(objective, constraints=LinearConstraint(np.array(rows), lower, upper),
+                    integrality=np.ones(count), bounds=Bounds(0, 1))
+    seconds = time.perf_counter() - started
+    if not solution.success:
+        smallest = _smallest(costs, widths, pinned, ties, size, index)
+        smallest_bops = _smallest(costs, widths, pinned, ties, bops, index)
+        asked = ", ".join(f"{label} <= {budget:.6g}" for label, budget in
+                          (("size", max_size_bytes), ("BOPs", max_bops)) if budget is not None)
+        raise AllocationError(f"no allocation meets {asked}: the smallest feasible size is {smallest:.0f} bytes "
+                              f"and the smallest feasible BOPs {smallest_bops:.6g}")
+    x = np.round(solution.x).astype(int)
+    bits = {name: b for (name, b), i in index.items() if x[i]}
+    return Allocation(bits, float(size @ x), float(bops @ x), float(objective @ x), seconds, activation_bits)
+
+
+def _row(count: int, entries: Mapping[int, float]) -> np.ndarray:
+    row = np.zeros(count)
+    for i, v in entries.items():
+        row[i] = v
+    return row
+
+
+def _smallest(costs, widths, pinned, ties, values, index) -> float:
+    """The least total of ``values`` any allocation obeying pins and ties can reach (an LP of its own)."""
+    count = len(index)
+    rows = [_row(count, {index[(c.name, b)]: 1 for b in widths}) for c in costs]
+    rows += [_row(count, {index[(n, b)]: 1}) for n, b in pinned.items()]
+    rows += [_row(count, {index[(g[0], b)]: 1, index[(o, b)]: -1}) for g in ties for o in list(g)[1:] for b in widths]
+    bounds = [1] * len(costs) + [1] * len(pinned) + [0] * (len(rows) - len(costs) - len(pinned))
+    solution = milp(values, constraints=LinearConstraint(np.array(rows), bounds, bounds),
+                    integrality=np.ones(count), bounds=Bounds(0, 1))
+    return float(solution.fun)
+
+
+def _with_weight(mod, call, weight: np.ndarray):
+    """``mod`` with ``call``'s weight constant replaced (same shape and dtype)."""
+    from tvm import relax
+
+    from passes.dataflow import function_attrs, main_block, with_main
+
+    block = main_block(mod, "bit_allocation")
+    func = mod["main"]
+    builder = relax.BlockBuilder()
+    with builder.function("main", func.params, attrs=function_attrs(func)):
+        with builder.dataflow():
+            for binding in block.bindings:
+                if binding.value.same_as(call):
+                    new = relax.Call(call.op, [call.args[0], relax.const(weight)] + list(call.args[2:]), call.attrs)
+                    binding = relax.VarBinding(binding.var, builder.normalize(new))
+                builder.emit_normalized(binding)
+        builder.emit_func_output(func.body.body)
+    return with_main(mod, builder)
