@@ -10,9 +10,11 @@ that must share a width) and pins (layer -> width), and constraints on model siz
 (MACs x weight bits x activation bits); it minimises the summed sensitivity. An infeasible budget is
 reported with the smallest feasible value.
 
-Sensitivity here is *measured*, for any model: the mean squared change of the model's outputs on the
-calibration samples when only that layer's weights are rounded to that width (per-channel, symmetric),
-computed by the numpy reference interpreter on the float graph (no compile per configuration).
+Sensitivity comes two ways. ``measured_sensitivity`` works for any model: the mean squared change of the
+model's outputs on calibration samples when only that layer's weights are rounded to that width (per-channel,
+symmetric), computed by the numpy reference interpreter on the float graph (no compile per configuration).
+``hessian_sensitivity`` is HAWQ's for PyTorch classifiers: the average Hessian trace of each layer's weights
+(Hutchinson, a fixed number of Rademacher probes) times ||Q(W) - W||^2.
 """
 
 from __future__ import annotations
@@ -201,3 +203,63 @@ def _with_weight(mod, call, weight: np.ndarray):
                 builder.emit_normalized(binding)
         builder.emit_func_output(func.body.body)
     return with_main(mod, builder)
+
+
+def hessian_sensitivity(module, example_inputs: Sequence, widths: Sequence[int] = WIDTHS, probes: int = 8,
+                        seed: int = 0) -> dict[tuple[str, int], float]:
+    """HAWQ-style sensitivity of a PyTorch classifier: average Hessian trace of each layer's weights
+    (Hutchinson, ``probes`` Rademacher vectors) times ||Q_b(W) - W||^2.
+
+    The loss is the cross-entropy of the model's logits against its own predictions on ``example_inputs``
+    (a batch, or a tuple of input tensors), so no labels are needed. Layers are the model's ``Conv2d`` and
+    ``Linear`` modules in call order, named as the compiler names them (``conv2d_i``, ``matmul_i``).
+    """
+    import torch
+
+    layers = _torch_layers(module, example_inputs)
+    weights = [m.weight for _, m in layers]
+    inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+    logits = module(*inputs)
+    if logits.ndim != 2:
+        raise AllocationError("Hessian sensitivity needs a classifier with [batch, classes] logits; use "
+                              "measured_sensitivity for other models")
+    loss = torch.nn.functional.cross_entropy(logits, logits.argmax(1).detach())
+    grads = torch.autograd.grad(loss, weights, create_graph=True)
+    generator = torch.Generator().manual_seed(seed)
+    traces = [0.0] * len(weights)
+    for _ in range(probes):
+        vs = [torch.randint(0, 2, w.shape, generator=generator).to(w.dtype) * 2 - 1 for w in weights]
+        hvs = torch.autograd.grad(grads, weights, grad_outputs=vs, retain_graph=True)
+        for i, (v, hv) in enumerate(zip(vs, hvs)):
+            traces[i] += float((v * hv).sum()) / probes
+    result = {}
+    for (name, layer), trace in zip(layers, traces):
+        weight = layer.weight.detach().numpy()
+        for bits in widths:
+            values, scale = quantize_weight(weight, bits, 0)  # torch: output channels first (OIHW, [out, in])
+            rounded = values * scale.reshape([-1] + [1] * (weight.ndim - 1))
+            result[(name, bits)] = trace / weight.size * float(np.sum((rounded - weight) ** 2))
+    return result
+
+
+def _torch_layers(module, example_inputs) -> list[tuple[str, object]]:
+    """(compiler layer name, module) of every Conv2d / Linear in the order the forward pass calls them."""
+    import torch
+
+    order: list[object] = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out: order.append(mod))
+             for m in module.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    try:
+        with torch.no_grad():
+            inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+            module(*inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    counters = {"conv2d": 0, "matmul": 0}
+    named = []
+    for layer in order:
+        kind = "conv2d" if isinstance(layer, torch.nn.Conv2d) else "matmul"
+        named.append((f"{kind}_{counters[kind]}", layer))
+        counters[kind] += 1
+    return named

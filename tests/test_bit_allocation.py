@@ -7,7 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from compiler.bit_allocation import AllocationError, LayerCost, allocate, layer_costs, measured_sensitivity
+from compiler.bit_allocation import (
+    AllocationError,
+    LayerCost,
+    allocate,
+    hessian_sensitivity,
+    layer_costs,
+    measured_sensitivity,
+)
 from models import mnist_cnn
 
 from .conftest import qc
@@ -47,6 +54,16 @@ def test_mnist_costs_and_measured_sensitivity(mnist_imported):
     sensitivity = measured_sensitivity(mnist_imported, [{"input": d[None]} for d in digits])
     for name in costs:  # rounding to 4 bits disturbs the output far more than rounding to 8
         assert sensitivity[(name, 4)] > 10 * sensitivity[(name, 8)] > 0
+
+
+def test_mnist_hessian_sensitivity_agrees_on_the_layers(mnist_case):
+    import torch
+
+    digits = torch.from_numpy(mnist_cnn.load_split()[0][:32])
+    hessian = hessian_sensitivity(mnist_case.module, digits, probes=4)
+    assert set(hessian) == {(n, b) for n in ("conv2d_0", "conv2d_1", "matmul_0") for b in (4, 8)}
+    for name in ("conv2d_0", "conv2d_1", "matmul_0"):
+        assert hessian[(name, 4)] > 10 * hessian[(name, 8)] > 0
 
 
 def test_cli_bits_auto_fits_the_budget_and_records_the_choice(tmp_path):
