@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 import tvm
 from tvm import relax
 
-from .dataflow import main_block
+from .dataflow import main_block, op_name, var_args
 from .registry import PassError, register_pass
 
 ISLANDS_ATTRIBUTE = "qc.float_islands"  # written by lower_integer
@@ -38,7 +38,7 @@ def float_islands(mod: tvm.IRModule, allowed: Iterable[str] = ()) -> list[tuple[
     """(op name, bound variable) of every float-producing call with a quantize both upstream and downstream,
     apart from the declared islands."""
     bindings = [(b.var, b.value) for b in main_block(mod, "check_integer_only").bindings]
-    if not any(_op(value) == QUANTIZE for _, value in bindings):
+    if not any(op_name(value) == QUANTIZE for _, value in bindings):
         raise PassError("check_integer_only: main has no quantize, so no integer part to check")
     after_quantize = _reach(bindings, forward=True)
     before_quantize = _reach(bindings, forward=False)
@@ -47,7 +47,7 @@ def float_islands(mod: tvm.IRModule, allowed: Iterable[str] = ()) -> list[tuple[
     declared = {str(v) for v in attrs[ISLANDS_ATTRIBUTE]} if attrs and ISLANDS_ATTRIBUTE in attrs else set()
     offenders = []
     for var, value in bindings:
-        op = _op(value)
+        op = op_name(value)
         if op is None or op in (QUANTIZE, DEQUANTIZE) or op in allowed or var.name in declared:
             continue
         if var in after_quantize and var in before_quantize and _is_float(var):
@@ -61,8 +61,8 @@ def declared_islands(mod: tvm.IRModule) -> dict[str, int]:
     declared = {str(v) for v in attrs[ISLANDS_ATTRIBUTE]} if attrs and ISLANDS_ATTRIBUTE in attrs else set()
     counts: dict[str, int] = {}
     for var, value in ((b.var, b.value) for b in main_block(mod, "declared_islands").bindings):
-        if var.name in declared and _op(value):
-            counts[_op(value)] = counts.get(_op(value), 0) + 1
+        if var.name in declared and op_name(value):
+            counts[op_name(value)] = counts.get(op_name(value), 0) + 1
     return counts
 
 
@@ -77,35 +77,19 @@ def check_integer_only(mod: tvm.IRModule, allowed: Sequence[str] = ()) -> tvm.IR
 
 def _reach(bindings: list[tuple[relax.Var, relax.Expr]], forward: bool) -> set[relax.Var]:
     """Vars with a quantize upstream (forward) or downstream (backward), the quantize's own var included."""
-    uses = {var: _var_args(value) for var, value in bindings}
+    uses = {var: var_args(value) for var, value in bindings}
     marked: set[relax.Var] = set()
     if forward:
         for var, value in bindings:
-            if _op(value) == QUANTIZE or any(arg in marked for arg in uses[var]):
+            if op_name(value) == QUANTIZE or any(arg in marked for arg in uses[var]):
                 marked.add(var)
         return marked
     for var, value in reversed(bindings):
-        if _op(value) == QUANTIZE:
+        if op_name(value) == QUANTIZE:
             marked.update(uses[var])
         if var in marked:
             marked.update(uses[var])
     return marked
-
-
-def _var_args(value: relax.Expr) -> list[relax.Var]:
-    if isinstance(value, relax.Call):
-        return [a for arg in value.args for a in _var_args(arg)]
-    if isinstance(value, relax.Tuple):
-        return [a for field in value.fields for a in _var_args(field)]
-    if isinstance(value, relax.TupleGetItem):
-        return _var_args(value.tuple_value)
-    return [value] if isinstance(value, relax.Var) else []
-
-
-def _op(value: relax.Expr) -> str | None:
-    if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
-        return value.op.name
-    return None
 
 
 def _is_float(var: relax.Var) -> bool:

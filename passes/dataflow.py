@@ -6,7 +6,7 @@ the check, and the passes that rebuild ``main`` share how the new function repla
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import tvm
 from tvm import relax
@@ -25,6 +25,37 @@ def main_block(mod: tvm.IRModule, pass_name: str) -> relax.DataflowBlock:
 def function_attrs(func: relax.Function) -> dict[str, Any] | None:
     """``func``'s attributes in the form ``BlockBuilder.function`` takes."""
     return dict(func.attrs.items()) if func.attrs else None
+
+
+def op_name(value: relax.Expr) -> str | None:
+    """The op name of a call to a Relax operator, else None."""
+    if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
+        return value.op.name
+    return None
+
+
+def var_args(value: relax.Expr) -> list[relax.Var]:
+    """The variables ``value`` reads (through call arguments, tuples and tuple items)."""
+    if isinstance(value, relax.Call):
+        return [v for arg in value.args for v in var_args(arg)]
+    if isinstance(value, relax.Tuple):
+        return [v for field in value.fields for v in var_args(field)]
+    if isinstance(value, relax.TupleGetItem):
+        return var_args(value.tuple_value)
+    return [value] if isinstance(value, relax.Var) else []
+
+
+def map_vars(value: relax.Expr, fn: Callable[[relax.Var], relax.Expr]) -> relax.Expr:
+    """``value`` with every variable it reads replaced by ``fn(variable)``."""
+    if isinstance(value, relax.Var):
+        return fn(value)
+    if isinstance(value, relax.Call):
+        return relax.Call(value.op, [map_vars(a, fn) for a in value.args], value.attrs, value.ty_args)
+    if isinstance(value, relax.Tuple):
+        return relax.Tuple([map_vars(f, fn) for f in value.fields])
+    if isinstance(value, relax.TupleGetItem):
+        return relax.TupleGetItem(map_vars(value.tuple_value, fn), value.index)
+    return value
 
 
 def with_main(mod: tvm.IRModule, builder: relax.BlockBuilder) -> tvm.IRModule:

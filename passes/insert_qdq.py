@@ -23,7 +23,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from .dataflow import function_attrs, main_block, with_main
+from .dataflow import function_attrs, main_block, map_vars, with_main
 from .quant_plan import Anchor, plan_quantization, quantizable_layers
 from .quant_policy import LayerSpec
 from .registry import PassError, register_pass
@@ -89,7 +89,9 @@ def insert_qdq(mod: tvm.IRModule, specs: Mapping[str, LayerSpec],
                     replaced[param] = _qdq(builder, param, anchors[param], ranges)
             for binding in block.bindings:
                 # integer readers see the quantized tensor; float ops keep reading the float one
-                value = substitute(binding.value, replaced) if binding.var in plan.integer_readers else binding.value
+                value = binding.value
+                if binding.var in plan.integer_readers:
+                    value = map_vars(value, lambda v: replaced.get(v, v))
                 if binding.value in layers:
                     value = _with_integer_weight(builder, value, specs[layers[binding.value]])
                 builder.emit_normalized(relax.VarBinding(binding.var, builder.normalize(value)))
@@ -103,19 +105,6 @@ def insert_qdq(mod: tvm.IRModule, specs: Mapping[str, LayerSpec],
 def activation_params(anchor: Anchor, value_range: tuple[float, float]) -> ActivationParams:
     """The scale and zero point of an anchor from its calibrated range and its spec."""
     return ActivationParams.from_range(*value_range, anchor.spec.activation_bits, anchor.spec.symmetric_activations)
-
-
-def substitute(value: relax.Expr, replaced: Mapping[relax.Var, relax.Expr]) -> relax.Expr:
-    """``value`` with the variables in ``replaced`` swapped (calls, tuples and tuple items)."""
-    if isinstance(value, relax.Var):
-        return replaced.get(value, value)
-    if isinstance(value, relax.Call):
-        return relax.Call(value.op, [substitute(a, replaced) for a in value.args], value.attrs, value.ty_args)
-    if isinstance(value, relax.Tuple):
-        return relax.Tuple([substitute(f, replaced) for f in value.fields])
-    if isinstance(value, relax.TupleGetItem):
-        return relax.TupleGetItem(substitute(value.tuple_value, replaced), value.index)
-    return value
 
 
 def _qdq(builder: relax.BlockBuilder, var: relax.Var, anchor: Anchor,

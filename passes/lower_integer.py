@@ -30,11 +30,11 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from .dataflow import function_attrs, main_block, with_main
+from .dataflow import function_attrs, main_block, map_vars, op_name, var_args, with_main
 from .check_integer_only import ISLANDS_ATTRIBUTE
 from .dyadic import dyadic
 from .int4 import INT4_MAX, PACKED_ATTRIBUTE, conv2d_int4, matmul_int4, pack_int4
-from .quant_plan import is_pass_through, op_name
+from .quant_plan import is_pass_through
 from .registry import PassError, register_pass
 
 
@@ -285,12 +285,12 @@ class _Lowering:
     # -- float ---------------------------------------------------------------------------------------
     def float_op(self, var: relax.Var, value: relax.Expr) -> relax.Var:
         """Keep ``value`` in float on dequantized inputs; it is an island if an integer value feeds it."""
-        integer_inputs = any(isinstance(self.values.get(a), (Quant, Linear)) for a in _vars(value))
-        new_value = _map_vars(value, lambda a: self.as_float(self.values[a]) if a in self.values else a)
+        integer_inputs = any(isinstance(self.values.get(a), (Quant, Linear)) for a in var_args(value))
+        new_value = map_vars(value, lambda a: self.as_float(self.values[a]) if a in self.values else a)
         if isinstance(new_value, relax.Tuple):
             return new_value
         new_var = self.builder.emit(new_value)
-        if integer_inputs or any(v in self.island_vars for v in _vars(value)):
+        if integer_inputs or any(v in self.island_vars for v in var_args(value)):
             self.islands.append(new_var.name)
             self.island_vars.add(var)
         return new_var
@@ -373,25 +373,3 @@ def _check_accumulator(call: relax.Call, x: Quant, weight: Weight) -> None:
     if peak * max(abs(x.qmin - x.zero), abs(x.qmax - x.zero)) >= 2**31:
         raise PassError(f"lower_integer: {op_name(call)} could overflow its int32 accumulator "
                         f"(sum |W| = {peak}); split the reduction or lower its bit width")
-
-
-def _vars(value: relax.Expr) -> list[relax.Var]:
-    if isinstance(value, relax.Call):
-        return [v for a in value.args for v in _vars(a)]
-    if isinstance(value, relax.Tuple):
-        return [v for f in value.fields for v in _vars(f)]
-    if isinstance(value, relax.TupleGetItem):
-        return _vars(value.tuple_value)
-    return [value] if isinstance(value, relax.Var) else []
-
-
-def _map_vars(value: relax.Expr, fn) -> relax.Expr:
-    if isinstance(value, relax.Var):
-        return fn(value)
-    if isinstance(value, relax.Call):
-        return relax.Call(value.op, [_map_vars(a, fn) for a in value.args], value.attrs, value.ty_args)
-    if isinstance(value, relax.Tuple):
-        return relax.Tuple([_map_vars(f, fn) for f in value.fields])
-    if isinstance(value, relax.TupleGetItem):
-        return relax.TupleGetItem(_map_vars(value.tuple_value, fn), value.index)
-    return value

@@ -25,6 +25,7 @@ from typing import Mapping
 import tvm
 from tvm import relax
 
+from .dataflow import op_name, var_args
 from .quant_policy import LayerSpec
 
 PASS_THROUGH = {"relax.nn.max_pool2d", "relax.reshape", "relax.permute_dims", "relax.nn.pad",
@@ -67,13 +68,6 @@ def quantizable_layers(func: relax.Function) -> list[tuple[str, relax.Call]]:
     return layers
 
 
-def op_name(value: relax.Expr) -> str | None:
-    """The op name of a call to a Relax operator, else None."""
-    if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
-        return value.op.name
-    return None
-
-
 def is_pass_through(call: relax.Expr) -> bool:
     """Ops that move integers without changing their scale (zero padding only)."""
     name = op_name(call)
@@ -89,7 +83,7 @@ def plan_quantization(func: relax.Function, specs: Mapping[str, LayerSpec]) -> P
     bindings = [(b.var, b.value) for b in func.body.blocks[0].bindings]
     consumers: dict[relax.Var, list[tuple[relax.Var, relax.Expr]]] = {}
     for var, value in bindings:
-        for arg in _var_args(value):
+        for arg in var_args(value):
             consumers.setdefault(arg, []).append((var, value))
     layer_names = {call: name for name, call in quantizable_layers(func)}
     quantized = {call: name for call, name in layer_names.items() if specs.get(name, LayerSpec()).quantize}
@@ -195,13 +189,3 @@ def _count(counters: dict[str, int], kind: str) -> str:
     index = counters.get(kind, 0)
     counters[kind] = index + 1
     return f"{kind}_{index}"
-
-
-def _var_args(value: relax.Expr) -> list[relax.Var]:
-    if isinstance(value, relax.Call):
-        return [a for arg in value.args for a in _var_args(arg)]
-    if isinstance(value, relax.Tuple):
-        return [a for field_ in value.fields for a in _var_args(field_)]
-    if isinstance(value, relax.TupleGetItem):
-        return _var_args(value.tuple_value)
-    return [value] if isinstance(value, relax.Var) else []
