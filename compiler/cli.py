@@ -266,15 +266,17 @@ def _info(args: argparse.Namespace) -> int:
 def _passes(args: argparse.Namespace) -> int:
     from passes import registered_passes
 
-    from .pipeline import DEFAULT_PASSES
+    from .pipeline import DEFAULT_PASSES, QUANTIZED_PASSES
 
     infos = registered_passes()
     if args.json:
         print(json.dumps({"passes": [{"name": p.name, "contract": p.contract, "origin": p.origin} for p in infos],
-                          "default_pipeline": list(DEFAULT_PASSES)}, indent=2))
+                          "default_pipeline": list(DEFAULT_PASSES),
+                          "quantized_first": list(QUANTIZED_PASSES)}, indent=2))
         return 0
     _print_table("registered passes", ["name", "contract", "from"], [[p.name, p.contract, p.origin] for p in infos])
     print("default pipeline: " + " -> ".join(DEFAULT_PASSES))
+    print("quantized models run first: " + " -> ".join(QUANTIZED_PASSES))
     return 0
 
 
