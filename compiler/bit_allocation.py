@@ -27,7 +27,7 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
 from frontends import ImportedModel
-from passes.insert_qdq import quantize_weight, weight_axis
+from passes.insert_qdq import rounded_weight, weight_axis
 from passes.quant_plan import quantizable_layers
 from passes.quant_policy import LayerSpec, QuantPolicy
 
@@ -101,11 +101,7 @@ def measured_sensitivity(imported: ImportedModel, samples: Iterable[Mapping[str,
         weight = call.args[1].value.numpy()
         axis = weight_axis(call)
         for bits in widths:
-            values, scale = quantize_weight(weight, bits, axis)
-            shape = [1] * weight.ndim
-            shape[axis] = -1
-            rounded = (values * scale.reshape(shape)).astype(weight.dtype)
-            perturbed = _with_weight(mod, call, rounded)
+            perturbed = _with_weight(mod, call, rounded_weight(weight, bits, axis))
             error = [np.mean((np.asarray(a, np.float64) - b) ** 2)
                      for feed, ref in zip(feeds, reference)
                      for a, b in zip(interpret(perturbed, feed).outputs, ref)]
@@ -235,10 +231,9 @@ def hessian_sensitivity(module, example_inputs: Sequence, widths: Sequence[int] 
     result = {}
     for (name, layer), trace in zip(layers, traces):
         weight = layer.weight.detach().numpy()
-        for bits in widths:
-            values, scale = quantize_weight(weight, bits, 0)  # torch: output channels first (OIHW, [out, in])
-            rounded = values * scale.reshape([-1] + [1] * (weight.ndim - 1))
-            result[(name, bits)] = trace / weight.size * float(np.sum((rounded - weight) ** 2))
+        for bits in widths:  # torch keeps output channels first (OIHW, [out, in])
+            error = float(np.sum((rounded_weight(weight, bits, 0) - weight) ** 2))
+            result[(name, bits)] = trace / weight.size * error
     return result
 
 

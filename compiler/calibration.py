@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
+import tvm
 
 import backends
 from frontends import ImportedModel
@@ -54,13 +55,16 @@ class Calibration:
 
 
 def calibrate(imported: ImportedModel, samples: Iterable[Mapping[str, np.ndarray]],
-              policy: QuantPolicy | None = None, target: Any = None) -> Calibration:
-    """Observe every anchor tensor over ``samples`` (dicts of input name -> array)."""
+              policy: QuantPolicy | None = None, target: Any = None, *,
+              prepared: tvm.IRModule | None = None) -> Calibration:
+    """Observe every anchor tensor over ``samples`` (dicts of input name -> array); ``prepared`` is
+    ``prepare(imported)`` when the caller already has it."""
     policy = policy or QuantPolicy()
-    func = prepare(imported)["main"]
+    prepared = prepare(imported) if prepared is None else prepared
+    func = prepared["main"]
     specs = policy.resolve([name for name, _ in quantizable_layers(func)])
     plan = plan_quantization(func, specs)
-    runner = ExposedRunner(imported, target, specs=specs)
+    runner = ExposedRunner(imported, target, specs=specs, prepared=prepared)
     observers = {name: make_observer(a.spec.observer, name, bits=a.spec.activation_bits,
                                      symmetric=a.spec.symmetric_activations)
                  for name, a in plan.anchors.items()}
@@ -89,10 +93,10 @@ class ExposedRunner:
     """``imported`` compiled (untuned) with every anchor (or, outputs=True, each layer's result) returned too."""
 
     def __init__(self, imported: ImportedModel, target: Any = None, *, outputs: bool = False,
-                 specs: dict[str, LayerSpec] | None = None):
-        steps = ([Step(name) for name in PREPARE] + [Step("expose_activations", {"outputs": outputs, "specs": specs})]
-                 + [Step(name) for name in LOWER])
-        mod, _ = Pipeline(steps).run(imported.mod)
+                 specs: dict[str, LayerSpec] | None = None, prepared: tvm.IRModule | None = None):
+        prepared = prepare(imported) if prepared is None else prepared
+        steps = [Step("expose_activations", {"outputs": outputs, "specs": specs})] + [Step(n) for n in LOWER]
+        mod, _ = Pipeline(steps).run(prepared)
         self.names = [str(name) for name in mod.attrs[ATTRIBUTE]]
         library, _ = backends.build(mod, backends.parse_target(target))
         manifest = {"inputs": [s.to_json() for s in imported.inputs], "outputs": []}

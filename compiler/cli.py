@@ -94,6 +94,12 @@ def _model_arguments(p: argparse.ArgumentParser, artifact_ok: bool = False) -> N
     p.add_argument("--quiet", "-q", action="store_true", help="no progress display")
 
 
+def _islands_text(quantization: dict) -> str:
+    """The float islands of a quantized manifest, by op ("nn.softmax x6, ..."), or "none"."""
+    counts = quantization["float_islands"].items()
+    return ", ".join(f"{op.removeprefix('relax.')} x{n}" for op, n in counts) or "none"
+
+
 def _bytes(text: str) -> float:
     """'15KB', '3MB', '2048' -> bytes (decimal units)."""
     units = {"KB": 1e3, "MB": 1e6, "GB": 1e9, "B": 1}
@@ -134,9 +140,9 @@ def _compile(args: argparse.Namespace) -> int:
           f"compiled in {m['compile_seconds']:.1f} s)")
     quantization = m.get("quantization")
     if quantization:
-        islands = ", ".join(f"{op.removeprefix('relax.')} x{n}" for op, n in quantization["float_islands"].items())
+        islands = _islands_text(quantization)
         print(f"integer-only check passed; {len(quantization['layers'])} quantized layers; "
-              f"float islands: {islands or 'none'}")
+              f"float islands: {islands}")
         allocation = quantization.get("bit_allocation")
         if allocation:
             chosen = ", ".join(f"{name} W{bits}" for name, bits in allocation["weight_bits"].items())
@@ -249,8 +255,8 @@ def _info(args: argparse.Namespace) -> int:
         print(f"quantized  {quantization['mode']}; {layers}")
         print(f"tensors    {len(quantization['tensors'])} with their own scale; "
               f"{quantization['calibration_samples']} calibration samples")
-        islands = ", ".join(f"{op.removeprefix('relax.')} x{n}" for op, n in quantization["float_islands"].items())
-        print(f"float islands {islands or 'none'}")
+        islands = _islands_text(quantization)
+        print(f"float islands {islands}")
     print(f"pipeline   {' -> '.join(step['pass'] for step in manifest['pipeline'])}")
     tuning = manifest.get("tuning")
     described = "none" if not tuning else (

@@ -35,8 +35,9 @@ def quantize(imported: ImportedModel, samples: Iterable[Mapping[str, np.ndarray]
     """Calibrate ``imported`` on ``samples`` and return it with QDQ pairs on every anchor tensor."""
     if isinstance(policy, str):
         policy = QuantPolicy.from_scheme(policy)
-    calibration = calibrate(imported, samples, policy, target)
-    mod = insert_qdq(prepare(imported), calibration.specs, calibration.ranges)
+    prepared = prepare(imported)
+    calibration = calibrate(imported, samples, policy, target, prepared=prepared)
+    mod = insert_qdq(prepared, calibration.specs, calibration.ranges)
     info = {
         "layers": {name: {"weight_bits": s.weight_bits, "activation_bits": s.activation_bits,
                           "observer": s.observer, "input_range": _rounded(calibration.input_range(name))}

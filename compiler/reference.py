@@ -137,19 +137,22 @@ def _packed_kernel(func, data: np.ndarray, packed: np.ndarray) -> np.ndarray:
     return _conv2d(attrs, data, weight).astype(np.int32)
 
 
+def _windows(x: np.ndarray, attrs, window: tuple[int, int], pad_value) -> np.ndarray:
+    """The [N, C, OH, OW, kh, kw] sliding windows of NCHW ``x`` under ``attrs``' padding, strides, dilation."""
+    top, left, bottom, right = (int(p) for p in attrs.padding)
+    (sh, sw), (dh, dw), (kh, kw) = (int(s) for s in attrs.strides), (int(d) for d in attrs.dilation), window
+    xp = np.pad(x, [(0, 0), (0, 0), (top, bottom), (left, right)], constant_values=pad_value)
+    windows = sliding_window_view(xp, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))
+    return windows[:, :, ::sh, ::sw, ::dh, ::dw]
+
+
 def _conv2d(attrs, x, w):
     if str(attrs.data_layout) != "NCHW" or str(attrs.kernel_layout) != "OIHW":
         raise ReferenceError("the reference conv2d supports NCHW / OIHW only")
-    top, left, bottom, right = (int(p) for p in attrs.padding)
-    sh, sw = (int(s) for s in attrs.strides)
-    dh, dw = (int(d) for d in attrs.dilation)
     groups = int(attrs.groups)
-    exact = np.issubdtype(x.dtype, np.integer)
-    compute = np.float64 if exact else np.float32
-    xp = np.pad(x.astype(compute), [(0, 0), (0, 0), (top, bottom), (left, right)])
+    compute = np.float64 if np.issubdtype(x.dtype, np.integer) else np.float32
     out_c, in_per_group, kh, kw = w.shape
-    windows = sliding_window_view(xp, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))
-    windows = windows[:, :, ::sh, ::sw, ::dh, ::dw]  # N, C, OH, OW, kh, kw
+    windows = _windows(x.astype(compute), attrs, (kh, kw), 0)
     n, c, oh, ow = windows.shape[:4]
     windows = windows.reshape(n, groups, in_per_group, oh, ow, kh, kw)
     weight = w.astype(compute).reshape(groups, out_c // groups, in_per_group, kh, kw)
@@ -172,14 +175,9 @@ def _pad(attrs, x):
 def _max_pool2d(attrs, x):
     if str(attrs.layout) != "NCHW" or bool(attrs.ceil_mode):
         raise ReferenceError("the reference max_pool2d supports NCHW without ceil_mode only")
-    top, left, bottom, right = (int(p) for p in attrs.padding)
     lowest = np.iinfo(x.dtype).min if np.issubdtype(x.dtype, np.integer) else -np.inf
-    xp = np.pad(x, [(0, 0), (0, 0), (top, bottom), (left, right)], constant_values=lowest)
-    kh, kw = (int(p) for p in attrs.pool_size)
-    sh, sw = (int(s) for s in attrs.strides)
-    dh, dw = (int(d) for d in attrs.dilation)
-    windows = sliding_window_view(xp, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))
-    return windows[:, :, ::sh, ::sw, ::dh, ::dw].max(axis=(-2, -1))
+    window = tuple(int(p) for p in attrs.pool_size)
+    return _windows(x, attrs, window, lowest).max(axis=(-2, -1))
 
 
 def _axes(attrs, ndim):
@@ -251,24 +249,11 @@ _RULES: dict[str, Callable[..., Any]] = {
 def exposing(mod: tvm.IRModule, names: list[str]) -> tvm.IRModule:
     """A copy of ``mod`` whose main also returns the variables ``names`` (after its own outputs), so the
     compiled executable can be compared with ``interpret`` variable by variable."""
-    from passes.dataflow import function_attrs, main_block, with_main
+    from passes.dataflow import also_returning, main_block
 
-    func = mod["main"]
-    block = main_block(mod, "exposing")
     wanted = set(names)
-    builder = relax.BlockBuilder()
-    original = func.body.body
-    returned = list(original.fields) if isinstance(original, relax.Tuple) else [original]
-    with builder.function("main", func.params, attrs=function_attrs(func)):
-        with builder.dataflow():
-            exposed = []
-            for binding in block.bindings:
-                builder.emit_normalized(binding)
-                if binding.var.name in wanted:
-                    exposed.append(binding.var)
-            result = builder.emit_output(relax.Tuple(returned + exposed))
-        builder.emit_func_output(result)
-    return with_main(mod, builder)
+    exposed = [b.var for b in main_block(mod, "exposing").bindings if b.var.name in wanted]  # program order
+    return also_returning(mod, exposed, "exposing")
 
 
 @dataclass(frozen=True)

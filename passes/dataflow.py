@@ -58,6 +58,22 @@ def map_vars(value: relax.Expr, fn: Callable[[relax.Var], relax.Expr]) -> relax.
     return value
 
 
+def also_returning(mod: tvm.IRModule, extra: list[relax.Var], pass_name: str) -> tvm.IRModule:
+    """A copy of ``mod`` whose main returns ``(its own outputs..., *extra)``; ``extra`` are vars of main."""
+    func = mod["main"]
+    block = main_block(mod, pass_name)
+    original = func.body.body
+    returned = list(original.fields) if isinstance(original, relax.Tuple) else [original]
+    builder = relax.BlockBuilder()
+    with builder.function("main", func.params, attrs=function_attrs(func)):
+        with builder.dataflow():
+            for binding in block.bindings:
+                builder.emit_normalized(binding)
+            result = builder.emit_output(relax.Tuple(returned + list(extra)))
+        builder.emit_func_output(result)
+    return with_main(mod, builder)
+
+
 def with_main(mod: tvm.IRModule, builder: relax.BlockBuilder) -> tvm.IRModule:
     """A copy of ``mod`` whose ``main`` is the one ``builder`` just built, with any kernels the builder made
     (``emit_te``) added; the input is left unchanged."""

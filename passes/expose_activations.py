@@ -14,9 +14,8 @@ from __future__ import annotations
 from typing import Mapping
 
 import tvm
-from tvm import relax
 
-from .dataflow import function_attrs, main_block, with_main
+from .dataflow import also_returning, main_block
 from .quant_plan import plan_quantization, quantizable_layers
 from .quant_policy import LayerSpec
 from .registry import register_pass
@@ -36,13 +35,5 @@ def expose_activations(mod: tvm.IRModule, outputs: bool = False,
     else:
         plan = plan_quantization(func, specs or {})
         named = [(name, anchor.var) for name, anchor in plan.anchors.items()]
-    builder = relax.BlockBuilder()
-    original = func.body.body
-    returned = list(original.fields) if isinstance(original, relax.Tuple) else [original]
-    with builder.function("main", func.params, attrs=function_attrs(func)):
-        with builder.dataflow():
-            for binding in block.bindings:
-                builder.emit_normalized(binding)
-            result = builder.emit_output(relax.Tuple(returned + [var for _, var in named]))
-        builder.emit_func_output(result)
-    return with_main(mod, builder).with_attr(ATTRIBUTE, [name for name, _ in named])
+    exposed = also_returning(mod, [var for _, var in named], "expose_activations")
+    return exposed.with_attr(ATTRIBUTE, [name for name, _ in named])

@@ -63,6 +63,14 @@ def quantize_weight(weight: np.ndarray, bits: int, axis: int) -> tuple[np.ndarra
     return values, scale
 
 
+def rounded_weight(weight: np.ndarray, bits: int, axis: int) -> np.ndarray:
+    """``weight`` rounded to its per-channel ``bits``-bit grid and scaled back (float, same dtype)."""
+    values, scale = quantize_weight(weight, bits, axis)
+    shape = [1] * weight.ndim
+    shape[axis] = -1
+    return (values * scale.reshape(shape)).astype(weight.dtype)
+
+
 def weight_axis(call: relax.Call) -> int:
     """The output-channel axis of a layer's weight: O of OIHW for conv2d, N of [K, N] for matmul."""
     return 0 if call.op.name == "relax.nn.conv2d" else call.args[1].ty.ndim - 1

@@ -34,7 +34,7 @@ from .dataflow import function_attrs, main_block, map_vars, op_name, var_args, w
 from .check_integer_only import ISLANDS_ATTRIBUTE
 from .dyadic import dyadic
 from .int4 import INT4_MAX, PACKED_ATTRIBUTE, conv2d_int4, matmul_int4, pack_int4
-from .quant_plan import is_pass_through
+from .quant_plan import is_pass_through, is_residual_add
 from .registry import PassError, register_pass
 
 
@@ -167,8 +167,7 @@ class _Lowering:
             acc = emit(relax.op.multiply(acc, _i64(multiplier)))
             acc = emit(relax.op.right_shift(emit(relax.op.add(acc, _i64(np.left_shift(1, shift - 1)))), _i64(shift)))
             total = acc if total is None else emit(relax.op.add(total, acc))
-        lo = qmin if x.lo == -math.inf else max(qmin, zero + int(np.round(x.lo / scale)))
-        hi = qmax if x.hi == math.inf else min(qmax, zero + int(np.round(x.hi / scale)))
+        lo, hi = _integer_bounds(x.lo, x.hi, scale, zero, qmin, qmax)
         if zero:
             total = emit(relax.op.add(total, _i64(zero)))
         total = emit(relax.op.minimum(emit(relax.op.maximum(total, _i64(lo))), _i64(hi)))
@@ -179,15 +178,17 @@ class _Lowering:
         emit = self.builder.emit
         is_conv = op_name(call) == "relax.nn.conv2d"
         data = x.var
+        packed = _fits_int4(weight)
         if is_conv:
             attrs = call.attrs
             padding = [int(p) for p in attrs.padding]
-            if x.zero != 0 and any(padding):  # pad with the zero point, so padding stands for real 0.0
+            # pad explicitly with the zero point (padding stands for real 0.0); the packed kernel never pads
+            if any(padding) and (x.zero != 0 or packed):
                 top, left, bottom, right = padding
                 data = emit(relax.op.nn.pad(data, [0, 0, 0, 0, top, bottom, left, right], pad_value=float(x.zero)))
                 padding = [0, 0, 0, 0]
-            if _fits_int4(weight):
-                acc = self._packed_int4(call, data, weight, padding)
+            if packed:
+                acc = self._packed_int4(call, data, weight)
             else:
                 acc = emit(relax.op.nn.conv2d(data, relax.const(weight.values), strides=attrs.strides,
                                               padding=padding, dilation=attrs.dilation, groups=int(attrs.groups),
@@ -195,8 +196,8 @@ class _Lowering:
             weight_sums = weight.values.astype(np.int64).sum(axis=(1, 2, 3)).reshape(1, -1, 1, 1)
             scale = (x.scale * weight.scale).reshape(1, -1, 1, 1)
         else:
-            if _fits_int4(weight):
-                acc = self._packed_int4(call, data, weight, [])
+            if packed:
+                acc = self._packed_int4(call, data, weight)
             else:
                 acc = emit(relax.op.matmul(data, relax.const(weight.values), out_dtype="int32"))
             weight_sums = weight.values.astype(np.int64).sum(axis=-2)
@@ -204,8 +205,8 @@ class _Lowering:
         _check_accumulator(call, x, weight)
         return Linear((Term(acc, scale, -x.zero * weight_sums),))
 
-    def _packed_int4(self, call: relax.Call, data: relax.Expr, weight: Weight, padding: list[int]) -> relax.Var:
-        """The layer as a kernel that reads its 4-bit weight packed two per byte."""
+    def _packed_int4(self, call: relax.Call, data: relax.Expr, weight: Weight) -> relax.Var:
+        """The layer as a kernel that reads its 4-bit weight packed two per byte (``data`` already padded)."""
         packed = relax.const(pack_int4(weight.values))
         shape = [int(d) for d in weight.values.shape]
         if op_name(call) == "relax.matmul":
@@ -213,9 +214,6 @@ class _Lowering:
             return self.builder.emit_te(matmul_int4, data, packed, shape[0], shape[1],
                                         primfunc_name_hint="matmul_int4", primfunc_attrs={PACKED_ATTRIBUTE: info})
         attrs = call.attrs
-        if any(padding):
-            top, left, bottom, right = padding
-            data = self.builder.emit(relax.op.nn.pad(data, [0, 0, 0, 0, top, bottom, left, right]))
         strides, dilation = [int(v) for v in attrs.strides], [int(v) for v in attrs.dilation]
         info = {"op": "conv2d", "weight_shape": shape, "strides": strides, "dilation": dilation,
                 "groups": int(attrs.groups)}
@@ -229,7 +227,7 @@ class _Lowering:
             (term,) = others[0].terms
             bias = np.round(constants[0].value.numpy().astype(np.float64) / term.scale).astype(np.int64)
             return Linear((replace(term, offset=term.offset + bias),), others[0].lo, others[0].hi)
-        if not constants and all(isinstance(a, (Quant, Linear)) for a in args) and _same_shape(call):
+        if not constants and all(isinstance(a, (Quant, Linear)) for a in args) and is_residual_add(call):
             terms = []
             for a in args:
                 if isinstance(a, Quant):
@@ -250,9 +248,7 @@ class _Lowering:
         if isinstance(x, Quant) and str(original.ty.dtype) == x.dtype:  # clip of the integers themselves
             return self._int_clamp(x, max(x.qmin, int(lo)), min(x.qmax, int(hi) if hi != math.inf else x.qmax))
         if isinstance(x, Quant):  # clip in real units
-            low = max(x.qmin, x.zero + int(np.round(lo / x.scale)))
-            high = x.qmax if hi == math.inf else min(x.qmax, x.zero + int(np.round(hi / x.scale)))
-            return self._int_clamp(x, low, high)
+            return self._int_clamp(x, *_integer_bounds(lo, hi, x.scale, x.zero, x.qmin, x.qmax))
         if isinstance(x, Linear):
             return replace(x, lo=max(x.lo, lo), hi=min(x.hi, hi), materialised={})
         return None
@@ -356,14 +352,16 @@ def _per_axis(scale: np.ndarray) -> tuple[np.ndarray, int]:
     return scale.reshape(-1), axis - scale.ndim
 
 
+def _integer_bounds(lo: float, hi: float, scale: float, zero: int, qmin: int, qmax: int) -> tuple[int, int]:
+    """A clamp to [lo, hi] in real units as integer bounds on a tensor of ``scale`` / ``zero``."""
+    low = qmin if lo == -math.inf else max(qmin, zero + int(np.round(lo / scale)))
+    high = qmax if hi == math.inf else min(qmax, zero + int(np.round(hi / scale)))
+    return low, high
+
+
 def _fits_int4(weight: Weight) -> bool:
     """A 4-bit weight: per-channel 8-bit weights always reach +-127, so |W| <= 7 means 4-bit (or all zero)."""
     return bool(np.abs(weight.values.astype(np.int16)).max() <= INT4_MAX) and weight.values.ndim in (2, 4)
-
-
-def _same_shape(call: relax.Call) -> bool:
-    a, b = call.args
-    return [int(d) for d in a.ty.shape] == [int(d) for d in b.ty.shape]
 
 
 def _check_accumulator(call: relax.Call, x: Quant, weight: Weight) -> None:

@@ -97,19 +97,18 @@ def plan_quantization(func: relax.Function, specs: Mapping[str, LayerSpec]) -> P
             continue
         if value in quantized:
             head_name = quantized[value]
-        elif name == "relax.add" and _is_residual(value):
+        elif name == "relax.add" and is_residual_add(value):
             head_name = _count(counters, "add")
         elif name == "relax.mean":
             head_name = _count(counters, "mean")
         else:
             continue
-        out = var
+        chain = [var]
         if value in quantized:
-            out = _follow(out, consumers, lambda c: op_name(c) == "relax.add" and _is_bias(c))
-        out = _follow(out, consumers, lambda c: op_name(c) in ACTIVATIONS)
-        chain = _chain(var, out, consumers)
+            _follow(chain, consumers, lambda c: op_name(c) == "relax.add" and _is_bias(c))
+        _follow(chain, consumers, lambda c: op_name(c) in ACTIVATIONS)
         member.update(chain[:-1])
-        group_of[out] = (head_name, var)
+        group_of[chain[-1]] = (head_name, var)
 
     heads = {head: (name, out) for out, (name, head) in group_of.items()}
     head_values = dict(bindings)
@@ -159,19 +158,11 @@ def plan_quantization(func: relax.Function, specs: Mapping[str, LayerSpec]) -> P
     return plan
 
 
-def _follow(var: relax.Var, consumers, accept) -> relax.Var:
-    """``var``'s only consumer's var when that consumer satisfies ``accept``, else ``var``."""
-    users = consumers.get(var, [])
+def _follow(chain: list[relax.Var], consumers, accept) -> None:
+    """Extend ``chain`` by its last var's only consumer when that consumer satisfies ``accept``."""
+    users = consumers.get(chain[-1], [])
     if len(users) == 1 and accept(users[0][1]):
-        return users[0][0]
-    return var
-
-
-def _chain(head: relax.Var, out: relax.Var, consumers) -> list[relax.Var]:
-    chain = [head]
-    while not chain[-1].same_as(out):
-        chain.append(consumers[chain[-1]][0][0])
-    return chain
+        chain.append(users[0][0])
 
 
 def _is_bias(call: relax.Call) -> bool:
@@ -179,7 +170,8 @@ def _is_bias(call: relax.Call) -> bool:
     return sum(isinstance(a, tvm.ir.expr.GenericConst) for a in call.args) == 1
 
 
-def _is_residual(call: relax.Call) -> bool:
+def is_residual_add(call: relax.Call) -> bool:
+    """An add of two variables of one shape (a residual connection), as opposed to a bias add."""
     a, b = call.args
     return (isinstance(a, relax.Var) and isinstance(b, relax.Var)
             and [int(d) for d in a.ty.shape] == [int(d) for d in b.ty.shape])
