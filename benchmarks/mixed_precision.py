@@ -18,7 +18,7 @@ import torch
 
 import compiler
 import models
-from compiler.bit_allocation import Allocation, allocate, hessian_sensitivity, layer_costs, measured_sensitivity
+from compiler.bit_allocation import allocate, hessian_sensitivity, layer_costs, measured_sensitivity, policy_for
 from models import data, efficientnet_lite0, mnist_cnn
 
 
@@ -79,7 +79,7 @@ def main() -> None:
 
     def row(label: str, bits: dict[str, int]) -> None:
         size = sum(c.size_bytes(bits[c.name]) for c in costs)
-        model = compiler.compile(imported, quantize=Allocation(bits, size, 0, 0, 0).policy(), calibration=calibration)
+        model = compiler.compile(imported, quantize=policy_for(bits), calibration=calibration)
         fours = sum(b == 4 for b in bits.values())
         print(f"{label:20s} {fours:3d}/{len(bits)} layers at W4  {size:10.0f} B  {evaluate(model)}", flush=True)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -50,7 +51,7 @@ def compile(model: Any, *, example_inputs: Sequence[Any] | None = None,
             input_names: Sequence[str] | None = None, shapes: Mapping[str, Sequence[int]] | None = None,
             target: Any = None, passes: Any = None, tune_trials: int = 0, work_dir: str | Path | None = None,
             quantize: Any = None, calibration: Any = None, bits: str | None = None,
-            max_size: float | None = None, max_bops: float | None = None,
+            max_size: float | None = None, max_bops: float | None = None, max_latency: float | None = None,
             verify: bool = False, progress: bool = False) -> CompiledModel:
     """Compile ``model`` for ``target`` (default: this CPU) through the pipeline ``passes``.
 
@@ -62,8 +63,10 @@ def compile(model: Any, *, example_inputs: Sequence[Any] | None = None,
     iterable of {input name: array} samples, or an .npz path with the samples stacked on a leading axis) and
     inserts quantize/dequantize pairs, then ``QUANTIZED_PASSES`` lower the model to integer arithmetic.
     ``bits="auto"`` chooses 4 or 8 weight bits per layer by ILP (``compiler.bit_allocation``) under
-    ``max_size`` (weight bytes) and/or ``max_bops``, from sensitivities measured on the calibration samples;
-    ``quantize`` then gives the observer and activation bits (default W8A8 minmax).
+    ``max_size`` (weight bytes), ``max_bops`` and/or ``max_latency`` (milliseconds; each layer's kernels are
+    measured at 4 and 8 bits on this target first, cached, see ``compiler.layer_latency``), from
+    sensitivities measured on the calibration samples; ``quantize`` then gives the observer and activation
+    bits (default W8A8 minmax).
     """
     if calibration is not None and quantize is None:
         raise CompilerError("calibration samples were given without a quantization scheme (--quantize / quantize=)")
@@ -82,7 +85,9 @@ def compile(model: Any, *, example_inputs: Sequence[Any] | None = None,
         allocation = None
         if bits is not None:
             bar.stage("allocating bits")
-            quantize, calibration, allocation = _allocated(imported, quantize, calibration, bits, max_size, max_bops)
+            quantize, calibration, allocation = _allocated(imported, quantize, calibration, bits,
+                                                           Budgets(max_size, max_bops, max_latency),
+                                                           target, work_dir, bar)
         if quantize is not None:
             bar.stage("calibrating")
             quantized = _quantized(imported, quantize, calibration, target)
@@ -111,18 +116,29 @@ def compile(model: Any, *, example_inputs: Sequence[Any] | None = None,
     return CompiledModel(library, manifest)
 
 
-def _allocated(imported: ImportedModel, quantize: Any, calibration: Any, bits: str,
-               max_size: float | None, max_bops: float | None):
+@dataclass(frozen=True)
+class Budgets:
+    """What ``bits="auto"`` must fit: weight bytes, BOPs, milliseconds (None: unconstrained)."""
+
+    max_size: float | None = None
+    max_bops: float | None = None
+    max_latency: float | None = None
+
+
+def _allocated(imported: ImportedModel, quantize: Any, calibration: Any, bits: str, budgets: Budgets,
+               target: Any, work_dir: str | Path | None, bar):
     """The policy the ILP chooses, the calibration samples as a list (read twice) and what the manifest says."""
     from passes.quant_policy import QuantPolicy
 
     from .bit_allocation import allocate, layer_costs, measured_sensitivity
     from .calibration import samples_from_npz
+    from .layer_latency import measure_layer_latency
 
     if bits != "auto":
         raise CompilerError(f"bits={bits!r}: only 'auto' (ILP allocation) is supported")
-    if max_size is None and max_bops is None:
-        raise CompilerError("bits='auto' needs a budget: max_size (bytes of weights) and/or max_bops")
+    if budgets == Budgets():
+        raise CompilerError("bits='auto' needs a budget: max_size (bytes of weights), max_bops and/or "
+                            "max_latency (ms)")
     if calibration is None:
         raise CompilerError("bits='auto' needs calibration samples (calibration=... / --calib CALIB.npz)")
     if isinstance(calibration, (str, os.PathLike)):
@@ -132,11 +148,21 @@ def _allocated(imported: ImportedModel, quantize: Any, calibration: Any, bits: s
     started = time.perf_counter()
     sensitivity = measured_sensitivity(imported, samples[:8])
     sensitivity_seconds = time.perf_counter() - started
-    choice = allocate(sensitivity, layer_costs(imported), max_size_bytes=max_size, max_bops=max_bops,
+    latency = None
+    if budgets.max_latency is not None:
+        bar.stage("measuring layer latency at 4 and 8 bits")
+        latency = measure_layer_latency(imported, samples, activation_bits=base.default.activation_bits,
+                                        target=target, work_dir=work_dir)
+    choice = allocate(sensitivity, layer_costs(imported), max_size_bytes=budgets.max_size,
+                      max_bops=budgets.max_bops, max_latency_ms=budgets.max_latency, latency=latency,
                       activation_bits=base.default.activation_bits)
     policy = choice.policy(base.default.observer)
-    record = {"weight_bits": choice.bits, "max_size": max_size, "max_bops": max_bops,
-              "size_bytes": choice.size_bytes, "bops": choice.bops,
+    record = {"weight_bits": choice.bits, **asdict(budgets), "size_bytes": choice.size_bytes, "bops": choice.bops,
+              "predicted_latency_ms": choice.latency_ms,
+              "latency_measurement": None if latency is None else {
+                  "cached": latency.cached, "seconds": round(latency.seconds, 2),
+                  "overhead_ms": round(latency.overhead_ms, 4),
+                  "uniform_ms": {f"w{b}": round(v, 4) for b, v in latency.uniform_ms.items()}},
               "sensitivity_seconds": round(sensitivity_seconds, 3), "solve_seconds": round(choice.solve_seconds, 4)}
     return policy, samples, record
 

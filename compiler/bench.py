@@ -50,6 +50,14 @@ def time_calls(fn: Callable[[], Any], warmup: int, repeat: int) -> np.ndarray:
     return times
 
 
+def median_ms(fn: Callable[[], Any], repeat: int = 20, warmup: int = 3, seconds: float = 0.3) -> float:
+    """Median milliseconds of ``fn`` over at least ``repeat`` calls, more for a fast ``fn``: enough calls to
+    fill about ``seconds`` (at most 2,000), so that microsecond kernels are not at the mercy of one hiccup."""
+    once = time_calls(fn, warmup, 3).min() / 1e3
+    runs = int(min(2000, max(repeat, seconds / max(once, 1e-6))))
+    return float(np.median(time_calls(fn, 0, runs)))
+
+
 def sample_inputs(compiled: CompiledModel, source: Source | None, seed: int = 0) -> dict[str, np.ndarray]:
     """The torch source's example inputs when there are some, else seeded random inputs of the right shape."""
     if source is not None and source.is_torch:

@@ -2,12 +2,14 @@
 
     costs = layer_costs(imported)                              # parameters and MACs per quantized layer
     sensitivity = measured_sensitivity(imported, samples)      # output change when only that layer is rounded
-    choice = allocate(sensitivity, costs, max_size_bytes=...)  # scipy's HiGHS MILP
+    latency = measure_layer_latency(imported, samples)         # compiled kernels per layer and width (cached)
+    choice = allocate(sensitivity, costs, max_size_bytes=..., max_latency_ms=..., latency=latency)  # HiGHS
     policy = choice.policy()                                   # a QuantPolicy with one override per layer
 
 The ILP has one binary x[l, b] per layer l and width b, exactly one width per layer, optional ties (layers
-that must share a width) and pins (layer -> width), and constraints on model size (weight bytes) and BOPs
-(MACs x weight bits x activation bits); it minimises the summed sensitivity. An infeasible budget is
+that must share a width) and pins (layer -> width), and constraints on model size (weight bytes), BOPs
+(MACs x weight bits x activation bits) and latency (the measured overhead plus each layer's measured kernel
+at its width, ``compiler.layer_latency``); it minimises the summed sensitivity. An infeasible budget is
 reported with the smallest feasible value.
 
 Sensitivity comes two ways. ``measured_sensitivity`` works for any model: the mean squared change of the
@@ -33,6 +35,7 @@ from passes.quant_policy import LayerSpec, QuantPolicy
 
 from .calibration import prepare
 from .errors import CompilerError
+from .layer_latency import LatencyTable
 from .reference import interpret
 
 WIDTHS = (4, 8)
@@ -67,12 +70,18 @@ class Allocation:
     objective: float
     solve_seconds: float
     activation_bits: int = 8
+    latency_ms: float | None = None  # predicted from the measured kernels, when a latency table was given
     notes: list[str] = field(default_factory=list)
 
     def policy(self, observer: str = "minmax") -> QuantPolicy:
         """A policy quantizing every layer at its chosen weight width."""
-        overrides = {name: LayerSpec(bits, self.activation_bits, observer) for name, bits in self.bits.items()}
-        return QuantPolicy(LayerSpec(8, self.activation_bits, observer), overrides)
+        return policy_for(self.bits, observer, self.activation_bits)
+
+
+def policy_for(bits: Mapping[str, int], observer: str = "minmax", activation_bits: int = 8) -> QuantPolicy:
+    """A policy with one override per layer at its weight width."""
+    overrides = {name: LayerSpec(b, activation_bits, observer) for name, b in bits.items()}
+    return QuantPolicy(LayerSpec(8, activation_bits, observer), overrides)
 
 
 def layer_costs(imported: ImportedModel) -> list[LayerCost]:
@@ -110,12 +119,15 @@ def measured_sensitivity(imported: ImportedModel, samples: Iterable[Mapping[str,
 
 
 def allocate(sensitivity: Mapping[tuple[str, int], float], costs: Sequence[LayerCost], *,
-             max_size_bytes: float | None = None, max_bops: float | None = None, activation_bits: int = 8,
+             max_size_bytes: float | None = None, max_bops: float | None = None,
+             max_latency_ms: float | None = None, latency: LatencyTable | None = None, activation_bits: int = 8,
              ties: Iterable[Sequence[str]] = (), pinned: Mapping[str, int] | None = None,
              widths: Sequence[int] = WIDTHS) -> Allocation:
     """Minimise summed sensitivity under the budgets; raises ``AllocationError`` naming the smallest
-    feasible budget when none is met."""
+    feasible budget when none is met. A latency budget needs ``latency`` (measured per layer and width)."""
     names = [c.name for c in costs]
+    if max_latency_ms is not None and latency is None:
+        raise AllocationError("a latency budget needs measured layer latencies (latency=measure_layer_latency(...))")
     pinned = dict(pinned or {})
     unknown = [n for n in list(pinned) + [n for group in ties for n in group] if n not in names]
     if unknown:
@@ -143,9 +155,13 @@ def allocate(sensitivity: Mapping[tuple[str, int], float], costs: Sequence[Layer
                 add(_row(count, {index[(group[0], b)]: 1, index[(other, b)]: -1}), 0, 0)
     size = np.array([c.size_bytes(b) for c in costs for b in widths])
     bops = np.array([c.bops(b, activation_bits) for c in costs for b in widths])
-    for values, budget in ((size, max_size_bytes), (bops, max_bops)):
+    overhead = latency.overhead_ms if latency is not None else 0.0
+    millis = (np.array([latency.layer_ms[(c.name, b)] for c in costs for b in widths]) if latency is not None
+              else np.zeros(count))
+    for values, budget, fixed in ((size, max_size_bytes, 0.0), (bops, max_bops, 0.0),
+                                  (millis, max_latency_ms, overhead)):  # fixed: what no layer choice changes
         if budget is not None:
-            add(values, -np.inf, budget)
+            add(values, -np.inf, budget - fixed)
     started = time.perf_counter()
     solution = milp(objective, constraints=LinearConstraint(np.array(rows), lower, upper),
                     integrality=np.ones(count), bounds=Bounds(0, 1))
@@ -154,12 +170,18 @@ def allocate(sensitivity: Mapping[tuple[str, int], float], costs: Sequence[Layer
         smallest = _smallest(costs, widths, pinned, ties, size, index)
         smallest_bops = _smallest(costs, widths, pinned, ties, bops, index)
         asked = ", ".join(f"{label} <= {budget:.6g}" for label, budget in
-                          (("size", max_size_bytes), ("BOPs", max_bops)) if budget is not None)
-        raise AllocationError(f"no allocation meets {asked}: the smallest feasible size is {smallest:.0f} bytes "
-                              f"and the smallest feasible BOPs {smallest_bops:.6g}")
+                          (("size", max_size_bytes), ("BOPs", max_bops), ("latency ms", max_latency_ms))
+                          if budget is not None)
+        fastest = ""
+        if latency is not None:
+            least = overhead + _smallest(costs, widths, pinned, ties, millis, index)
+            fastest = f" and the smallest feasible latency {least:.4g} ms"
+        raise AllocationError(f"no allocation meets {asked} together: the smallest feasible size is {smallest:.0f} "
+                              f"bytes, the smallest feasible BOPs {smallest_bops:.6g}{fastest}")
     x = np.round(solution.x).astype(int)
     bits = {name: b for (name, b), i in index.items() if x[i]}
-    return Allocation(bits, float(size @ x), float(bops @ x), float(objective @ x), seconds, activation_bits)
+    return Allocation(bits, float(size @ x), float(bops @ x), float(objective @ x), seconds, activation_bits,
+                      None if latency is None else overhead + float(millis @ x))
 
 
 def _row(count: int, entries: Mapping[int, float]) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The ``qc`` command line: compile, run, bench, report, info, passes.
+"""The ``qc`` command line: compile, run, bench, report, pareto, info, passes.
 
 Every error a user can cause prints one line ``qc: error: ...`` and exits with status 2; nothing half
 written is left behind.
@@ -63,6 +63,15 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--json", action="store_true")
     rep.set_defaults(handler=_report)
 
+    par = commands.add_parser("pareto", help="mixed precision: quality vs weight size and latency, "
+                              "uniform W8/W4 and ILP budgets, as a table and a PNG")
+    _model_arguments(par)
+    par.add_argument("--eval", type=Path, help=".npz of evaluation samples (default: the calibration samples)")
+    par.add_argument("--points", type=int, default=3, help="ILP size budgets between uniform W4 and W8")
+    par.add_argument("--plot", type=Path, help="PNG to draw the two frontiers in")
+    par.add_argument("--json", action="store_true")
+    par.set_defaults(handler=_pareto)
+
     i = commands.add_parser("info", help="describe an artifact")
     i.add_argument("artifact", type=Path)
     i.add_argument("--json", action="store_true")
@@ -89,6 +98,8 @@ def _model_arguments(p: argparse.ArgumentParser, artifact_ok: bool = False) -> N
     p.add_argument("--bits", choices=["auto"], help="choose 4/8 weight bits per layer by ILP (needs a budget)")
     p.add_argument("--max-size", type=_bytes, help="weight-size budget for --bits auto, e.g. 15KB or 3MB")
     p.add_argument("--max-bops", type=float, help="BOPs budget for --bits auto (MACs x weight bits x act bits)")
+    p.add_argument("--max-latency", type=_millis, metavar="MS",
+                   help="latency budget for --bits auto, e.g. 2.5ms (layers measured at 4 and 8 bits, cached)")
     p.add_argument("--observer", default="minmax", choices=["minmax", "percentile", "entropy", "mse"])
     p.add_argument("--verify", action="store_true", help="check well-formedness after every pass")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress display")
@@ -109,6 +120,19 @@ def _bytes(text: str) -> float:
     return float(text)
 
 
+def _millis(text: str) -> float:
+    """'2.5ms', '0.3s', '2.5' (ms) -> milliseconds."""
+    text = text.strip().lower()
+    try:
+        if text.endswith("ms"):
+            return float(text[:-2])
+        if text.endswith("s"):
+            return float(text[:-1]) * 1e3
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a duration such as 2.5ms or 0.1s, got {text!r}") from None
+
+
 def _compile_model(args: argparse.Namespace):
     from . import api
     from .sources import resolve
@@ -117,16 +141,16 @@ def _compile_model(args: argparse.Namespace):
     passes = args.passes
     if passes and not passes.endswith(".toml"):
         passes = [name.strip() for name in passes.split(",") if name.strip()]
-    target = json.loads(args.target) if args.target.strip().startswith("{") else args.target
     policy = None
     if args.quantize or args.bits:
         from passes.quant_policy import QuantPolicy
 
         policy = QuantPolicy.from_scheme(args.quantize or "w8a8", args.observer)
-    compiled = api.compile(source, shapes=_shapes(args.shape), target=target, passes=passes,
+    compiled = api.compile(source, shapes=_shapes(args.shape), target=_target(args), passes=passes,
                            tune_trials=args.tune_trials, work_dir=args.work_dir, verify=args.verify,
                            quantize=policy, calibration=args.calib,
                            bits=args.bits, max_size=args.max_size, max_bops=args.max_bops,
+                           max_latency=args.max_latency,
                            progress=not args.quiet and sys.stderr.isatty())
     return compiled, source
 
@@ -146,7 +170,9 @@ def _compile(args: argparse.Namespace) -> int:
         allocation = quantization.get("bit_allocation")
         if allocation:
             chosen = ", ".join(f"{name} W{bits}" for name, bits in allocation["weight_bits"].items())
-            print(f"bits chosen by ILP ({allocation['size_bytes'] / 1e3:.1f} KB of weights; sensitivity "
+            predicted = allocation.get("predicted_latency_ms")
+            latency = "" if predicted is None else f", predicted {predicted:.3f} ms"
+            print(f"bits chosen by ILP ({allocation['size_bytes'] / 1e3:.1f} KB of weights{latency}; sensitivity "
                   f"{allocation['sensitivity_seconds']:.1f} s, solver {allocation['solve_seconds'] * 1e3:.1f} ms): {chosen}")
     return 0
 
@@ -221,6 +247,34 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pareto(args: argparse.Namespace) -> int:
+    from . import api
+    from .calibration import samples_from_npz
+    from .errors import CompilerError
+    from .pareto import pareto_sweep, plot, table_rows
+    from .sources import resolve
+
+    if not args.calib:
+        raise CompilerError("pareto needs --calib CALIB.npz")
+    imported = api.import_model(resolve(args.model), shapes=_shapes(args.shape))
+    calibration = list(samples_from_npz(args.calib, imported.inputs))
+    evaluation = list(samples_from_npz(args.eval, imported.inputs)) if args.eval else None
+    points = pareto_sweep(imported, calibration, evaluation, budgets=args.points, max_latency=args.max_latency,
+                          observer=args.observer, target=_target(args), work_dir=args.work_dir,
+                          on_point=lambda label: print(f"compiling {label} ...", file=sys.stderr))
+    if args.plot:
+        plot(points, args.plot, title=f"{args.model}: mixed precision, W?A8 {args.observer}")
+    if args.json:
+        print(json.dumps([p.to_json() for p in points], indent=2))
+    else:
+        header, rows = table_rows(points)
+        _print_table(f"{args.model}: mixed precision (W?A8, {args.observer}), quality vs float on "
+                     f"{len(evaluation or calibration)} samples", header, rows)
+        if args.plot:
+            print(f"wrote {args.plot}")
+    return 0
+
+
 def _source_of(spec: dict[str, Any]):
     """Find an artifact's source again, for its peers; None when it is gone or was a ModelProto."""
     from .sources import resolve
@@ -286,6 +340,11 @@ def _passes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _target(args: argparse.Namespace) -> Any:
+    """--target: 'host' or a JSON object."""
+    return json.loads(args.target) if args.target.strip().startswith("{") else args.target
+
+
 def _shapes(items: list[str]) -> dict[str, tuple[int, ...]]:
     from .errors import CompilerError
 
@@ -310,7 +369,7 @@ def _print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
         table.add_column(column)
     for row in rows:
         table.add_row(*row)
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)  # piped: no wrapping at 80 columns
 
 
 if __name__ == "__main__":

@@ -22,10 +22,10 @@ def max_rel_err(actual: np.ndarray, expected: np.ndarray) -> float:
     return float(np.abs(actual - expected).max() / max(np.abs(expected).max(), 1e-12))
 
 
-def qc(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run the CLI in a fresh process, as a user would."""
+def qc(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run the CLI in a fresh process, as a user would (``env`` adds to this process's environment)."""
     return subprocess.run([sys.executable, "-m", "compiler.cli", *args], capture_output=True, text=True,
-                          cwd=cwd or ROOT, timeout=900)
+                          cwd=cwd or ROOT, timeout=900, env={**os.environ, **(env or {})})
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from compiler.bit_allocation import (
     layer_costs,
     measured_sensitivity,
 )
+from compiler.layer_latency import LatencyTable, measure_layer_latency
 from models import mnist_cnn
 
 from .conftest import qc
@@ -78,3 +79,53 @@ def test_cli_bits_auto_fits_the_budget_and_records_the_choice(tmp_path):
     result = qc("compile", "mnist-cnn", "--bits", "auto", "--max-size", "5KB", "--calib",
                 str(tmp_path / "calib.npz"), "-o", str(tmp_path / "none"))
     assert result.returncode == 2 and "smallest feasible size is 10216 bytes" in result.stderr
+
+
+LATENCY = LatencyTable({("a", 4): 1.0, ("a", 8): 0.5, ("b", 4): 2.0, ("b", 8): 1.0, ("c", 4): 3.0, ("c", 8): 4.0},
+                       overhead_ms=1.0, uniform_ms={4: 7.0, 8: 6.5})
+
+
+def test_latency_budget_counts_the_overhead_and_names_the_fastest_allocation():
+    # at 4500 B the ILP prefers {a: 8, b: 4, c: 4} (1 + 0.5 + 2 + 3 = 6.5 ms); 6 ms forces b to 8 instead
+    choice = allocate(SENSITIVITY, COSTS, max_size_bytes=4500, max_latency_ms=6.0, latency=LATENCY)
+    assert choice.bits == {"a": 4, "b": 8, "c": 4} and choice.latency_ms == 1 + 1.0 + 1.0 + 3.0
+    with pytest.raises(AllocationError, match="smallest feasible latency 5.5 ms"):  # 1 + 0.5 + 1 + 3
+        allocate(SENSITIVITY, COSTS, max_latency_ms=5.0, latency=LATENCY)
+    with pytest.raises(AllocationError, match="needs measured layer latencies"):
+        allocate(SENSITIVITY, COSTS, max_latency_ms=5.0)
+
+
+def test_mnist_layer_latency_is_measured_once_and_predicts_the_compiled_models(mnist_imported, tmp_path):
+    samples = [{"input": d[None]} for d in mnist_cnn.load_split()[0][:2]]
+    table = measure_layer_latency(mnist_imported, samples, cache_dir=tmp_path)
+    assert {key for key in table.layer_ms} == {(n, b) for n in ("conv2d_0", "conv2d_1", "matmul_0") for b in (4, 8)}
+    assert all(ms > 0 for ms in table.layer_ms.values()) and not table.cached
+    # the uniform models' predicted latency is their measured one by construction at W8, and close at W4
+    assert table.predict({n: 4 for n, _ in table.layer_ms}) == pytest.approx(table.uniform_ms[4], rel=0.5)
+    again = measure_layer_latency(mnist_imported, samples, cache_dir=tmp_path)
+    assert again.cached and again.layer_ms == pytest.approx(table.layer_ms)
+
+
+def test_cli_latency_budget_and_pareto_sweep(tmp_path):
+    np.savez(tmp_path / "calib.npz", input=mnist_cnn.load_split()[0][:8])
+    env = {"QC_CACHE_DIR": str(tmp_path / "cache")}
+    result = qc("compile", "mnist-cnn", "--bits", "auto", "--max-size", "15.3KB", "--max-latency", "1s", "--calib",
+                str(tmp_path / "calib.npz"), "-o", str(tmp_path / "mixed"), env=env)
+    assert result.returncode == 0, result.stderr
+    allocation = json.loads((tmp_path / "mixed" / "manifest.json").read_text())["quantization"]["bit_allocation"]
+    assert allocation["max_latency"] == 1000 and 0 < allocation["predicted_latency_ms"] <= 1000
+    result = qc("compile", "mnist-cnn", "--bits", "auto", "--max-latency", "1us", "--calib",
+                str(tmp_path / "calib.npz"), "-o", str(tmp_path / "none"), env=env)
+    assert result.returncode == 2 and "expected a duration" in result.stderr
+    result = qc("compile", "mnist-cnn", "--bits", "auto", "--max-latency", "0.001ms", "--calib",
+                str(tmp_path / "calib.npz"), "-o", str(tmp_path / "none"), env=env)
+    assert result.returncode == 2 and "smallest feasible latency" in result.stderr
+    result = qc("pareto", "mnist-cnn", "--calib", str(tmp_path / "calib.npz"), "--points", "2", "--json",
+                "--plot", str(tmp_path / "pareto.png"), env=env)
+    assert result.returncode == 0, result.stderr
+    points = {p["label"]: p for p in json.loads(result.stdout)}
+    w8, w4 = points.pop("uniform W8"), points.pop("uniform W4")
+    assert w8["sqnr_db"] > w4["sqnr_db"] and w4["size_bytes"] < w8["size_bytes"]
+    for ilp in points.values():  # every ILP point lies between the uniform ones in size, and beats W4
+        assert w4["size_bytes"] < ilp["size_bytes"] < w8["size_bytes"] and ilp["sqnr_db"] > w4["sqnr_db"]
+    assert "size" in w8["frontier"] and (tmp_path / "pareto.png").read_bytes()[:4] == b"\x89PNG"

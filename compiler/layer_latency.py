@@ -1,0 +1,144 @@
+"""Per-layer latency of a quantized model at each weight width, measured on its compiled kernels (cached).
+
+    table = measure_layer_latency(imported, samples)     # compiles uniform W8 and W4, times every kernel
+    table.layer_ms[("conv2d_0", 4)]                       # that layer's kernel at 4-bit weights, ms
+    table.predict({"conv2d_0": 4, ...})                   # overhead + sum of the chosen layers' kernels
+
+For each width the model is compiled with every layer at that width (integer-only, the backend's kernels
+as a real compile makes them: a tuning database in ``work_dir`` is applied). One inference runs with a VM
+instrument that records every kernel call and its arguments; each call is then timed alone (median of
+at least ``repeat`` calls after warm-up, more for short kernels). A quantized layer's kernel is the fused conv2d / matmul kernel reading an
+8-bit (or packed 4-bit) tensor; they run in program order, so the i-th one is ``quantizable_layers``' i-th
+layer. Everything else (quantize, pooling, residual adds, float islands, the VM's own work) is the
+*overhead*: the uniform-W8 model's median latency minus its layers' kernels.
+
+Measurements are cached as JSON under ``cache_dir`` (default ``$QC_CACHE_DIR`` or ``~/.cache/qc``), keyed
+by the model's structural hash, the target, the widths and the activation bits, so a second compile with a
+latency budget costs nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import tvm
+import tvm_ffi
+from tvm import relax
+
+from frontends import ImportedModel
+from passes.quant_plan import quantizable_layers
+from passes.quant_policy import LayerSpec, QuantPolicy
+
+from .bench import median_ms
+from .calibration import prepare
+from .errors import CompilerError
+
+INTEGER_DTYPES = {"int8", "uint8"}
+LAYER_KERNEL_OPS = ("conv2d", "matmul")
+CACHE_VERSION = 1
+
+
+@dataclass
+class LatencyTable:
+    """Measured milliseconds: per (layer, weight width) kernel, the rest of the model, whole uniform models."""
+
+    layer_ms: dict[tuple[str, int], float]
+    overhead_ms: float
+    uniform_ms: dict[int, float]  # weight width -> median latency of the whole uniform model
+    seconds: float = 0.0          # what the measurement took (0 when it came from the cache)
+    cached: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def predict(self, bits: Mapping[str, int]) -> float:
+        """Predicted latency (ms) of the model with these weight widths per layer."""
+        return self.overhead_ms + sum(self.layer_ms[(name, b)] for name, b in bits.items())
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": CACHE_VERSION, "overhead_ms": self.overhead_ms,
+                "uniform_ms": {str(b): v for b, v in self.uniform_ms.items()},
+                "layer_ms": [[name, b, v] for (name, b), v in self.layer_ms.items()]}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "LatencyTable":
+        return cls({(name, int(b)): float(v) for name, b, v in data["layer_ms"]}, float(data["overhead_ms"]),
+                   {int(b): float(v) for b, v in data["uniform_ms"].items()}, cached=True)
+
+
+def measure_layer_latency(imported: ImportedModel, samples: Iterable[Mapping[str, np.ndarray]], *,
+                          widths: Sequence[int] = (4, 8), activation_bits: int = 8, target: Any = None,
+                          work_dir: str | Path | None = None, cache_dir: str | Path | None = None,
+                          warmup: int = 5, repeat: int = 30) -> LatencyTable:
+    """Time every quantized layer's kernel at each weight width (see the module docstring)."""
+    from . import api
+
+    samples = list(samples)[:4]  # the ranges do not change the kernels' work: a few samples calibrate
+    if not samples:
+        raise CompilerError("measuring layer latency needs at least one calibration sample")
+    names = [name for name, _ in quantizable_layers(prepare(imported)["main"])]
+    cache = _cache_file(imported, target, widths, activation_bits, work_dir, cache_dir)
+    if cache.is_file():
+        table = LatencyTable.from_json(json.loads(cache.read_text()))
+        if {name for name, _ in table.layer_ms} == set(names):
+            return table
+    started = time.perf_counter()
+    layer_ms: dict[tuple[str, int], float] = {}
+    uniform_ms: dict[int, float] = {}
+    overhead = 0.0
+    for bits in widths:
+        policy = QuantPolicy(LayerSpec(bits, activation_bits, "minmax"))
+        model = api.compile(imported, quantize=policy, calibration=samples, target=target, work_dir=work_dir)
+        arrays = model.prepare(samples[0])
+        kernels = layer_kernel_times(model, arrays, warmup, repeat)
+        if len(kernels) != len(names):
+            raise CompilerError(f"found {len(kernels)} layer kernels for {len(names)} quantized layers at "
+                                f"W{bits}: {[k for k, _ in kernels]}")
+        for name, (_, ms) in zip(names, kernels):
+            layer_ms[(name, bits)] = ms
+        uniform_ms[bits] = median_ms(lambda: model.call(arrays), repeat, warmup)
+        if bits == max(widths):
+            overhead = max(0.0, uniform_ms[bits] - sum(ms for _, ms in kernels))
+    table = LatencyTable(layer_ms, overhead, uniform_ms, seconds=time.perf_counter() - started)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp")
+    tmp.write_text(json.dumps(table.to_json(), indent=1))
+    tmp.replace(cache)
+    return table
+
+
+def layer_kernel_times(model, arrays: list, warmup: int, repeat: int) -> list[tuple[str, float]]:
+    """(kernel name, median ms) of every quantized layer's kernel, in the order the model calls them."""
+    vm = relax.VirtualMachine(model._library, tvm.cpu())
+    calls: list[tuple[str, Any, list]] = []
+
+    def instrument(func, symbol, before_run, _ret, *args) -> int:
+        if before_run and _is_layer_kernel(symbol, args):
+            calls.append((symbol, func, list(args)))
+        return 0  # VMInstrumentReturnKind.NO_OP: run the call as usual
+
+    vm.set_instrument(instrument)
+    vm["main"](*arrays)
+    return [(symbol, median_ms(lambda: func(*args), repeat, warmup)) for symbol, func, args in calls]
+
+
+def _is_layer_kernel(symbol: str, args: Sequence[Any]) -> bool:
+    """A fused conv2d / matmul kernel with an integer operand: float matmuls (attention) do not count."""
+    if not any(op in symbol for op in LAYER_KERNEL_OPS):
+        return False
+    return any(isinstance(a, tvm.runtime.Tensor) and str(a.dtype) in INTEGER_DTYPES for a in args)
+
+
+def _cache_file(imported: ImportedModel, target: Any, widths: Sequence[int], activation_bits: int,
+                work_dir: str | Path | None, cache_dir: str | Path | None) -> Path:
+    import backends
+
+    root = Path(cache_dir or os.environ.get("QC_CACHE_DIR") or Path.home() / ".cache" / "qc") / "latency"
+    key = json.dumps([CACHE_VERSION, int(tvm_ffi.structural_hash(imported.mod)), str(backends.parse_target(target)),
+                      sorted(widths), activation_bits, str(Path(work_dir).resolve()) if work_dir else None])
+    return root / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
