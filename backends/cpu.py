@@ -20,6 +20,7 @@ from tvm.target import Target
 
 from .errors import BackendError
 from .intrinsics import import_cpu_intrinsics
+from .x86_int8 import schedule_int8_kernels
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
 
@@ -61,6 +62,7 @@ def build(mod: tvm.IRModule, target: Target, tuning: TuningOptions | None = None
 
     Returns the executable and a tuning report (empty without tuning; see ``tune``)."""
     report: dict[str, Any] = {}
+    mod = schedule_int8_kernels(mod, target)  # the packed int8 layers get their own schedules, tuned or not
     if tuning is not None:
         tuning.work_dir.mkdir(parents=True, exist_ok=True)
         if tuning.trials > 0:

@@ -33,6 +33,7 @@ DEFAULT_PASSES: tuple[str, ...] = (
     "fold_batchnorm",           # conv2d [+ bias] -> batch_norm  =>  conv2d with folded weights + bias
     "decompose_for_inference",  # remaining batch_norm, layer_norm, ... -> arithmetic
     "fold_constant",            # pre-compute weight-only subgraphs
+    "pack_int8_layers",         # uint8 x int8 layers -> kernels over weights packed for 4-wide dot products
     "legalize_ops",             # every Relax op -> a TIR loop nest
     "annotate_op_pattern",      # label each loop nest for fusion
     "fold_constant",            # fold what legalization exposed

@@ -1,0 +1,290 @@
+"""Int8 kernels for x86: AVX-512 VNNI (``vpdpbusd``) schedules for the packed layouts of ``pack_int8_layers``.
+
+``passes/pack_int8_layers.py`` rewrites each uint8 x int8 layer into one of two compute blocks whose reduction
+comes in groups of four (the width of ``vpdpbusd``: 16 int32 lanes, each += 4 uint8 x int8 products):
+
+- ``qc_int8_matmul``: ``acc[m, n] += data[m, k] * W[n // 16, k // 4, n % 16, k % 4]``: 16 output columns in
+  the lanes, four activations broadcast, the weight pre-packed so each step loads 64 contiguous bytes;
+- ``qc_int8_conv``: ``acc[o, p] += col[r // 4, p, r % 4] * W[o, r]``: 16 output pixels in the lanes (im2col in
+  groups of four reduction elements, ``qc_int8_im2col``), four weights broadcast, the output already NCHW.
+
+``schedule_int8_kernels`` schedules every kernel holding one of them: register tiles of ``rows`` x
+``blocks`` accumulators (16 lanes each) kept in registers across the whole reduction, the tile loop parallel,
+the 16 x 4 inner step tensorized with ``vpdpbusd``; the requantize / bias / clamp / cast epilogue that
+fusion put in the same kernel is folded into the write-back of each tile and vectorized. On a CPU without
+VNNI the same layout gets the same tiling with plain vector code (LLVM's widening multiplies), never
+``vpmaddubsw``, whose int16 saturation would change results. Integer arithmetic is exact either way, so
+every schedule returns the untuned kernel's bits.
+
+Knobs (``Knobs``) are the register tile; defaults were measured on a 128x768x768 matmul
+(``benchmarks/int8_kernels.py``). The VNNI intrinsic is TVM's ``dot_16x4_vnni`` repaired for LLVM 22,
+whose ``vpdpbusd`` takes ``<64 x i8>`` operands (DESIGN.md section 3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tvm
+from tvm import s_tir
+from tvm.s_tir import TensorIntrin
+from tvm.script import tirx as T
+
+from passes.pack_int8_layers import (
+    CONV_BLOCK,
+    DEPTHWISE_BLOCK,
+    GROUP,
+    IM2COL_BLOCK,
+    LANES,
+    MATMUL_BLOCK,
+    PAD_BLOCK,
+)
+
+VNNI_ROW_INTRIN = "qc_vnni_16x4_lanes_from_weight"   # matmul: lanes over output columns
+VNNI_COL_INTRIN = "qc_vnni_16x4_lanes_from_data"     # conv: lanes over output pixels
+_VPDPBUSD = "llvm.x86.avx512.vpdpbusd.512"
+
+
+def has_vnni(target: tvm.target.Target) -> bool:
+    """Whether ``target``'s CPU has AVX-512 VNNI (``vpdpbusd`` on 512-bit registers)."""
+    if target.kind.name != "llvm":
+        return False
+    from tvm.target.codegen import target_has_features
+
+    return bool(target_has_features("avx512vnni", target)) and bool(target_has_features("avx512bw", target))
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """The register tile: ``rows`` x ``blocks`` accumulators of 16 int32 lanes (at most 28 of 32 zmm)."""
+
+    rows: int = 8
+    blocks: int = 3
+
+    def __post_init__(self) -> None:
+        if self.rows < 1 or self.blocks < 1 or self.rows * self.blocks > 28:
+            raise ValueError(f"register tile {self.rows}x{self.blocks} does not fit 28 vector registers")
+
+
+DEFAULT_KNOBS = Knobs()
+
+
+def _vnni_intrinsics():
+    """(description, implementation) pairs for the two orientations of the 16x4 step."""
+
+    @T.prim_func(s_tir=True)
+    def row_desc(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((16, 4), "int8", offset_factor=1),
+                 c: T.Buffer((16,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:16], a[0:4], b[0:16, 0:4])
+            T.writes(c[0:16])
+            for i, k in T.grid(16, 4):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(b[vi, vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def row_impl(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((16, 4), "int8", offset_factor=1),
+                 c: T.Buffer((16,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:16], a[0:4], b[0:16, 0:4])
+            T.writes(c[0:16])
+            c[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(_VPDPBUSD), c.vload([0], dtype="int32x16"),
+                T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], "uint8x4"), dtype="int32"), 16),
+                              dtype="int8x64"),
+                b.vload([0, 0], dtype="int8x64"), dtype="int32x16")
+
+    @T.prim_func(s_tir=True)
+    def col_desc(a: T.Buffer((16, 4), "uint8", offset_factor=1), b: T.Buffer((4,), "int8", offset_factor=1),
+                 c: T.Buffer((16,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:16], a[0:16, 0:4], b[0:4])
+            T.writes(c[0:16])
+            for i, k in T.grid(16, 4):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    c[vi] = c[vi] + T.cast(a[vi, vk], "int32") * T.cast(b[vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def col_impl(a: T.Buffer((16, 4), "uint8", offset_factor=1), b: T.Buffer((4,), "int8", offset_factor=1),
+                 c: T.Buffer((16,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:16], a[0:16, 0:4], b[0:4])
+            T.writes(c[0:16])
+            c[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(_VPDPBUSD), c.vload([0], dtype="int32x16"),
+                T.reinterpret(a.vload([0, 0], dtype="uint8x64"), dtype="int8x64"),
+                T.reinterpret(T.broadcast(T.reinterpret(b.vload([0], "int8x4"), dtype="int32"), 16),
+                              dtype="int8x64"), dtype="int32x16")
+
+    return {VNNI_ROW_INTRIN: (row_desc, row_impl), VNNI_COL_INTRIN: (col_desc, col_impl)}
+
+
+_registered = False
+
+
+def register_intrinsics() -> None:
+    """Register the repaired VNNI steps with TVM (once per process)."""
+    global _registered
+    if _registered:
+        return
+    for name, (desc, impl) in _vnni_intrinsics().items():
+        try:
+            TensorIntrin.register(name, desc, impl)
+        except Exception:  # noqa: BLE001  (already registered by an earlier import of this module's copy)
+            pass
+    _registered = True
+
+
+def kernel_kind(sch: s_tir.Schedule) -> str | None:
+    """``matmul`` / ``conv`` when the scheduled function holds one of the packed int8 blocks, else None."""
+    for kind, name in (("matmul", MATMUL_BLOCK), ("conv", CONV_BLOCK), ("depthwise", DEPTHWISE_BLOCK)):
+        try:
+            sch.get_sblock(name)
+            return kind
+        except Exception:  # noqa: BLE001  (TVM raises when no block has that name)
+            continue
+    return None
+
+
+def schedule_int8_kernels(mod: tvm.IRModule, target: tvm.target.Target, knobs: Knobs = DEFAULT_KNOBS) -> tvm.IRModule:
+    """``mod`` with every packed int8 kernel scheduled (VNNI when ``target`` has it); others untouched."""
+    vnni = has_vnni(target)
+    if vnni:
+        register_intrinsics()
+    result = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
+    for gvar, func in mod.functions.items():
+        if not isinstance(func, tvm.tirx.PrimFunc):
+            continue
+        sch = s_tir.Schedule(tvm.IRModule({"main": func}))
+        kind = kernel_kind(sch)
+        if kind is None:
+            continue
+        SCHEDULES[kind](sch, knobs, vnni)
+        result[gvar] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+    return result
+
+
+def schedule_matmul(sch: s_tir.Schedule, knobs: Knobs, vnni: bool) -> None:
+    """Tile ``qc_int8_matmul`` into register blocks of rows x (blocks x 16) columns, reduce in groups of 4."""
+    block = sch.get_sblock(MATMUL_BLOCK)
+    loops = sch.get_loops(block)
+    *rows, col, red = loops
+    row = sch.fuse(*rows) if len(rows) > 1 else rows[0]
+    m_extent = _extent(sch, row)
+    mi = _divisor_at_most(m_extent, knobs.rows)
+    ro, ri = sch.split(row, [None, mi])
+    n_blocks = _extent(sch, col) // LANES
+    nb = _divisor_at_most(n_blocks, knobs.blocks)
+    co, cb, ci = sch.split(col, [None, nb, LANES])
+    ko, ki = sch.split(red, [None, GROUP])
+    sch.reorder(ro, co, ko, ri, cb, ci, ki)
+    _finish(sch, block, outer=(ro, co), reduction=ko, unrolled=(ri, cb), lanes=ci,
+            intrin=VNNI_ROW_INTRIN if vnni else None)
+
+
+def schedule_conv(sch: s_tir.Schedule, knobs: Knobs, vnni: bool) -> None:
+    """im2col (parallel, vectorized), then ``qc_int8_conv`` tiled like the matmul with pixels in the lanes."""
+    col_block = sch.get_sblock(IM2COL_BLOCK)
+    r4, pixel, t = sch.get_loops(col_block)
+    sch.parallel(r4)
+    sch.unroll(t)
+    block = sch.get_sblock(CONV_BLOCK)
+    out, pix, red = sch.get_loops(block)
+    oi_n = _divisor_at_most(_extent(sch, out), knobs.rows)
+    oo, oi = sch.split(out, [None, oi_n])
+    nb = _divisor_at_most(_extent(sch, pix) // LANES, knobs.blocks)
+    po, pb, pi = sch.split(pix, [None, nb, LANES])
+    ro, ri = sch.split(red, [None, GROUP])
+    sch.reorder(oo, po, ro, oi, pb, pi, ri)
+    _finish(sch, block, outer=(oo, po), reduction=ro, unrolled=(oi, pb), lanes=pi,
+            intrin=VNNI_COL_INTRIN if vnni else None)
+
+
+def schedule_depthwise(sch: s_tir.Schedule, knobs: Knobs, vnni: bool) -> None:
+    """One output row per task: accumulate the row over the filter taps with the columns in vector lanes."""
+    try:
+        pad = sch.get_sblock(PAD_BLOCK)
+        loops = sch.get_loops(pad)
+        sch.parallel(sch.fuse(*loops[:2]))
+    except Exception:  # noqa: BLE001  (no padding stage)
+        pass
+    block = sch.get_sblock(DEPTHWISE_BLOCK)
+    batch, channel, row, col, i, j = sch.get_loops(block)
+    sch.reorder(batch, channel, row, i, j, col)
+    epilogue = _inline_epilogue(sch, block)
+    tile = sch.cache_write(block, 0, "global")
+    outer = sch.fuse(batch, channel, row)
+    sch.reverse_compute_at(tile, outer)
+    if epilogue is not None:
+        try:
+            sch.reverse_compute_inline(epilogue)
+        except Exception:  # noqa: BLE001
+            _parallel_vectorized(sch, epilogue)
+    sch.vectorize(sch.get_loops(tile)[-1])
+    sch.parallel(outer)
+    init = sch.decompose_reduction(block, i)
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.unroll(i)
+    sch.unroll(j)  # the column loop stays innermost for LLVM's loop vectorizer (TIR refuses to vectorize a
+    # spatial loop inside the reduction loops)
+
+
+SCHEDULES = {"matmul": schedule_matmul, "conv": schedule_conv, "depthwise": schedule_depthwise}
+
+
+def _finish(sch, block, *, outer, reduction, unrolled, lanes, intrin) -> None:
+    """Accumulate the tile in a small buffer (registers after LLVM), write it back through the epilogue,
+    run the tiles in parallel, and tensorize (or vectorize) the 16-lane step."""
+    epilogue = _inline_epilogue(sch, block)
+    tile = sch.cache_write(block, 0, "global")  # small and constant-sized: a stack array LLVM keeps in registers
+    sch.reverse_compute_at(tile, outer[1])
+    if epilogue is not None:
+        try:
+            sch.reverse_compute_inline(epilogue)
+        except Exception:  # noqa: BLE001  (an epilogue that is not elementwise over the tile runs after)
+            _parallel_vectorized(sch, epilogue)
+    sch.vectorize(sch.get_loops(tile)[-1])
+    sch.parallel(sch.fuse(*outer))
+    init = sch.decompose_reduction(block, reduction)
+    sch.vectorize(sch.get_loops(init)[-1])
+    for loop in unrolled:
+        sch.unroll(loop)
+    if intrin is not None:
+        sch.tensorize(lanes, intrin)
+    else:
+        sch.vectorize(lanes)
+
+
+def _inline_epilogue(sch, block):
+    """Inline the chain of single-consumer blocks after ``block`` into the chain's last block and return it
+    (None when ``block`` writes the kernel's output itself)."""
+    consumers = sch.get_consumers(block)
+    if len(consumers) != 1:
+        return None
+    current = consumers[0]
+    while True:
+        following = sch.get_consumers(current)
+        if len(following) != 1:
+            return current  # the block that writes the kernel's output
+        try:
+            sch.compute_inline(current)
+        except Exception:  # noqa: BLE001  (not injective: the epilogue ends here)
+            return current
+        current = following[0]
+
+
+def _parallel_vectorized(sch, block) -> None:
+    loops = sch.get_loops(block)
+    if len(loops) > 1:
+        sch.parallel(sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0])
+    sch.vectorize(loops[-1])
+
+
+def _extent(sch, loop) -> int:
+    return int(sch.get(loop).extent)
+
+
+def _divisor_at_most(n: int, limit: int) -> int:
+    return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
