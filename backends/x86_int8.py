@@ -37,6 +37,7 @@ from passes.pack_int8_layers import (
     IM2COL_BLOCK,
     LANES,
     MATMUL_BLOCK,
+    IMAGE_SHAPE,
     PAD_BLOCK,
 )
 
@@ -180,14 +181,16 @@ def schedule_matmul(sch: s_tir.Schedule, knobs: Knobs, vnni: bool) -> None:
     co, cb, ci = sch.split(col, [None, nb, LANES])
     ko, ki = sch.split(red, [None, GROUP])
     sch.reorder(ro, co, ko, ri, cb, ci, ki)
-    _finish(sch, block, outer=(ro, co), reduction=ko, unrolled=(ri, cb), lanes=ci,
+    _finish(sch, block, outer=(ro, co), reduction=ko, unrolled=(ri, cb), lanes=ci, group=ki,
             intrin=VNNI_ROW_INTRIN if vnni else None)
 
 
 def schedule_conv(sch: s_tir.Schedule, knobs: Knobs, vnni: bool) -> None:
     """im2col (parallel, vectorized), then ``qc_int8_conv`` tiled like the matmul with pixels in the lanes."""
-    col_block = sch.get_sblock(IM2COL_BLOCK)
-    r4, pixel, t = sch.get_loops(col_block)
+    pad = sch.get_sblock(PAD_BLOCK)  # flat padded image: split back into (channel, row, column), which
+    channel, _, _ = sch.split(sch.get_loops(pad)[0], _image_shape(sch, pad))  # makes its div/mod vanish
+    sch.parallel(channel)
+    r4, pixel, t = sch.get_loops(sch.get_sblock(IM2COL_BLOCK))
     sch.parallel(r4)
     sch.unroll(t)
     block = sch.get_sblock(CONV_BLOCK)
@@ -198,7 +201,7 @@ def schedule_conv(sch: s_tir.Schedule, knobs: Knobs, vnni: bool) -> None:
     po, pb, pi = sch.split(pix, [None, nb, LANES])
     ro, ri = sch.split(red, [None, GROUP])
     sch.reorder(oo, po, ro, oi, pb, pi, ri)
-    _finish(sch, block, outer=(oo, po), reduction=ro, unrolled=(oi, pb), lanes=pi,
+    _finish(sch, block, outer=(oo, po), reduction=ro, unrolled=(oi, pb), lanes=pi, group=ri,
             intrin=VNNI_COL_INTRIN if vnni else None)
 
 
@@ -234,9 +237,11 @@ def schedule_depthwise(sch: s_tir.Schedule, knobs: Knobs, vnni: bool) -> None:
 SCHEDULES = {"matmul": schedule_matmul, "conv": schedule_conv, "depthwise": schedule_depthwise}
 
 
-def _finish(sch, block, *, outer, reduction, unrolled, lanes, intrin) -> None:
+def _finish(sch, block, *, outer, reduction, unrolled, lanes, group, intrin) -> None:
     """Accumulate the tile in a small buffer (registers after LLVM), write it back through the epilogue,
-    run the tiles in parallel, and tensorize (or vectorize) the 16-lane step."""
+    run the tiles in parallel, and tensorize the 16 x 4 step (without VNNI: the four products unrolled and
+    the 16 lanes innermost, for LLVM's loop vectorizer; TIR will not vectorize a spatial loop that encloses
+    a reduction)."""
     epilogue = _inline_epilogue(sch, block)
     tile = sch.cache_write(block, 0, "global")  # small and constant-sized: a stack array LLVM keeps in registers
     sch.reverse_compute_at(tile, outer[1])
@@ -254,7 +259,8 @@ def _finish(sch, block, *, outer, reduction, unrolled, lanes, intrin) -> None:
     if intrin is not None:
         sch.tensorize(lanes, intrin)
     else:
-        sch.vectorize(lanes)
+        sch.reorder(group, lanes)
+        sch.unroll(group)
 
 
 def _inline_epilogue(sch, block):
@@ -282,9 +288,21 @@ def _parallel_vectorized(sch, block) -> None:
     sch.vectorize(loops[-1])
 
 
+def _image_shape(sch, pad_block) -> list[int]:
+    """(channels, padded height, padded width) of a flat ``qc_int8_pad`` stage (its block annotation)."""
+    return [int(v) for v in sch.get(pad_block).annotations[IMAGE_SHAPE]]
+
+
 def _extent(sch, loop) -> int:
     return int(sch.get(loop).extent)
 
 
 def _divisor_at_most(n: int, limit: int) -> int:
     return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
+
+
+def build_kernel(func: tvm.tirx.PrimFunc, target: tvm.target.Target, knobs: Knobs = DEFAULT_KNOBS):
+    """Schedule and compile one standalone kernel (a PrimFunc made from ``pack_int8_layers``' computes),
+    for microbenchmarks and tests; returns the built module (``inspect_source("asm")`` shows its code)."""
+    scheduled = schedule_int8_kernels(tvm.IRModule({"main": func}), target, knobs)
+    return tvm.compile(scheduled, target=target)

@@ -3,7 +3,8 @@
 Each engine runs the same inputs: ``warmup`` calls, then ``repeat`` timed calls (wall clock around one
 inference, outputs left on the engine's side); we report the median and the 90th percentile and the
 ratio of every engine's median to ours (> 1 means we are faster). Peers: onnxruntime fp32 (on the source
-ONNX file, or a ``torch.onnx.export(dynamo=True)`` of a torch source) and PyTorch eager for torch sources.
+ONNX file, or a ``torch.onnx.export(dynamo=True)`` of a torch source), onnxruntime int8 (its own static
+quantization, given calibration samples), PyTorch eager for torch sources, and our own float compile.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -72,28 +73,59 @@ def sample_inputs(compiled: CompiledModel, source: Source | None, seed: int = 0)
     return inputs
 
 
+QC = "qc (TVM)"
+
+
 def bench(compiled: CompiledModel, source: Source | None = None, *, model_name: str = "model", warmup: int = 5,
-          repeat: int = 30, threads: int = 2, peers: bool = True,
+          repeat: int = 30, threads: int = 2, peers: bool = True, float_model: CompiledModel | None = None,
+          calibration: Sequence[Mapping[str, np.ndarray]] | None = None,
           on_engine: Callable[[str], None] | None = None) -> list[Row]:
-    """Time ``compiled`` and (with ``peers``) onnxruntime fp32 and PyTorch eager on the same inputs."""
+    """Time ``compiled`` and (with ``peers``) onnxruntime fp32 and PyTorch eager on the same inputs; with
+    ``float_model``, our float compile of the same model too; with ``calibration``, onnxruntime int8
+    (``quantize_static``: QDQ, per-channel, uint8 activations x int8 weights, calibrated on those samples)."""
     inputs = sample_inputs(compiled, source)
-    engines: list[tuple[str, Callable[[], Any]]] = [("qc (TVM)", _qc_runner(compiled, inputs))]
+    engines: list[tuple[str, str, Callable[[], Any]]] = [(QC, precision(compiled.manifest),
+                                                          _qc_runner(compiled, inputs))]
+    if float_model is not None:
+        engines.append((QC, precision(float_model.manifest), _qc_runner(float_model, inputs)))
     with tempfile.TemporaryDirectory() as tmp:
         if peers and source is not None:
             onnx_path = source.onnx_path or _export(source, Path(tmp) / "model.onnx")
-            engines.append(("onnxruntime", _ort_runner(onnx_path, inputs, threads)))
+            engines.append(("onnxruntime", "fp32", _ort_runner(onnx_path, inputs, threads)))
+            if calibration is not None:
+                int8_path = _ort_quantized(onnx_path, calibration, Path(tmp) / "int8.onnx")
+                engines.append(("onnxruntime", "int8 qdq", _ort_runner(int8_path, inputs, threads)))
             if source.is_torch:
-                engines.append(("pytorch eager", _torch_runner(source, inputs, threads)))
+                engines.append(("pytorch eager", "fp32", _torch_runner(source, inputs, threads)))
         results = []
-        for name, run in engines:
+        for name, kind, run in engines:
             if on_engine:
-                on_engine(name)
+                on_engine(f"{name} {kind}")
             times = time_calls(run, warmup, repeat)
-            results.append((name, float(np.median(times)), float(np.percentile(times, 90))))
-    ours = results[0][1]
-    return [Row(model_name, name, precision(compiled.manifest) if name == "qc (TVM)" else "fp32",
-                round(median, 4), round(p90, 4), repeat,
-                None if name == "qc (TVM)" else round(median / ours, 3)) for name, median, p90 in results]
+            results.append((name, kind, float(np.median(times)), float(np.percentile(times, 90))))
+    ours = results[0][2]
+    return [Row(model_name, name, kind, round(median, 4), round(p90, 4), repeat,
+                None if i == 0 else round(median / ours, 3)) for i, (name, kind, median, p90) in enumerate(results)]
+
+
+def _ort_quantized(float_path: Path, calibration: Sequence[Mapping[str, np.ndarray]], path: Path) -> Path:
+    """onnxruntime's static quantization of ``float_path``: QDQ, per-channel, U8S8, on ``calibration``."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    names = [i.name for i in ort.InferenceSession(str(float_path), providers=["CPUExecutionProvider"]).get_inputs()]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.samples = iter([dict(zip(names, sample.values())) for sample in calibration])
+
+        def get_next(self):
+            return next(self.samples, None)
+
+    with contextlib.redirect_stdout(sys.stderr):
+        quantize_static(str(float_path), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return path
 
 
 def precision(manifest: dict) -> str:

@@ -49,7 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--output", "-o", type=Path, help=".npz to write the outputs to (default: print a summary)")
     r.set_defaults(handler=_run)
 
-    b = commands.add_parser("bench", help="latency of a model (or artifact) against onnxruntime and PyTorch")
+    b = commands.add_parser("bench", help="latency of a model (or artifact) against onnxruntime and PyTorch; "
+                            "`qc bench peak`: this CPU's int8 and fp32 peak")
     _model_arguments(b, artifact_ok=True)
     b.add_argument("--warmup", type=int, default=5)
     b.add_argument("--repeat", type=int, default=30)
@@ -133,7 +134,8 @@ def _millis(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a duration such as 2.5ms or 0.1s, got {text!r}") from None
 
 
-def _compile_model(args: argparse.Namespace):
+def _compile_model(args: argparse.Namespace, quantized: bool = True):
+    """Compile the model the arguments name (in float when ``quantized`` is False, whatever they ask)."""
     from . import api
     from .sources import resolve
 
@@ -142,14 +144,14 @@ def _compile_model(args: argparse.Namespace):
     if passes and not passes.endswith(".toml"):
         passes = [name.strip() for name in passes.split(",") if name.strip()]
     policy = None
-    if args.quantize or args.bits:
+    if quantized and (args.quantize or args.bits):
         from passes.quant_policy import QuantPolicy
 
         policy = QuantPolicy.from_scheme(args.quantize or "w8a8", args.observer)
     compiled = api.compile(source, shapes=_shapes(args.shape), target=_target(args), passes=passes,
                            tune_trials=args.tune_trials, work_dir=args.work_dir, verify=args.verify,
-                           quantize=policy, calibration=args.calib,
-                           bits=args.bits, max_size=args.max_size, max_bops=args.max_bops,
+                           quantize=policy, calibration=args.calib if quantized else None,
+                           bits=args.bits if quantized else None, max_size=args.max_size, max_bops=args.max_bops,
                            max_latency=args.max_latency,
                            progress=not args.quiet and sys.stderr.isatty())
     return compiled, source
@@ -204,6 +206,9 @@ def _bench(args: argparse.Namespace) -> int:
     from .bench import bench
     from .executable import load
 
+    if args.model == "peak":
+        return _bench_peak(args)
+    float_model, calibration = None, None
     if Path(args.model).is_dir():
         compiled = load(args.model)
         spec = compiled.manifest["source"]
@@ -212,8 +217,11 @@ def _bench(args: argparse.Namespace) -> int:
     else:
         compiled, source = _compile_model(args)
         name = Path(args.model).stem if args.model.endswith(".onnx") else args.model
+        if compiled.manifest.get("quantization") and not args.no_peers:  # the same model in float, and
+            float_model = _compile_model(args, quantized=False)[0]       # onnxruntime int8 on the same samples
+            calibration = _calibration_samples(args, compiled)
     rows = bench(compiled, source, model_name=name, warmup=args.warmup, repeat=args.repeat,
-                 threads=args.threads, peers=not args.no_peers,
+                 threads=args.threads, peers=not args.no_peers, float_model=float_model, calibration=calibration,
                  on_engine=None if args.json else lambda e: print(f"timing {e} ...", file=sys.stderr))
     if args.json:
         print(json.dumps([r.to_json() for r in rows], indent=2))
@@ -222,6 +230,28 @@ def _bench(args: argparse.Namespace) -> int:
                      ["engine", "precision", "median ms", "p90 ms", "peer / qc"],
                      [[r.engine, r.precision, f"{r.median_ms:.3f}", f"{r.p90_ms:.3f}",
                        "-" if r.ratio_vs_qc is None else f"{r.ratio_vs_qc:.3f}"] for r in rows])
+    return 0
+
+
+def _calibration_samples(args: argparse.Namespace, compiled) -> list[dict[str, np.ndarray]]:
+    from .calibration import samples_from_npz
+
+    return list(samples_from_npz(args.calib, compiled.inputs))
+
+
+def _bench_peak(args: argparse.Namespace) -> int:
+    """This machine's int8 (VNNI) and fp32 (FMA) peak, measured by microkernels."""
+    from backends import host_target
+    from backends.peak import measure_peak
+
+    peak = measure_peak(host_target(args.threads))
+    if args.json:
+        print(json.dumps(peak.to_json(), indent=2))
+        return 0
+    int8 = "no AVX-512 VNNI" if peak.int8_gops is None else f"{peak.int8_gops:.1f}"
+    _print_table(f"peak of this CPU, {peak.cores} threads", ["arithmetic", "instruction", "GOP/s"],
+                 [["int8 dot products", peak.int8_instruction or "-", int8],
+                  ["fp32 multiply-add", peak.fp32_instruction, f"{peak.fp32_gflops:.1f}"]])
     return 0
 
 

@@ -10,7 +10,8 @@ in groups of four (the shape of ``vpdpbusd`` and of the ``backends.x86_int8`` sc
   weight packed once here ([N/16, K/4, 16, 4], 64 contiguous bytes per step; N padded to 16 with zero
   columns, which ``out[m, n] = acc[m, n]`` drops);
 - conv2d: ``col[r // 4, p, r % 4] = data[c, y*sy + i*dy - top, x*sx + j*dx - left]`` (0 outside the image
-  and past the ends; r = (c*KH + i)*KW + j, p = y*OW + x, both padded to a multiple of 4 and 16), then
+  and past the ends; r = (c*KH + i)*KW + j, p = y*OW + x, both padded to a multiple of 4 and 16; gathered
+  through two int32 offset tables computed here, from the image laid out flat with its padding), then
   ``acc[o, p] = sum_r col[r // 4, p, r % 4] * W'[o, r]`` with W' the flattened, zero-padded weight, then
   ``out[0, o, y, x] = acc[o, y*OW + x]``.
 
@@ -24,6 +25,9 @@ explicitly with the zero point otherwise, leaving conv2d's padding 0).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import partial
+
 import numpy as np
 import tvm
 from tvm import relax
@@ -35,7 +39,8 @@ from .registry import register_pass
 MATMUL_BLOCK, CONV_BLOCK, IM2COL_BLOCK = "qc_int8_matmul", "qc_int8_conv", "qc_int8_im2col"
 DEPTHWISE_BLOCK, PAD_BLOCK = "qc_int8_depthwise", "qc_int8_pad"
 LANES, GROUP = 16, 4
-KERNEL_ATTRIBUTE = "qc.int8_layout"  # on a packed kernel: what it computes, for the reference interpreter
+KERNEL_ATTRIBUTE = "qc.int8_layout"
+IMAGE_SHAPE = "qc.image_shape"  # on the flat padded image stage: (channels, padded height, padded width)  # on a packed kernel: what it computes, for the reference interpreter
 
 
 def pack_matmul_weight(weight: np.ndarray) -> np.ndarray:
@@ -71,27 +76,67 @@ def matmul_packed(data, packed, n_size):
     return te.compute(tuple(data.shape[:-1]) + (n_size,), lambda *index: acc[index], name="qc_int8_columns")
 
 
-def conv2d_im2col(data, flat, kernel, strides, padding, dilation):
+@dataclass(frozen=True)
+class ConvGeometry:
+    """A conv2d's shapes (batch 1, groups 1) and the offset tables that make its im2col division-free."""
+
+    channels: int
+    height: int
+    width: int
+    kernel: tuple[int, int]
+    strides: tuple[int, int]
+    padding: tuple[int, int, int, int]  # top, left, bottom, right
+    dilation: tuple[int, int]
+
+    @property
+    def padded(self) -> tuple[int, int]:
+        top, left, bottom, right = self.padding
+        return self.height + top + bottom, self.width + left + right
+
+    @property
+    def out(self) -> tuple[int, int]:
+        (ph, pw), (kh, kw), (sy, sx), (dy, dx) = self.padded, self.kernel, self.strides, self.dilation
+        return (ph - (kh - 1) * dy - 1) // sy + 1, (pw - (kw - 1) * dx - 1) // sx + 1
+
+    def pixel_offsets(self) -> np.ndarray:
+        """int32 [P rounded up to 16]: where output pixel p's window starts in the flat padded image."""
+        (oh, ow), (_, pw), (sy, sx) = self.out, self.padded, self.strides
+        y, x = np.divmod(np.arange(oh * ow), ow)
+        offsets = y * sy * pw + x * sx
+        return np.pad(offsets, (0, -offsets.size % LANES)).astype(np.int32)
+
+    def reduce_offsets(self) -> np.ndarray:
+        """int32 [R rounded up to 4]: where reduction element r = (c*KH + i)*KW + j sits in a window."""
+        (ph, pw), (kh, kw), (dy, dx) = self.padded, self.kernel, self.dilation
+        c, i, j = np.meshgrid(np.arange(self.channels), np.arange(kh), np.arange(kw), indexing="ij")
+        offsets = (c * ph * pw + i * dy * pw + j * dx).ravel()
+        return np.pad(offsets, (0, -offsets.size % GROUP)).astype(np.int32)
+
+
+def conv2d_im2col(data, flat, pixel_offsets, reduce_offsets, geometry: ConvGeometry):
     """TE: NCHW conv2d (batch 1, groups 1) of uint8 ``data`` with the flattened weight, via im2col in groups
-    of four; int32 NCHW result."""
+    of four; int32 NCHW result. The image is first laid out flat with its zero padding (``qc_int8_pad``), so
+    gathering a column is two table lookups and an add, with no division."""
     from tvm import te, tirx
 
-    _, channels, height, width = (int(d) for d in data.shape)
-    kh, kw = kernel
-    (sy, sx), (dy, dx) = strides, dilation
-    top, left, bottom, right = padding
-    oh = (height + top + bottom - (kh - 1) * dy - 1) // sy + 1
-    ow = (width + left + right - (kw - 1) * dx - 1) // sx + 1
-    reduce, pixels = channels * kh * kw, oh * ow
-    groups4, padded_pixels = int(flat.shape[1]) // GROUP, -(-pixels // LANES) * LANES
+    g = geometry
+    (ph, pw), (oh, ow) = g.padded, g.out
+    top, left = g.padding[:2]
+    reduce, pixels = g.channels * g.kernel[0] * g.kernel[1], oh * ow
+
+    def pad(f):
+        c, y, x = f // (ph * pw), f % (ph * pw) // pw - top, f % pw - left
+        inside = tirx.all(y >= 0, y < g.height, x >= 0, x < g.width)
+        return tirx.if_then_else(inside, data[0, c, y, x], tirx.const(0, data.dtype))
+
+    image = te.compute((g.channels * ph * pw,), pad, name=PAD_BLOCK, attrs={IMAGE_SHAPE: [g.channels, ph, pw]})
 
     def gather(r4, p, t):
         r = r4 * GROUP + t
-        c, i, j = r // (kh * kw), r % (kh * kw) // kw, r % kw
-        y, x = p // ow * sy + i * dy - top, p % ow * sx + j * dx - left
-        inside = tirx.all(r < reduce, p < pixels, y >= 0, y < height, x >= 0, x < width)
-        return tirx.if_then_else(inside, data[0, c, y, x], tirx.const(0, data.dtype))
+        inside = tirx.all(r < reduce, p < pixels)
+        return tirx.if_then_else(inside, image[pixel_offsets[p] + reduce_offsets[r]], tirx.const(0, data.dtype))
 
+    groups4, padded_pixels = int(flat.shape[1]) // GROUP, int(pixel_offsets.shape[0])
     col = te.compute((groups4, padded_pixels, GROUP), gather, name=IM2COL_BLOCK)
     r = te.reduce_axis((0, groups4 * GROUP), "r")
     acc = te.compute((int(flat.shape[0]), padded_pixels),
@@ -139,14 +184,13 @@ class _Packer(PyExprMutator):
                                          primfunc_attrs={KERNEL_ATTRIBUTE: info})
         if name == "relax.nn.conv2d" and _packable_conv(call):
             weight = call.args[1].value.numpy()
-            attrs = call.attrs
-            strides, padding, dilation = ([int(v) for v in attrs.strides], [int(v) for v in attrs.padding],
-                                          [int(v) for v in attrs.dilation])
-            info = {"op": "conv2d", "weight_shape": list(weight.shape), "strides": strides, "padding": padding,
-                    "dilation": dilation}
-            return self.builder_.call_te(conv2d_im2col, call.args[0], relax.const(flatten_conv_weight(weight)),
-                                         weight.shape[2:], strides, padding, dilation,
-                                         primfunc_name_hint="conv2d_u8i8", primfunc_attrs={KERNEL_ATTRIBUTE: info})
+            geometry = _geometry(call)
+            info = {"op": "conv2d", "weight_shape": list(weight.shape), "strides": list(geometry.strides),
+                    "padding": list(geometry.padding), "dilation": list(geometry.dilation)}
+            return self.builder_.call_te(partial(conv2d_im2col, geometry=geometry), call.args[0],
+                                         relax.const(flatten_conv_weight(weight)),
+                                         relax.const(geometry.pixel_offsets()),
+                                         relax.const(geometry.reduce_offsets()), primfunc_name_hint="conv2d_u8i8", primfunc_attrs={KERNEL_ATTRIBUTE: info})
         if name == "relax.nn.conv2d" and _depthwise(call):
             attrs = call.attrs
             strides, padding, dilation = ([int(v) for v in attrs.strides], [int(v) for v in attrs.padding],
@@ -154,6 +198,13 @@ class _Packer(PyExprMutator):
             return self.builder_.call_te(depthwise_conv2d, call.args[0], call.args[1], strides, padding, dilation,
                                          primfunc_name_hint="depthwise_u8i8")
         return call
+
+
+def _geometry(call: relax.Call) -> ConvGeometry:
+    attrs, shape = call.attrs, [int(d) for d in call.args[0].ty.shape]
+    pair = lambda values: tuple(int(v) for v in values)  # noqa: E731
+    return ConvGeometry(shape[1], shape[2], shape[3], pair(call.args[1].value.numpy().shape[2:]), pair(attrs.strides),
+                        pair(attrs.padding), pair(attrs.dilation))
 
 
 def _depthwise(call: relax.Call) -> bool:

@@ -1,0 +1,85 @@
+"""This machine's arithmetic peak, measured by microkernels compiled with TVM: int8 dot products and fp32 FMA.
+
+Each microkernel runs ``iterations`` rounds of ``ACCUMULATORS`` independent vector instructions whose
+operands stay in registers (no memory traffic), once per core in parallel: ``vpdpbusd`` on 512-bit
+registers (16 lanes x 4 uint8 x int8 products = 128 int8 ops) where the CPU has AVX-512 VNNI, and
+``vfmadd`` on 512-bit (AVX-512) or 256-bit (AVX2) registers. The best of ``repeat`` timed runs is the peak;
+benchmarks report their kernels as a fraction of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import tvm
+from tvm.script import tirx as T
+
+ACCUMULATORS = 12  # independent chains: enough to hide a 4-5 cycle latency at two instructions per cycle
+
+
+@dataclass(frozen=True)
+class Peak:
+    """Measured peaks in billions of operations per second (a multiply-add counts as two)."""
+
+    cores: int
+    int8_gops: float | None  # None: no AVX-512 VNNI on this CPU
+    fp32_gflops: float
+    int8_instruction: str | None
+    fp32_instruction: str
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _microkernel(intrinsic: str, vector: str, operand: str, lanes: int, width: int, cores: int, iterations: int):
+    acc_lanes = ACCUMULATORS * lanes
+    scalar = vector.split("x")[0]
+
+    @T.prim_func(s_tir=True)
+    def peak(a: T.Buffer((width,), operand), out: T.Buffer((cores, acc_lanes), scalar)):
+        for core in T.parallel(cores):
+            # "global" scope and under 1 KB: a stack array, which LLVM keeps in registers
+            acc = T.alloc_buffer((acc_lanes,), scalar, scope="global")
+            for r in T.unroll(ACCUMULATORS):
+                acc[T.ramp(r * lanes, 1, lanes)] = T.broadcast(T.Cast(scalar, 0), lanes)
+            for _ in range(iterations):
+                for r in T.unroll(ACCUMULATORS):
+                    acc[T.ramp(r * lanes, 1, lanes)] = T.call_llvm_pure_intrin(
+                        T.llvm_lookup_intrinsic_id(intrinsic), acc[T.ramp(r * lanes, 1, lanes)],
+                        a[T.ramp(0, 1, width)], a[T.ramp(0, 1, width)], dtype=vector)
+            for r in T.unroll(ACCUMULATORS):
+                out[core, T.ramp(r * lanes, 1, lanes)] = acc[T.ramp(r * lanes, 1, lanes)]
+
+    return peak
+
+
+def _measure(func, operand: str, width: int, out_shape: tuple[int, int], out_dtype: str, ops_per_call: float,
+             target, repeat: int) -> float:
+    lib = tvm.compile(tvm.IRModule({"main": func}), target=target)
+    a = tvm.runtime.tensor(np.ones(width, operand))
+    out = tvm.runtime.tensor(np.zeros(out_shape, out_dtype))
+    seconds = lib.mod.time_evaluator("main", tvm.cpu(), number=1, repeat=repeat)(a, out).results
+    return ops_per_call / min(seconds) / 1e9
+
+
+def measure_peak(target=None, cores: int | None = None, iterations: int = 200_000, repeat: int = 5) -> Peak:
+    """Measure the int8 (VNNI) and fp32 (FMA) peaks of the host with ``cores`` threads (default: all)."""
+    from tvm.target.codegen import target_has_features
+
+    from .cpu import host_target
+    from .x86_int8 import has_vnni
+
+    target = target or host_target(cores)
+    cores = int(target.attrs.get("num-cores", cores or 1))
+    int8 = None
+    if has_vnni(target):
+        func = _microkernel("llvm.x86.avx512.vpdpbusd.512", "int32x16", "int8", 16, 64, cores, iterations)
+        int8 = _measure(func, "int8", 64, (cores, ACCUMULATORS * 16), "int32",
+                        cores * iterations * ACCUMULATORS * 16 * 4 * 2, target, repeat)
+    lanes = 16 if target_has_features("avx512f", target) else 8
+    func = _microkernel(f"llvm.fma.v{lanes}f32", f"float32x{lanes}", "float32", lanes, lanes, cores, iterations)
+    fp32 = _measure(func, "float32", lanes, (cores, ACCUMULATORS * lanes), "float32",
+                    cores * iterations * ACCUMULATORS * lanes * 2, target, repeat)
+    return Peak(cores, None if int8 is None else round(int8, 1), round(fp32, 1),
+                "vpdpbusd zmm" if int8 is not None else None, f"vfmadd {'zmm' if lanes == 16 else 'ymm'}")

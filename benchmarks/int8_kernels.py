@@ -1,0 +1,88 @@
+"""Int8 kernels against this machine's peak: the 128x768x768 matmul and the largest ResNet-18 convolutions.
+
+    .venv/bin/python benchmarks/int8_kernels.py [--threads 2] [--rows 8 --blocks 3]
+
+Each kernel is built alone from ``pack_int8_layers``' compute (uint8 x int8 -> int32, weights packed) and
+scheduled by ``backends.x86_int8`` with the default knobs (no tuning), checked bit for bit against numpy, then
+timed (median of 7 repeats of 20 calls). GOP/s counts a multiply-add as two operations; the peak is the
+``vpdpbusd`` microkernel of ``backends.peak`` measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import tvm
+from tvm import te
+
+from backends import host_target
+from backends.peak import measure_peak
+from backends.x86_int8 import Knobs, build_kernel, has_vnni
+from passes.pack_int8_layers import ConvGeometry, conv2d_im2col, flatten_conv_weight, matmul_packed, pack_matmul_weight
+
+RESNET18_CONVS = {  # (channels in, out, kernel, stride, padding, input size): the largest by MACs
+    "resnet18 conv1 7x7/2 3->64 @224": (3, 64, 7, 2, 3, 224),
+    "resnet18 layer1 3x3 64->64 @56": (64, 64, 3, 1, 1, 56),
+    "resnet18 layer4 3x3 512->512 @7": (512, 512, 3, 1, 1, 7),
+}
+
+
+def matmul_case(m: int, k: int, n: int, rng):
+    data = te.placeholder((m, k), "uint8", "data")
+    packed = te.placeholder((n // 16, k // 4, 16, 4), "int8", "packed")
+    out = matmul_packed(data, packed, n)
+    a = rng.integers(0, 256, (m, k), dtype=np.uint8)
+    w = rng.integers(-128, 128, (k, n), dtype=np.int8)
+    expected = a.astype(np.int64) @ w.astype(np.int64)
+    return te.create_prim_func([data, packed, out]), [a, pack_matmul_weight(w)], expected, 2 * m * k * n
+
+
+def conv_case(cin: int, cout: int, kernel: int, stride: int, pad: int, size: int, rng):
+    import torch
+
+    data = te.placeholder((1, cin, size, size), "uint8", "data")
+    w = rng.integers(-128, 128, (cout, cin, kernel, kernel), dtype=np.int8)
+    geometry = ConvGeometry(cin, size, size, (kernel, kernel), (stride, stride), (pad,) * 4, (1, 1))
+    tables = [geometry.pixel_offsets(), geometry.reduce_offsets()]
+    flat = te.placeholder(flatten_conv_weight(w).shape, "int8", "flat")
+    pixels, reduce = (te.placeholder(t.shape, "int32", n) for t, n in zip(tables, ("pixels", "reduce")))
+    out = conv2d_im2col(data, flat, pixels, reduce, geometry)
+    x = rng.integers(0, 256, (1, cin, size, size), dtype=np.uint8)
+    expected = torch.nn.functional.conv2d(torch.from_numpy(x.astype(np.float64)), torch.from_numpy(w.astype(np.float64)),
+                                          stride=stride, padding=pad).numpy().astype(np.int64)
+    macs = expected.size * cin * kernel * kernel
+    return te.create_prim_func([data, flat, pixels, reduce, out]), [x, flatten_conv_weight(w), *tables], expected, 2 * macs
+
+
+def run(func, inputs, expected, ops, target, knobs) -> tuple[float, bool]:
+    lib = build_kernel(func, target, knobs)
+    args = [tvm.runtime.tensor(a) for a in inputs] + [tvm.runtime.tensor(np.zeros(expected.shape, "int32"))]
+    lib["main"](*args)
+    exact = bool(np.array_equal(args[-1].numpy(), expected))
+    seconds = np.median(lib.mod.time_evaluator("main", tvm.cpu(), number=20, repeat=7)(*args).results)
+    return ops / seconds / 1e9, exact, seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rows", type=int, default=Knobs().rows)
+    parser.add_argument("--blocks", type=int, default=Knobs().blocks)
+    args = parser.parse_args()
+    target = host_target(args.threads)
+    knobs = Knobs(args.rows, args.blocks)
+    peak = measure_peak(target)
+    print(f"peak ({args.threads} threads): int8 {peak.int8_gops} GOP/s ({peak.int8_instruction}), "
+          f"fp32 {peak.fp32_gflops} GFLOP/s ({peak.fp32_instruction}); VNNI: {has_vnni(target)}; knobs {knobs}")
+    rng = np.random.default_rng(0)
+    cases = {"matmul 128x768x768": matmul_case(128, 768, 768, rng)}
+    cases.update({name: conv_case(*shape, rng) for name, shape in RESNET18_CONVS.items()})
+    for name, (func, inputs, expected, ops) in cases.items():
+        gops, exact, seconds = run(func, inputs, expected, ops, target, knobs)
+        fraction = f"{gops / peak.int8_gops:.0%} of int8 peak" if peak.int8_gops else "no VNNI peak"
+        print(f"{name:36s} {seconds * 1e6:9.1f} us  {gops:7.1f} GOP/s  {fraction}  exact={exact}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

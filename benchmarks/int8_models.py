@@ -1,0 +1,87 @@
+"""Int8 models end to end, in one run: qc int8 and qc fp32 against onnxruntime fp32, onnxruntime int8 and
+PyTorch eager fp32, then the int8 model's heaviest layers as GOP/s and a fraction of this CPU's peak.
+
+    .venv/bin/python benchmarks/int8_models.py [--models resnet18,efficientnet-lite0,minilm] [--repeat 30]
+
+Batch 1, 2 threads for every engine, untuned (the int8 layers use ``backends.x86_int8``'s default knobs).
+Calibration: EfficientNet-Lite0 and ResNet-18 on the 5 bundled photos and their mirror images (ResNet-18's
+weights are random: speed only), MiniLM on 8 of its sentences at sequence length 128; onnxruntime int8 is its
+``quantize_static`` (QDQ, per-channel, uint8 activations x int8 weights) on the same samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import numpy as np
+
+import compiler
+import models
+from backends import host_target
+from backends.peak import measure_peak
+from compiler.bench import bench
+from compiler.bit_allocation import layer_costs
+from compiler.layer_latency import layer_kernel_times
+from compiler.sources import resolve
+from models import data, efficientnet_lite0, minilm
+
+
+def calibration(name: str) -> list[dict[str, np.ndarray]]:
+    if name == "minilm":
+        tokens = minilm.tokenize(data.sentences()[:8])
+        return [{k: v[i:i + 1] for k, v in tokens.items()} for i in range(8)]
+    photos = [efficientnet_lite0.preprocess(p) for p in data.photos().values()]
+    return [{"input": x} for x in photos] + [{"input": x[..., ::-1].copy()} for x in photos]
+
+
+def top_layers(model, imported, samples, peak_gops: float | None, count: int = 5) -> list[dict]:
+    """The ``count`` slowest quantized layers: kernel time, GOP/s (2 x MACs) and fraction of the int8 peak."""
+    kernels = layer_kernel_times(model, model.prepare(samples[0]), 5, 30)
+    costs = layer_costs(imported)
+    rows = []
+    for cost, (kernel, ms) in zip(costs, kernels):
+        gops = 2 * cost.macs / (ms / 1e3) / 1e9
+        rows.append({"layer": cost.name, "kernel": kernel[:60], "ms": round(ms, 4), "gops": round(gops, 1),
+                     "fraction_of_peak": None if not peak_gops else round(gops / peak_gops, 3)})
+    return sorted(rows, key=lambda r: -r["ms"])[:count]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="resnet18,efficientnet-lite0,minilm")
+    parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    os.environ.setdefault("TVM_NUM_THREADS", "2")
+    peak = measure_peak(host_target(2))
+    print(f"peak, 2 threads: int8 {peak.int8_gops} GOP/s ({peak.int8_instruction}), fp32 {peak.fp32_gflops} "
+          f"GFLOP/s ({peak.fp32_instruction})", flush=True)
+    report = []
+    for name in args.models.split(","):
+        source = resolve(name)
+        imported = compiler.import_model(source)
+        samples = calibration(name)
+        int8 = compiler.compile(imported, quantize="w8a8", calibration=samples)
+        fp32 = compiler.compile(imported)
+        rows = bench(int8, source, model_name=name, repeat=args.repeat, threads=2, float_model=fp32,
+                     calibration=samples)
+        layers = top_layers(int8, imported, samples, peak.int8_gops)
+        report.append({"model": name, "rows": [r.to_json() for r in rows], "top_layers": layers})
+        if not args.json:
+            print(f"\n{name}")
+            for r in rows:
+                ratio = "-" if r.ratio_vs_qc is None else f"{r.ratio_vs_qc:.3f}"
+                print(f"  {r.engine:14s} {r.precision:9s} median {r.median_ms:8.3f} ms  p90 {r.p90_ms:8.3f} ms  "
+                      f"peer/qc-int8 {ratio}")
+            for layer in layers:
+                fraction = "-" if layer["fraction_of_peak"] is None else f"{layer['fraction_of_peak']:.0%}"
+                print(f"  layer {layer['layer']:12s} {layer['ms']:7.3f} ms {layer['gops']:7.1f} GOP/s "
+                      f"{fraction} of int8 peak")
+    if args.json:
+        print(json.dumps({"peak": peak.to_json(), "models": report}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

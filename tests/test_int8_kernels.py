@@ -1,0 +1,124 @@
+"""Int8 kernels: packed layouts, VNNI code, the fallback without VNNI, exactness, the peak microkernels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import tvm
+from tvm import te
+
+import compiler
+from backends import host_target
+from backends.peak import measure_peak
+from backends.x86_int8 import build_kernel, has_vnni
+from models import mnist_cnn
+from passes.pack_int8_layers import (
+    ConvGeometry,
+    conv2d_im2col,
+    depthwise_conv2d,
+    flatten_conv_weight,
+    matmul_packed,
+    pack_matmul_weight,
+)
+
+VNNI_TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "znver4", "num-cores": 2})
+AVX2_TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "haswell", "num-cores": 2})
+RNG = np.random.default_rng(0)
+
+
+def matmul_case(m: int, k: int, n: int):
+    data = te.placeholder((m, k), "uint8", "data")
+    w = RNG.integers(-128, 128, (k, n), dtype=np.int8)
+    packed = te.placeholder(pack_matmul_weight(w).shape, "int8", "packed")
+    a = RNG.integers(0, 256, (m, k), dtype=np.uint8)
+    func = te.create_prim_func([data, packed, matmul_packed(data, packed, n)])
+    return func, [a, pack_matmul_weight(w)], a.astype(np.int64) @ w.astype(np.int64)
+
+
+def conv_case(cin: int, cout: int, kernel: int, stride: int, pad: int, size: int):
+    data = te.placeholder((1, cin, size, size), "uint8", "data")
+    w = RNG.integers(-128, 128, (cout, cin, kernel, kernel), dtype=np.int8)
+    geometry = ConvGeometry(cin, size, size, (kernel, kernel), (stride, stride), (pad,) * 4, (1, 1))
+    tables = [geometry.pixel_offsets(), geometry.reduce_offsets()]
+    flat = te.placeholder(flatten_conv_weight(w).shape, "int8", "flat")
+    pixels, reduce = (te.placeholder(t.shape, "int32", n) for t, n in zip(tables, ("pixels", "reduce")))
+    func = te.create_prim_func([data, flat, pixels, reduce, conv2d_im2col(data, flat, pixels, reduce, geometry)])
+    x = RNG.integers(0, 256, (1, cin, size, size), dtype=np.uint8)
+    return func, [x, flatten_conv_weight(w), *tables], _torch_conv(x, w, stride, pad)
+
+
+def depthwise_case(channels: int, kernel: int, stride: int, pad: int, size: int):
+    data = te.placeholder((1, channels, size, size), "uint8", "data")
+    weight = te.placeholder((channels, 1, kernel, kernel), "int8", "weight")
+    func = te.create_prim_func([data, weight, depthwise_conv2d(data, weight, (stride, stride), (pad,) * 4, (1, 1))])
+    x = RNG.integers(0, 256, (1, channels, size, size), dtype=np.uint8)
+    w = RNG.integers(-128, 128, (channels, 1, kernel, kernel), dtype=np.int8)
+    return func, [x, w], _torch_conv(x, w, stride, pad, groups=channels)
+
+
+def _torch_conv(x, w, stride, pad, groups=1) -> np.ndarray:
+    as_float = lambda a: torch.from_numpy(a.astype(np.float64))  # noqa: E731  (exact: sums stay below 2^53)
+    return torch.nn.functional.conv2d(as_float(x), as_float(w), stride=stride, padding=pad,
+                                      groups=groups).numpy().astype(np.int64)
+
+
+def run(func, inputs, expected, target) -> np.ndarray:
+    lib = build_kernel(func, target)
+    args = [tvm.runtime.tensor(a) for a in inputs] + [tvm.runtime.tensor(np.zeros(expected.shape, "int32"))]
+    lib["main"](*args)
+    return args[-1].numpy()
+
+
+CASES = {
+    "matmul 24x64x40 (N padded to 48)": lambda: matmul_case(24, 64, 40),
+    "conv 3x3/1 pad 1, 5->24 @9 (K=45 padded to 48)": lambda: conv_case(5, 24, 3, 1, 1, 9),
+    "conv 7x7/2 pad 3, 3->16 @20": lambda: conv_case(3, 16, 7, 2, 3, 20),
+    "conv 1x1, 32->16 @7": lambda: conv_case(32, 16, 1, 1, 0, 7),
+    "depthwise 3x3/2 pad 1, 8 @15": lambda: depthwise_case(8, 3, 2, 1, 15),
+    "depthwise 5x5/1 pad 2, 6 @12": lambda: depthwise_case(6, 5, 1, 2, 12),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_packed_kernels_are_exact_on_this_cpu_and_without_vnni(case):
+    func, inputs, expected = CASES[case]()
+    np.testing.assert_array_equal(run(func, inputs, expected, host_target(2)), expected)
+    np.testing.assert_array_equal(run(func, inputs, expected, AVX2_TARGET), expected)  # AVX2 code runs here too
+
+
+def test_vnni_code_uses_vpdpbusd_and_the_avx2_fallback_does_not():
+    for func, _, _ in (matmul_case(8, 32, 32), conv_case(4, 16, 3, 1, 1, 6)):
+        assert "vpdpbusd" in build_kernel(func, VNNI_TARGET).mod.inspect_source("asm")
+        fallback = build_kernel(func, AVX2_TARGET).mod.inspect_source("asm")
+        assert "vpdpbusd" not in fallback and "vpmaddubsw" not in fallback  # no int16 saturation
+    assert has_vnni(VNNI_TARGET) and not has_vnni(AVX2_TARGET)
+
+
+def test_weight_packing_layouts():
+    w = np.arange(8 * 20).reshape(8, 20).astype(np.int8)  # K=8, N=20 -> N padded to 32
+    packed = pack_matmul_weight(w)
+    assert packed.shape == (2, 2, 16, 4)
+    assert packed[1, 1, 3, 2] == w[4 + 2, 16 + 3] and packed[1, 0, 5, 0] == 0  # column 21 is padding
+    flat = flatten_conv_weight(np.ones((4, 3, 3, 3), np.int8))
+    assert flat.shape == (4, 28) and flat[:, 27].sum() == 0 and flat[:, :27].all()
+
+
+def test_quantized_model_is_bit_exact_with_and_without_packed_layers(mnist_imported):
+    digits = mnist_cnn.load_split()[0]
+    samples = [{"input": d[None]} for d in digits[:16]]
+    packed = compiler.compile(mnist_imported, quantize="w8a8", calibration=samples)
+    plain = compiler.compile(mnist_imported, quantize="w8a8", calibration=samples,
+                             passes=[p for p in compiler.DEFAULT_PASSES if p != "pack_int8_layers"])
+    assert "pack_int8_layers" in [step["pass"] for step in packed.manifest["pipeline"]]
+    for d in digits[100:130]:
+        np.testing.assert_array_equal(packed.run(d[None])["output_0"], plain.run(d[None])["output_0"])
+
+
+def test_peak_microkernels_measure_something_plausible():
+    peak = measure_peak(host_target(1), iterations=20_000, repeat=2)
+    assert peak.fp32_gflops > 1 and peak.cores == 1
+    if has_vnni(host_target(1)):
+        assert peak.int8_gops > 2 * peak.fp32_gflops  # 64 int8 products vs 16 fp32 per instruction
+    else:
+        assert peak.int8_gops is None
