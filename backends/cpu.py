@@ -1,9 +1,12 @@
 """The CPU backend: LLVM code for the host (or a given x86/ARM CPU), optionally tuned by MetaSchedule.
 
 Requires: a Relax module after the pipeline's ``legalize_ops`` / ``fuse_tir`` steps (TIR PrimFuncs called
-from ``main``). Guarantees: a Relax VM executable for ``target``. Untuned builds are TVM's plain loop nests
-(correct, single-threaded, slow); tuned builds take the best schedule per kernel from the work directory's
-MetaSchedule database, tuning only the kernels it does not hold yet, so later compiles reuse earlier work.
+from ``main``). Guarantees: a Relax VM executable for ``target``. The packed int8 kernels of
+``pack_int8_layers`` always get the schedules of ``backends.x86_int8`` (default register tiles, or the
+tuned ones of the work directory's ``int8_knobs.json``); the other kernels get the best schedule of the work
+directory's MetaSchedule database when it has one, else ``backends.cpu_default``'s (parallel outer loops,
+vector lanes). A tuning budget goes
+to the int8 tiles first, the rest to MetaSchedule, each tuning only what its database lacks.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from tvm.target import Target
 
 from .errors import BackendError
 from .intrinsics import import_cpu_intrinsics
+from .cpu_default import schedule_defaults
+from .int8_tuning import KnobDatabase, tune_int8
 from .x86_int8 import schedule_int8_kernels
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
@@ -62,13 +67,20 @@ def build(mod: tvm.IRModule, target: Target, tuning: TuningOptions | None = None
 
     Returns the executable and a tuning report (empty without tuning; see ``tune``)."""
     report: dict[str, Any] = {}
-    mod = schedule_int8_kernels(mod, target)  # the packed int8 layers get their own schedules, tuned or not
+    choose = None
     if tuning is not None:
         tuning.work_dir.mkdir(parents=True, exist_ok=True)
-        if tuning.trials > 0:
-            report = tune(mod, target, tuning, progress)
+        report = tune_int8(mod, target, tuning.work_dir, tuning.trials, progress=progress)
+        database = KnobDatabase(tuning.work_dir)
+        choose = lambda func: database.lookup(target, func)  # noqa: E731
+    mod = schedule_int8_kernels(mod, target, choose=choose)  # the packed int8 layers: our own schedules
+    if tuning is not None:
+        if tuning.trials > report.get("int8_trials", 0):
+            report.update(tune(mod, target, TuningOptions(tuning.trials - report["int8_trials"], tuning.work_dir),
+                               progress))
         with target:
             mod = relax.transform.MetaScheduleApplyDatabase(str(tuning.work_dir))(mod)
+    mod = schedule_defaults(mod)  # what neither schedule covers: parallel outer loops, vector lanes
     try:
         return tvm.compile(mod, target=target), report
     except Exception as exc:

@@ -1,4 +1,4 @@
-"""The ``qc`` command line: compile, run, bench, report, pareto, info, passes.
+"""The ``qc`` command line: compile, tune, run, bench, report, pareto, info, passes.
 
 Every error a user can cause prints one line ``qc: error: ...`` and exits with status 2; nothing half
 written is left behind.
@@ -42,6 +42,13 @@ def _parser() -> argparse.ArgumentParser:
     _model_arguments(c)
     c.add_argument("-o", "--output", required=True, type=Path, help="artifact directory to write")
     c.set_defaults(handler=_compile)
+
+    t = commands.add_parser("tune", help="tune a model's kernels within a trial budget (int8 register tiles, "
+                            "then MetaSchedule), keeping the databases in --work-dir for later compiles")
+    _model_arguments(t)
+    t.add_argument("--trials", type=int, required=True, help="measured candidates in all")
+    t.add_argument("-o", "--output", type=Path, help="also write the tuned artifact here")
+    t.set_defaults(handler=_tune)
 
     r = commands.add_parser("run", help="run an artifact on inputs from an .npz file")
     r.add_argument("artifact", type=Path)
@@ -176,6 +183,25 @@ def _compile(args: argparse.Namespace) -> int:
             latency = "" if predicted is None else f", predicted {predicted:.3f} ms"
             print(f"bits chosen by ILP ({allocation['size_bytes'] / 1e3:.1f} KB of weights{latency}; sensitivity "
                   f"{allocation['sensitivity_seconds']:.1f} s, solver {allocation['solve_seconds'] * 1e3:.1f} ms): {chosen}")
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from .errors import CompilerError
+
+    if args.work_dir is None:
+        raise CompilerError("tune needs --work-dir DIR to keep its databases in")
+    if args.trials < 1:
+        raise CompilerError(f"--trials must be >= 1, got {args.trials}")
+    args.tune_trials = args.trials
+    compiled, _ = _compile_model(args)
+    tuning = compiled.manifest["tuning"]
+    print(f"tuned in {compiled.manifest['compile_seconds']:.1f} s: int8 kernels {tuning.get('int8_kernels', 0)} "
+          f"(tiles searched now {tuning.get('int8_tuned', 0)} in {tuning.get('int8_trials', 0)} trials, from the "
+          f"database {tuning.get('int8_reused', 0)}); other kernels tuned now {tuning.get('tuned', 0)}, from the "
+          f"database {tuning.get('reused', 0)}, untuned {tuning.get('untuned', 0)}; databases in {args.work_dir}")
+    if args.output:
+        print(f"wrote {compiled.save(args.output)}/")
     return 0
 
 

@@ -128,10 +128,11 @@ def layer_kernel_times(model, arrays: list, warmup: int, repeat: int) -> list[tu
 
 
 def _is_layer_kernel(symbol: str, args: Sequence[Any]) -> bool:
-    """A fused conv2d / matmul kernel with an integer operand: float matmuls (attention) do not count."""
+    """A fused conv2d / matmul kernel reading an integer operand (the last argument is its output): float
+    matmuls (attention) do not count, even when fusion quantizes their result."""
     if not any(op in symbol for op in LAYER_KERNEL_OPS):
         return False
-    return any(isinstance(a, tvm.runtime.Tensor) and str(a.dtype) in INTEGER_DTYPES for a in args)
+    return any(isinstance(a, tvm.runtime.Tensor) and str(a.dtype) in INTEGER_DTYPES for a in args[:-1])
 
 
 def _cache_file(imported: ImportedModel, target: Any, widths: Sequence[int], activation_bits: int,

@@ -11,7 +11,7 @@ in groups of four (the shape of ``vpdpbusd`` and of the ``backends.x86_int8`` sc
   columns, which ``out[m, n] = acc[m, n]`` drops);
 - conv2d: ``col[r // 4, p, r % 4] = data[c, y*sy + i*dy - top, x*sx + j*dx - left]`` (0 outside the image
   and past the ends; r = (c*KH + i)*KW + j, p = y*OW + x, both padded to a multiple of 4 and 16; gathered
-  through two int32 offset tables computed here, from the image laid out flat with its padding), then
+  from the image laid out flat with its padding, through an int32 table of each r's offset computed here), then
   ``acc[o, p] = sum_r col[r // 4, p, r % 4] * W'[o, r]`` with W' the flattened, zero-padded weight, then
   ``out[0, o, y, x] = acc[o, y*OW + x]``.
 
@@ -39,8 +39,12 @@ from .registry import register_pass
 MATMUL_BLOCK, CONV_BLOCK, IM2COL_BLOCK = "qc_int8_matmul", "qc_int8_conv", "qc_int8_im2col"
 DEPTHWISE_BLOCK, PAD_BLOCK = "qc_int8_depthwise", "qc_int8_pad"
 LANES, GROUP = 16, 4
-KERNEL_ATTRIBUTE = "qc.int8_layout"
-IMAGE_SHAPE = "qc.image_shape"  # on the flat padded image stage: (channels, padded height, padded width)  # on a packed kernel: what it computes, for the reference interpreter
+KERNEL_ATTRIBUTE = "qc.int8_layout"  # on a packed kernel: what it computes, for the reference interpreter
+IMAGE_SHAPE = "qc.image_shape"  # on the flat padded image stage: (channels, padded height, padded width)
+COLUMN_STRIDE = "qc.column_stride"  # on a depthwise block: its horizontal stride
+OUTPUT_WIDTH = "qc.output_width"  # on an im2col block: the output row length its pixel loop splits by
+OUT_ELEMWISE_FUSABLE = 4  # relax's OpPatternKind: fusion may append the elementwise epilogue (the gathers
+# through an offset table would otherwise make annotate_op_pattern call the kernel opaque)
 
 
 def pack_matmul_weight(weight: np.ndarray) -> np.ndarray:
@@ -78,7 +82,7 @@ def matmul_packed(data, packed, n_size):
 
 @dataclass(frozen=True)
 class ConvGeometry:
-    """A conv2d's shapes (batch 1, groups 1) and the offset tables that make its im2col division-free."""
+    """A conv2d's shapes (batch 1, groups 1) and the offset table that makes its im2col division-free."""
 
     channels: int
     height: int
@@ -98,12 +102,11 @@ class ConvGeometry:
         (ph, pw), (kh, kw), (sy, sx), (dy, dx) = self.padded, self.kernel, self.strides, self.dilation
         return (ph - (kh - 1) * dy - 1) // sy + 1, (pw - (kw - 1) * dx - 1) // sx + 1
 
-    def pixel_offsets(self) -> np.ndarray:
-        """int32 [P rounded up to 16]: where output pixel p's window starts in the flat padded image."""
-        (oh, ow), (_, pw), (sy, sx) = self.out, self.padded, self.strides
-        y, x = np.divmod(np.arange(oh * ow), ow)
-        offsets = y * sy * pw + x * sx
-        return np.pad(offsets, (0, -offsets.size % LANES)).astype(np.int32)
+    @property
+    def padded_pixels(self) -> int:
+        """Output pixels rounded up to a multiple of 16 (the lanes of a step)."""
+        oh, ow = self.out
+        return -(-oh * ow // LANES) * LANES
 
     def reduce_offsets(self) -> np.ndarray:
         """int32 [R rounded up to 4]: where reduction element r = (c*KH + i)*KW + j sits in a window."""
@@ -113,10 +116,11 @@ class ConvGeometry:
         return np.pad(offsets, (0, -offsets.size % GROUP)).astype(np.int32)
 
 
-def conv2d_im2col(data, flat, pixel_offsets, reduce_offsets, geometry: ConvGeometry):
+def conv2d_im2col(data, flat, reduce_offsets, geometry: ConvGeometry):
     """TE: NCHW conv2d (batch 1, groups 1) of uint8 ``data`` with the flattened weight, via im2col in groups
     of four; int32 NCHW result. The image is first laid out flat with its zero padding (``qc_int8_pad``), so
-    gathering a column is two table lookups and an add, with no division."""
+    gathering a column is a table lookup (hoisted out of the pixel loops) and an add; the pixel's row and
+    column (``p // OW``, ``p % OW``) become loop variables once the schedule splits ``p`` by OW."""
     from tvm import te, tirx
 
     g = geometry
@@ -134,10 +138,11 @@ def conv2d_im2col(data, flat, pixel_offsets, reduce_offsets, geometry: ConvGeome
     def gather(r4, p, t):
         r = r4 * GROUP + t
         inside = tirx.all(r < reduce, p < pixels)
-        return tirx.if_then_else(inside, image[pixel_offsets[p] + reduce_offsets[r]], tirx.const(0, data.dtype))
+        start = p // ow * (g.strides[0] * pw) + p % ow * g.strides[1]
+        return tirx.if_then_else(inside, image[start + reduce_offsets[r]], tirx.const(0, data.dtype))
 
-    groups4, padded_pixels = int(flat.shape[1]) // GROUP, int(pixel_offsets.shape[0])
-    col = te.compute((groups4, padded_pixels, GROUP), gather, name=IM2COL_BLOCK)
+    groups4, padded_pixels = int(flat.shape[1]) // GROUP, g.padded_pixels
+    col = te.compute((groups4, padded_pixels, GROUP), gather, name=IM2COL_BLOCK, attrs={OUTPUT_WIDTH: ow})
     r = te.reduce_axis((0, groups4 * GROUP), "r")
     acc = te.compute((int(flat.shape[0]), padded_pixels),
                      lambda o, p: te.sum(col[r // GROUP, p, r % GROUP].astype("int32") * flat[o, r].astype("int32"),
@@ -168,7 +173,7 @@ def depthwise_conv2d(data, weight, strides, padding, dilation):
         (1, channels, oh, ow),
         lambda b, c, y, x: te.sum(source[b, c, y * sy + i * dy, x * sx + j * dx].astype("int32")
                                   * weight[c, 0, i, j].astype("int32"), axis=[i, j]),
-        name=DEPTHWISE_BLOCK)
+        name=DEPTHWISE_BLOCK, attrs={COLUMN_STRIDE: sx})
 
 
 @mutator
@@ -181,7 +186,7 @@ class _Packer(PyExprMutator):
             info = {"op": "matmul", "weight_shape": list(weight.shape)}
             return self.builder_.call_te(matmul_packed, call.args[0], relax.const(pack_matmul_weight(weight)),
                                          weight.shape[1], primfunc_name_hint="matmul_u8i8",
-                                         primfunc_attrs={KERNEL_ATTRIBUTE: info})
+                                         primfunc_attrs={KERNEL_ATTRIBUTE: info, "op_pattern": OUT_ELEMWISE_FUSABLE})
         if name == "relax.nn.conv2d" and _packable_conv(call):
             weight = call.args[1].value.numpy()
             geometry = _geometry(call)
@@ -189,14 +194,15 @@ class _Packer(PyExprMutator):
                     "padding": list(geometry.padding), "dilation": list(geometry.dilation)}
             return self.builder_.call_te(partial(conv2d_im2col, geometry=geometry), call.args[0],
                                          relax.const(flatten_conv_weight(weight)),
-                                         relax.const(geometry.pixel_offsets()),
-                                         relax.const(geometry.reduce_offsets()), primfunc_name_hint="conv2d_u8i8", primfunc_attrs={KERNEL_ATTRIBUTE: info})
+                                         relax.const(geometry.reduce_offsets()), primfunc_name_hint="conv2d_u8i8",
+                                         primfunc_attrs={KERNEL_ATTRIBUTE: info, "op_pattern": OUT_ELEMWISE_FUSABLE})
         if name == "relax.nn.conv2d" and _depthwise(call):
             attrs = call.attrs
             strides, padding, dilation = ([int(v) for v in attrs.strides], [int(v) for v in attrs.padding],
                                           [int(v) for v in attrs.dilation])
             return self.builder_.call_te(depthwise_conv2d, call.args[0], call.args[1], strides, padding, dilation,
-                                         primfunc_name_hint="depthwise_u8i8")
+                                         primfunc_name_hint="conv2d_depthwise_u8i8",
+                                         primfunc_attrs={"op_pattern": OUT_ELEMWISE_FUSABLE})
         return call
 
 

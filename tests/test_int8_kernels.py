@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ import tvm
 from tvm import te
 
 import compiler
+import models
 from backends import host_target
 from backends.peak import measure_peak
 from backends.x86_int8 import build_kernel, has_vnni
@@ -21,6 +24,8 @@ from passes.pack_int8_layers import (
     matmul_packed,
     pack_matmul_weight,
 )
+
+from .conftest import qc
 
 VNNI_TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "znver4", "num-cores": 2})
 AVX2_TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "haswell", "num-cores": 2})
@@ -40,12 +45,12 @@ def conv_case(cin: int, cout: int, kernel: int, stride: int, pad: int, size: int
     data = te.placeholder((1, cin, size, size), "uint8", "data")
     w = RNG.integers(-128, 128, (cout, cin, kernel, kernel), dtype=np.int8)
     geometry = ConvGeometry(cin, size, size, (kernel, kernel), (stride, stride), (pad,) * 4, (1, 1))
-    tables = [geometry.pixel_offsets(), geometry.reduce_offsets()]
+    table = geometry.reduce_offsets()
     flat = te.placeholder(flatten_conv_weight(w).shape, "int8", "flat")
-    pixels, reduce = (te.placeholder(t.shape, "int32", n) for t, n in zip(tables, ("pixels", "reduce")))
-    func = te.create_prim_func([data, flat, pixels, reduce, conv2d_im2col(data, flat, pixels, reduce, geometry)])
+    reduce = te.placeholder(table.shape, "int32", "reduce")
+    func = te.create_prim_func([data, flat, reduce, conv2d_im2col(data, flat, reduce, geometry)])
     x = RNG.integers(0, 256, (1, cin, size, size), dtype=np.uint8)
-    return func, [x, flatten_conv_weight(w), *tables], _torch_conv(x, w, stride, pad)
+    return func, [x, flatten_conv_weight(w), table], _torch_conv(x, w, stride, pad)
 
 
 def depthwise_case(channels: int, kernel: int, stride: int, pad: int, size: int):
@@ -122,3 +127,23 @@ def test_peak_microkernels_measure_something_plausible():
         assert peak.int8_gops > 2 * peak.fp32_gflops  # 64 int8 products vs 16 fp32 per instruction
     else:
         assert peak.int8_gops is None
+
+
+def test_tuning_int8_tiles_keeps_results_and_reuses_its_database(tmp_path):
+    digits = mnist_cnn.load_split()[0]
+    np.savez(tmp_path / "calib.npz", input=digits[:16])
+    args = ["mnist-cnn", "--quantize", "w8a8", "--calib", str(tmp_path / "calib.npz"), "--work-dir",
+            str(tmp_path / "tuning")]
+    result = qc("tune", *args, "--trials", "4", "-o", str(tmp_path / "tuned"))
+    assert result.returncode == 0, result.stderr
+    assert "int8 kernels 3 (tiles searched now 2 in 4 trials" in result.stdout  # the two heaviest, 2 tiles each
+    records = json.loads((tmp_path / "tuning" / "int8_knobs.json").read_text())
+    (per_target,) = records.values()
+    assert len(per_target) == 2 and all(r["candidates"] == 2 and r["us"] > 0 for r in per_target.values())
+    again = qc("tune", *args, "--trials", "2")  # the third kernel now; the first two come from the database
+    assert again.returncode == 0 and "tiles searched now 1 in 2 trials, from the database 2" in again.stdout
+    untuned = compiler.compile(models.get("mnist-cnn").module, example_inputs=models.get("mnist-cnn").example_inputs,
+                               input_names=("input",), quantize="w8a8", calibration=tmp_path / "calib.npz")
+    tuned = compiler.load(tmp_path / "tuned")
+    for d in digits[200:220]:
+        np.testing.assert_array_equal(tuned.run(d[None])["output_0"], untuned.run(d[None])["output_0"])

@@ -1,0 +1,99 @@
+"""Default CPU schedules for the kernels nobody scheduled: both cores and vector lanes instead of plain loops.
+
+Legalized Relax kernels are single-threaded scalar loop nests. Without tuning, ``schedule_defaults`` gives
+every top-level block of every unscheduled kernel two cheap, always-legal changes:
+
+- the outer loops in parallel (the spatial loops in front of the innermost one, fused), when the block
+  does enough work to pay for waking the thread pool (``MIN_PARALLEL_WORK`` iterations);
+- vector lanes for the innermost spatial loop: vectorized in TIR when its extent is a multiple of 16 (split
+  by 16) or at most 16. A reduction block whose last spatial index is the last index of every input that
+  depends on it (a matmul's output column) first moves its reduction loops outside that index, so the
+  lanes are contiguous; other reductions (softmax's row sums) keep their reduction innermost.
+
+Each step is tried and skipped when TIR refuses it, so a block keeps whatever subset applies; results are
+unchanged (no reassociation of float sums: the reduction order per output element is the same). MetaSchedule
+tuning replaces these schedules with measured ones (``backends.cpu.tune``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import s_tir
+from tvm.tirx.analysis import undefined_vars
+
+MIN_PARALLEL_WORK = 1 << 14
+LANES = 16
+SPATIAL, REDUCE = 0, 2  # IterVar kinds
+
+
+def schedule_defaults(mod: tvm.IRModule) -> tvm.IRModule:
+    """``mod`` with every unscheduled PrimFunc given the default schedule (see the module docstring)."""
+    result = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
+    for gvar, func in mod.functions.items():
+        if not isinstance(func, tvm.tirx.PrimFunc) or (func.attrs and func.attrs.get("tirx.is_scheduled")):
+            continue
+        sch = s_tir.Schedule(tvm.IRModule({"main": func}))
+        try:
+            blocks = sch.get_child_blocks(sch.get_sblock("root"))
+        except Exception:  # noqa: BLE001  (no root block: nothing to schedule)
+            continue
+        for block in blocks:
+            _schedule_block(sch, block)
+        result[gvar] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+    return result
+
+
+def _schedule_block(sch: s_tir.Schedule, block) -> None:
+    loops = sch.get_loops(block)
+    node = sch.get(block)
+    kinds = [int(iv.iter_type) for iv in node.iter_vars]
+    if not loops or len(loops) != len(kinds) or any(k not in (SPATIAL, REDUCE) for k in kinds):
+        return
+    spatial = [loop for loop, kind in zip(loops, kinds) if kind == SPATIAL]
+    reduce = [loop for loop, kind in zip(loops, kinds) if kind == REDUCE]
+    if not spatial:
+        return
+    work = int(np.prod([_extent(sch, loop) for loop in loops]))
+    lanes = spatial[-1]
+    if reduce and not _contiguous_in_last_spatial(node, kinds):
+        lanes = None  # keep the reduction innermost (a row reduction)
+    elif reduce:
+        _try(sch.reorder, *spatial[:-1], *reduce, spatial[-1])
+    outer = spatial[:-1] if lanes is not None else spatial
+    if outer and work >= MIN_PARALLEL_WORK:
+        fused = _try(sch.fuse, *outer) if len(outer) > 1 else outer[0]
+        if fused is not None:
+            _try(sch.parallel, fused)
+    if lanes is None or any(str(r.source.dtype) == "bool" for r in list(node.reads) + list(node.writes)):
+        return  # TVM 0.27 cannot vectorize bool buffers (stored as int8): "dtype mismatch on BufferStore"
+    extent = _extent(sch, lanes)
+    if extent % LANES == 0 and extent > LANES:
+        split = _try(sch.split, lanes, [None, LANES])
+        if split is not None:
+            _try(sch.vectorize, split[1])
+    elif extent <= LANES:
+        _try(sch.vectorize, lanes)
+
+
+def _contiguous_in_last_spatial(node, kinds) -> bool:
+    """Every read that depends on the last spatial iter var indexes its last dimension with exactly it."""
+    last = [iv.var for iv, kind in zip(node.iter_vars, kinds) if kind == SPATIAL][-1]
+    for region in node.reads:
+        mins = [r.min for r in region.region]
+        uses = [any(v.same_as(last) for v in undefined_vars(m)) for m in mins]
+        if any(uses) and not (mins and mins[-1].same_as(last) and not any(uses[:-1])):
+            return False
+    return True
+
+
+def _try(primitive, *args):
+    try:
+        return primitive(*args)
+    except Exception:  # noqa: BLE001  (TIR refused: keep the block as it is)
+        return None
+
+
+def _extent(sch, loop) -> int:
+    extent = sch.get(loop).extent
+    return int(extent) if isinstance(extent, tvm.tirx.IntImm) else 1

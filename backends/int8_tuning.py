@@ -1,0 +1,102 @@
+"""Tuning the int8 kernels' knobs: measure candidate register tiles per kernel, keep the best in a database.
+
+The int8 schedules of ``backends.x86_int8`` have one knob, the register tile (``Knobs``: rows x blocks of 16
+lanes). ``tune_int8`` builds each packed kernel of a module alone with each candidate tile, times it on
+zero-filled arguments (the kernels' work does not depend on the values) and records the fastest in
+``work_dir/int8_knobs.json``, keyed by target and by the kernel's structural hash, so a later compile of any
+model with the same kernel reuses it. Kernels are taken heaviest first (the default tile's time), each with
+the same number of candidates (the default first, then the rest in ``CANDIDATES`` order), until the trial
+budget is spent. MetaSchedule tunes the other kernels (``backends.cpu.tune``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import tvm
+import tvm_ffi
+
+from .x86_int8 import DEFAULT_KNOBS, Knobs, is_int8_kernel, schedule_int8_kernels
+
+CANDIDATES = tuple(Knobs(rows, blocks) for rows in (1, 2, 4, 6, 8, 12, 16) for blocks in (1, 2, 3, 4, 6)
+                   if rows * blocks <= 28)
+DATABASE = "int8_knobs.json"
+MIN_PER_KERNEL = 2
+Progress = Callable[[str, int, int], None]
+
+
+class KnobDatabase:
+    """The best tile per (target, kernel), as JSON in a work directory (written atomically after each kernel)."""
+
+    def __init__(self, work_dir: str | Path):
+        self.path = Path(work_dir) / DATABASE
+        self.records: dict = json.loads(self.path.read_text()) if self.path.is_file() else {}
+
+    def lookup(self, target: tvm.target.Target, func: tvm.tirx.PrimFunc) -> Knobs | None:
+        record = self.records.get(str(target), {}).get(kernel_key(func))
+        return None if record is None else Knobs(record["rows"], record["blocks"])
+
+    def store(self, target: tvm.target.Target, func: tvm.tirx.PrimFunc, knobs: Knobs, seconds: float,
+              tried: int) -> None:
+        self.records.setdefault(str(target), {})[kernel_key(func)] = {
+            "rows": knobs.rows, "blocks": knobs.blocks, "us": round(seconds * 1e6, 2), "candidates": tried}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.records, indent=1, sort_keys=True))
+        tmp.replace(self.path)
+
+
+def kernel_key(func: tvm.tirx.PrimFunc) -> str:
+    return f"{int(tvm_ffi.structural_hash(func.without_attr('global_symbol'))) & (2**64 - 1):016x}"
+
+
+def tune_int8(mod: tvm.IRModule, target: tvm.target.Target, work_dir: str | Path, trials: int,
+              progress: Progress | None = None) -> dict:
+    """Search tiles for the packed int8 kernels of ``mod`` missing from the database; returns counts.
+
+    The budget is split evenly over the missing kernels, at least ``MIN_PER_KERNEL`` candidates each (so a
+    small budget tunes the heaviest few), the default tile always among them."""
+    database = KnobDatabase(work_dir)
+    kernels = {kernel_key(f): f for f in mod.functions.values()
+               if isinstance(f, tvm.tirx.PrimFunc) and is_int8_kernel(f)}
+    pending = {key: f for key, f in kernels.items() if database.lookup(target, f) is None}
+    report = {"int8_kernels": len(kernels), "int8_reused": len(kernels) - len(pending), "int8_tuned": 0,
+              "int8_trials": 0}
+    if trials <= 0 or not pending:
+        return report
+    per_kernel = min(len(CANDIDATES), max(MIN_PER_KERNEL, trials // len(pending)))
+    others = [k for k in CANDIDATES if k != DEFAULT_KNOBS][: per_kernel - 1]
+    chosen = sorted(pending, key=lambda k: -measure(pending[k], target, DEFAULT_KNOBS))[: trials // per_kernel]
+    for key in chosen:
+        func = pending[key]
+        results = [(measure(func, target, DEFAULT_KNOBS), DEFAULT_KNOBS)]
+        for knobs in others:
+            results.append((measure(func, target, knobs), knobs))
+            if progress:
+                progress(f"tuning int8 tile {knobs.rows}x{knobs.blocks}", report["int8_trials"] + len(results),
+                         per_kernel * len(chosen))
+        seconds, best = min(results, key=lambda r: r[0])
+        database.store(target, func, best, seconds, len(results))
+        report["int8_tuned"] += 1
+        report["int8_trials"] += len(results)
+    return report
+
+
+def measure(func: tvm.tirx.PrimFunc, target: tvm.target.Target, knobs: Knobs, repeat: int = 5) -> float:
+    """Median seconds of one call of ``func`` scheduled with ``knobs`` (inf when the tile does not apply)."""
+    try:
+        scheduled = schedule_int8_kernels(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
+                                          target, knobs)
+        lib = tvm.compile(scheduled, target=target)
+    except Exception:  # noqa: BLE001  (a tile the kernel's shape cannot take)
+        return float("inf")
+    args = [tvm.runtime.tensor(np.zeros([int(d) for d in p.shape], str(p.dtype))) for p in func.params]
+    started = time.perf_counter()
+    lib["main"](*args)  # warm-up, and a guard against pathological tiles
+    once = time.perf_counter() - started
+    number = max(1, int(0.02 / max(once, 1e-6)))
+    return float(np.median(lib.mod.time_evaluator("main", tvm.cpu(), number=number, repeat=repeat)(*args).results))
