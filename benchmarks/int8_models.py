@@ -54,7 +54,6 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    os.environ.setdefault("TVM_NUM_THREADS", "2")
     peak = measure_peak(host_target(2))
     print(f"peak, 2 threads: int8 {peak.int8_gops} GOP/s ({peak.int8_instruction}), fp32 {peak.fp32_gflops} "
           f"GFLOP/s ({peak.fp32_instruction})", flush=True)
