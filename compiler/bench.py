@@ -1,8 +1,9 @@
 """Latency of a compiled model against its peers, all measured in the same process and run.
 
-Each engine runs the same inputs: ``warmup`` calls, then ``repeat`` timed calls (wall clock around one
-inference, outputs left on the engine's side); we report the median and the 90th percentile and the
-ratio of every engine's median to ours (> 1 means we are faster). Peers: onnxruntime fp32 (on the source
+Each engine runs the same inputs: ``warmup`` calls each, then ``repeat`` rounds in which every engine runs
+once in turn (wall clock around one inference, outputs left on the engine's side), so a shared machine's
+slow spells hit all engines alike; we report the median and the 90th percentile and the ratio of every
+engine's median to ours (> 1 means we are faster). Peers: onnxruntime fp32 (on the source
 ONNX file, or a ``torch.onnx.export(dynamo=True)`` of a torch source), onnxruntime int8 (its own static
 quantization, given calibration samples), PyTorch eager for torch sources, and our own float compile.
 """
@@ -51,6 +52,21 @@ def time_calls(fn: Callable[[], Any], warmup: int, repeat: int) -> np.ndarray:
     return times
 
 
+def interleaved_times(fns: Sequence[Callable[[], Any]], warmup: int, repeat: int) -> list[np.ndarray]:
+    """Milliseconds of ``repeat`` rounds in which every function runs once, in turn, after ``warmup`` calls
+    of each: a shared machine that slows down for a while slows every engine alike, so ratios hold."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times = np.empty((len(fns), repeat))
+    for i in range(repeat):
+        for j, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            times[j, i] = (time.perf_counter() - start) * 1e3
+    return list(times)
+
+
 def median_ms(fn: Callable[[], Any], repeat: int = 20, warmup: int = 3, seconds: float = 0.3) -> float:
     """Median milliseconds of ``fn`` over at least ``repeat`` calls, more for a fast ``fn``: enough calls to
     fill about ``seconds`` (at most 2,000), so that microsecond kernels are not at the mercy of one hiccup."""
@@ -97,12 +113,11 @@ def bench(compiled: CompiledModel, source: Source | None = None, *, model_name: 
                 engines.append(("onnxruntime", "int8 qdq", _ort_runner(int8_path, inputs, threads)))
             if source.is_torch:
                 engines.append(("pytorch eager", "fp32", _torch_runner(source, inputs, threads)))
-        results = []
-        for name, kind, run in engines:
-            if on_engine:
-                on_engine(f"{name} {kind}")
-            times = time_calls(run, warmup, repeat)
-            results.append((name, kind, float(np.median(times)), float(np.percentile(times, 90))))
+        if on_engine:
+            on_engine(", ".join(f"{name} {kind}" for name, kind, _ in engines))
+        times = interleaved_times([run for _, _, run in engines], warmup, repeat)
+        results = [(name, kind, float(np.median(t)), float(np.percentile(t, 90)))
+                   for (name, kind, _), t in zip(engines, times)]
     ours = results[0][2]
     return [Row(model_name, name, kind, round(median, 4), round(p90, 4), repeat,
                 None if i == 0 else round(median / ours, 3)) for i, (name, kind, median, p90) in enumerate(results)]
