@@ -1,8 +1,8 @@
 """Latency of a compiled model against its peers, all measured in the same process and run.
 
-Each engine runs the same inputs: ``warmup`` calls each, then ``repeat`` rounds in which every engine runs
-once in turn (wall clock around one inference, outputs left on the engine's side), so a shared machine's
-slow spells hit all engines alike; we report the median and the 90th percentile and the ratio of every
+Each engine runs the same inputs, in three rounds of: every engine in turn, ``warmup`` untimed calls then a
+third of its ``repeat`` timed calls (wall clock around one inference, outputs left on the engine's side), so
+a shared machine's slow spells hit all engines alike; we report the median and the 90th percentile and the ratio of every
 engine's median to ours (> 1 means we are faster). Peers: onnxruntime fp32 (on the source
 ONNX file, or a ``torch.onnx.export(dynamo=True)`` of a torch source), onnxruntime int8 (its own static
 quantization, given calibration samples), PyTorch eager for torch sources, and our own float compile.
@@ -52,19 +52,17 @@ def time_calls(fn: Callable[[], Any], warmup: int, repeat: int) -> np.ndarray:
     return times
 
 
-def interleaved_times(fns: Sequence[Callable[[], Any]], warmup: int, repeat: int) -> list[np.ndarray]:
-    """Milliseconds of ``repeat`` rounds in which every function runs once, in turn, after ``warmup`` calls
-    of each: a shared machine that slows down for a while slows every engine alike, so ratios hold."""
-    for fn in fns:
-        for _ in range(warmup):
-            fn()
-    times = np.empty((len(fns), repeat))
-    for i in range(repeat):
+def interleaved_times(fns: Sequence[Callable[[], Any]], warmup: int, repeat: int, rounds: int = 3) -> list[np.ndarray]:
+    """Milliseconds of ``repeat`` calls of each function, taken in ``rounds`` rounds in which every function
+    in turn gets ``warmup`` untimed calls, then its share of the timed ones. A shared machine's slow spell hits
+    every engine, and one engine's thread pool still spinning after its turn lands in the next one's warm-up,
+    not in its timings (one call each in turn let them steal cores from each other)."""
+    share = [repeat // rounds + (1 if r < repeat % rounds else 0) for r in range(rounds)]
+    times: list[list[float]] = [[] for _ in fns]
+    for count in share:
         for j, fn in enumerate(fns):
-            start = time.perf_counter()
-            fn()
-            times[j, i] = (time.perf_counter() - start) * 1e3
-    return list(times)
+            times[j].extend(time_calls(fn, warmup, count))
+    return [np.asarray(t) for t in times]
 
 
 def median_ms(fn: Callable[[], Any], repeat: int = 20, warmup: int = 3, seconds: float = 0.3) -> float:
