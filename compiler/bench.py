@@ -1,9 +1,8 @@
 """Latency of a compiled model against its peers, all measured in the same process and run.
 
 Each engine runs the same inputs: ``warmup`` calls, then ``repeat`` timed calls (wall clock around one
-inference, outputs left on the engine's side), one engine after the other, ours first: once onnxruntime and
-PyTorch have run, their thread pools slow TVM's (measured: ResNet-18 int8 8.8 ms timed first, 16.0 ms when
-its timed calls came in rounds after the peers'). We report the median and the 90th percentile and the
+inference, outputs left on the engine's side), one engine after the other, ours first. We report the
+median and the 90th percentile and the
 ratio of every engine's median to ours (> 1 means we are faster). Peers: onnxruntime fp32 (on the source
 ONNX file, or a ``torch.onnx.export(dynamo=True)`` of a torch source), onnxruntime int8 (its own static
 quantization, given calibration samples), PyTorch eager for torch sources, and our own float compile.
@@ -100,7 +99,7 @@ def bench(compiled: CompiledModel, source: Source | None = None, *, model_name: 
             if source.is_torch:
                 engines.append(("pytorch eager", "fp32", _torch_runner(source, inputs, threads)))
         results = []
-        for name, kind, run in engines:  # ours first: the peers' runtimes leave threads that slow TVM's pool
+        for name, kind, run in engines:
             if on_engine:
                 on_engine(f"{name} {kind}")
             times = time_calls(run, warmup, repeat)
