@@ -2,10 +2,10 @@
 
 Each engine runs the same inputs: ``warmup`` calls, then ``repeat`` timed calls (wall clock around one
 inference, outputs left on the engine's side), one engine after the other, ours first. We report the
-median and the 90th percentile and the
-ratio of every engine's median to ours (> 1 means we are faster). Peers: onnxruntime fp32 (on the source
-ONNX file, or a ``torch.onnx.export(dynamo=True)`` of a torch source), onnxruntime int8 (its own static
-quantization, given calibration samples), PyTorch eager for torch sources, and our own float compile.
+median and the 90th percentile and the ratio of every engine's median to ours (> 1 means we are faster).
+Peers: onnxruntime fp32 (on the source ONNX file, or a ``torch.onnx.export(dynamo=True)`` of a torch
+source), onnxruntime int8 (its own static quantization, given calibration samples), PyTorch eager for torch
+sources, and our own float compile.
 """
 
 from __future__ import annotations
