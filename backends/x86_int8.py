@@ -183,16 +183,7 @@ def schedule_matmul(sch: s_tir.Schedule, knobs: Knobs, vnni: bool) -> None:
     loops = sch.get_loops(block)
     *rows, col, red = loops
     row = sch.fuse(*rows) if len(rows) > 1 else rows[0]
-    m_extent = _extent(sch, row)
-    mi = _divisor_at_most(m_extent, knobs.rows)
-    ro, ri = sch.split(row, [None, mi])
-    n_blocks = _extent(sch, col) // LANES
-    nb = _divisor_at_most(n_blocks, knobs.blocks)
-    co, cb, ci = sch.split(col, [None, nb, LANES])
-    ko, ki = sch.split(red, [None, GROUP])
-    sch.reorder(ro, co, ko, ri, cb, ci, ki)
-    _finish(sch, block, outer=(ro, co), reduction=ko, unrolled=(ri, cb), lanes=ci, group=ki,
-            intrin=VNNI_ROW_INTRIN if vnni else None)
+    _tile(sch, block, row, col, red, knobs, VNNI_ROW_INTRIN if vnni else None)
 
 
 def schedule_conv(sch: s_tir.Schedule, knobs: Knobs, vnni: bool) -> None:
@@ -207,14 +198,17 @@ def schedule_conv(sch: s_tir.Schedule, knobs: Knobs, vnni: bool) -> None:
     sch.unroll(t)  # four bytes per pixel, interleaved: LLVM vectorizes the column loop around them
     block = sch.get_sblock(CONV_BLOCK)
     out, pix, red = sch.get_loops(block)
-    oi_n = _divisor_at_most(_extent(sch, out), knobs.rows)
-    oo, oi = sch.split(out, [None, oi_n])
-    nb = _divisor_at_most(_extent(sch, pix) // LANES, knobs.blocks)
-    po, pb, pi = sch.split(pix, [None, nb, LANES])
-    ro, ri = sch.split(red, [None, GROUP])
-    sch.reorder(oo, po, ro, oi, pb, pi, ri)
-    _finish(sch, block, outer=(oo, po), reduction=ro, unrolled=(oi, pb), lanes=pi, group=ri,
-            intrin=VNNI_COL_INTRIN if vnni else None)
+    _tile(sch, block, out, pix, red, knobs, VNNI_COL_INTRIN if vnni else None)
+
+
+def _tile(sch, block, rows, lanes, reduction, knobs: Knobs, intrin: str | None) -> None:
+    """Split ``rows`` by the tile's rows, ``lanes`` into blocks of 16 and ``reduction`` into groups of 4, order
+    them tile by tile (rows, lane blocks, reduction outside; the 16 x 4 step inside), then finish."""
+    ro, ri = sch.split(rows, [None, _divisor_at_most(_extent(sch, rows), knobs.rows)])
+    lo, lb, li = sch.split(lanes, [None, _divisor_at_most(_extent(sch, lanes) // LANES, knobs.blocks), LANES])
+    go, gi = sch.split(reduction, [None, GROUP])
+    sch.reorder(ro, lo, go, ri, lb, li, gi)
+    _finish(sch, block, outer=(ro, lo), reduction=go, unrolled=(ri, lb), lanes=li, group=gi, intrin=intrin)
 
 
 def schedule_depthwise(sch: s_tir.Schedule, knobs: Knobs, vnni: bool) -> None:

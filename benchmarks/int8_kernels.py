@@ -14,12 +14,11 @@ import argparse
 
 import numpy as np
 import tvm
-from tvm import te
 
 from backends import host_target
 from backends.peak import measure_peak
 from backends.x86_int8 import Knobs, build_kernel, has_vnni
-from passes.pack_int8_layers import ConvGeometry, conv2d_im2col, flatten_conv_weight, matmul_packed, pack_matmul_weight
+from passes.pack_int8_layers import ConvGeometry, conv_kernel, flatten_conv_weight, matmul_kernel, pack_matmul_weight
 
 RESNET18_CONVS = {  # (channels in, out, kernel, stride, padding, input size): the largest by MACs
     "resnet18 conv1 7x7/2 3->64 @224": (3, 64, 7, 2, 3, 224),
@@ -29,30 +28,21 @@ RESNET18_CONVS = {  # (channels in, out, kernel, stride, padding, input size): t
 
 
 def matmul_case(m: int, k: int, n: int, rng):
-    data = te.placeholder((m, k), "uint8", "data")
-    packed = te.placeholder((n // 16, k // 4, 16, 4), "int8", "packed")
-    out = matmul_packed(data, packed, n)
     a = rng.integers(0, 256, (m, k), dtype=np.uint8)
     w = rng.integers(-128, 128, (k, n), dtype=np.int8)
-    expected = a.astype(np.int64) @ w.astype(np.int64)
-    return te.create_prim_func([data, packed, out]), [a, pack_matmul_weight(w)], expected, 2 * m * k * n
+    return matmul_kernel(m, k, n), [a, pack_matmul_weight(w)], a.astype(np.int64) @ w.astype(np.int64), 2 * m * k * n
 
 
 def conv_case(cin: int, cout: int, kernel: int, stride: int, pad: int, size: int, rng):
     import torch
 
-    data = te.placeholder((1, cin, size, size), "uint8", "data")
-    w = rng.integers(-128, 128, (cout, cin, kernel, kernel), dtype=np.int8)
     geometry = ConvGeometry(cin, size, size, (kernel, kernel), (stride, stride), (pad,) * 4, (1, 1))
-    table = geometry.reduce_offsets()
-    flat = te.placeholder(flatten_conv_weight(w).shape, "int8", "flat")
-    reduce = te.placeholder(table.shape, "int32", "reduce")
-    out = conv2d_im2col(data, flat, reduce, geometry)
+    w = rng.integers(-128, 128, (cout, cin, kernel, kernel), dtype=np.int8)
     x = rng.integers(0, 256, (1, cin, size, size), dtype=np.uint8)
-    expected = torch.nn.functional.conv2d(torch.from_numpy(x.astype(np.float64)), torch.from_numpy(w.astype(np.float64)),
-                                          stride=stride, padding=pad).numpy().astype(np.int64)
-    macs = expected.size * cin * kernel * kernel
-    return te.create_prim_func([data, flat, reduce, out]), [x, flatten_conv_weight(w), table], expected, 2 * macs
+    as_float = lambda a: torch.from_numpy(a.astype(np.float64))  # noqa: E731  (exact: sums stay below 2^53)
+    expected = torch.nn.functional.conv2d(as_float(x), as_float(w), stride=stride, padding=pad).numpy().astype(np.int64)
+    inputs = [x, flatten_conv_weight(w), geometry.reduce_offsets()]
+    return conv_kernel(geometry, cout), inputs, expected, 2 * expected.size * cin * kernel * kernel
 
 
 def run(func, inputs, expected, ops, target, knobs) -> tuple[float, bool]:

@@ -176,6 +176,26 @@ def depthwise_conv2d(data, weight, strides, padding, dilation):
         name=DEPTHWISE_BLOCK, attrs={COLUMN_STRIDE: sx})
 
 
+def matmul_kernel(m: int, k: int, n: int):
+    """A standalone ``[m, k] uint8 @ packed int8 -> [m, n] int32`` PrimFunc (benchmarks and tests)."""
+    from tvm import te
+
+    data = te.placeholder((m, k), "uint8", "data")
+    packed = te.placeholder((-(-n // LANES), k // GROUP, LANES, GROUP), "int8", "packed")
+    return te.create_prim_func([data, packed, matmul_packed(data, packed, n)])
+
+
+def conv_kernel(geometry: ConvGeometry, out_channels: int):
+    """A standalone conv2d PrimFunc taking (data, flattened weight, reduce offsets) -> int32 NCHW."""
+    from tvm import te
+
+    g = geometry
+    data = te.placeholder((1, g.channels, g.height, g.width), "uint8", "data")
+    flat = te.placeholder((out_channels, -(-g.channels * g.kernel[0] * g.kernel[1] // GROUP) * GROUP), "int8", "flat")
+    reduce = te.placeholder(g.reduce_offsets().shape, "int32", "reduce")
+    return te.create_prim_func([data, flat, reduce, conv2d_im2col(data, flat, reduce, g)])
+
+
 @mutator
 class _Packer(PyExprMutator):
     def visit_call_(self, call: relax.Call) -> relax.Expr:  # noqa: N802  (TVM's visitor naming)

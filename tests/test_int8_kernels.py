@@ -18,10 +18,10 @@ from backends.x86_int8 import build_kernel, has_vnni
 from models import mnist_cnn
 from passes.pack_int8_layers import (
     ConvGeometry,
-    conv2d_im2col,
+    conv_kernel,
     depthwise_conv2d,
     flatten_conv_weight,
-    matmul_packed,
+    matmul_kernel,
     pack_matmul_weight,
 )
 
@@ -33,24 +33,17 @@ RNG = np.random.default_rng(0)
 
 
 def matmul_case(m: int, k: int, n: int):
-    data = te.placeholder((m, k), "uint8", "data")
-    w = RNG.integers(-128, 128, (k, n), dtype=np.int8)
-    packed = te.placeholder(pack_matmul_weight(w).shape, "int8", "packed")
     a = RNG.integers(0, 256, (m, k), dtype=np.uint8)
-    func = te.create_prim_func([data, packed, matmul_packed(data, packed, n)])
-    return func, [a, pack_matmul_weight(w)], a.astype(np.int64) @ w.astype(np.int64)
+    w = RNG.integers(-128, 128, (k, n), dtype=np.int8)
+    return matmul_kernel(m, k, n), [a, pack_matmul_weight(w)], a.astype(np.int64) @ w.astype(np.int64)
 
 
 def conv_case(cin: int, cout: int, kernel: int, stride: int, pad: int, size: int):
-    data = te.placeholder((1, cin, size, size), "uint8", "data")
-    w = RNG.integers(-128, 128, (cout, cin, kernel, kernel), dtype=np.int8)
     geometry = ConvGeometry(cin, size, size, (kernel, kernel), (stride, stride), (pad,) * 4, (1, 1))
-    table = geometry.reduce_offsets()
-    flat = te.placeholder(flatten_conv_weight(w).shape, "int8", "flat")
-    reduce = te.placeholder(table.shape, "int32", "reduce")
-    func = te.create_prim_func([data, flat, reduce, conv2d_im2col(data, flat, reduce, geometry)])
+    w = RNG.integers(-128, 128, (cout, cin, kernel, kernel), dtype=np.int8)
     x = RNG.integers(0, 256, (1, cin, size, size), dtype=np.uint8)
-    return func, [x, flatten_conv_weight(w), table], _torch_conv(x, w, stride, pad)
+    inputs = [x, flatten_conv_weight(w), geometry.reduce_offsets()]
+    return conv_kernel(geometry, cout), inputs, _torch_conv(x, w, stride, pad)
 
 
 def depthwise_case(channels: int, kernel: int, stride: int, pad: int, size: int):
