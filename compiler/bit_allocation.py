@@ -176,8 +176,8 @@ def allocate(sensitivity: Mapping[tuple[str, int], float], costs: Sequence[Layer
         if latency is not None:
             least = overhead + _smallest(costs, widths, pinned, ties, millis, index)
             fastest = f" and the smallest feasible latency {least:.4g} ms"
-        raise AllocationError(f"no allocation meets {asked} together: the smallest feasible size is {smallest:.0f} "
-                              f"bytes, the smallest feasible BOPs {smallest_bops:.6g}{fastest}")
+        raise AllocationError(f"no allocation meets {asked} together; on its own, the smallest feasible size is "
+                              f"{smallest:.0f} bytes, the smallest feasible BOPs {smallest_bops:.6g}{fastest}")
     x = np.round(solution.x).astype(int)
     bits = {name: b for (name, b), i in index.items() if x[i]}
     return Allocation(bits, float(size @ x), float(bops @ x), float(objective @ x), seconds, activation_bits,
