@@ -142,14 +142,18 @@ def register_intrinsics() -> None:
 
 
 def kernel_kind(sch: s_tir.Schedule) -> str | None:
-    """``matmul`` / ``conv`` when the scheduled function holds one of the packed int8 blocks, else None."""
+    """``matmul`` / ``conv`` / ``depthwise`` when the function holds one of the packed int8 blocks, else None."""
     for kind, name in (("matmul", MATMUL_BLOCK), ("conv", CONV_BLOCK), ("depthwise", DEPTHWISE_BLOCK)):
-        try:
-            sch.get_sblock(name)
+        if _block_or_none(sch, name) is not None:
             return kind
-        except Exception:  # noqa: BLE001  (TVM raises when no block has that name)
-            continue
     return None
+
+
+def _block_or_none(sch: s_tir.Schedule, name: str):
+    try:
+        return sch.get_sblock(name)
+    except Exception:  # noqa: BLE001  (TVM raises when no block has that name)
+        return None
 
 
 def is_int8_kernel(func: tvm.tirx.PrimFunc) -> bool:
@@ -188,9 +192,10 @@ def schedule_matmul(sch: s_tir.Schedule, knobs: Knobs, vnni: bool) -> None:
 
 def schedule_conv(sch: s_tir.Schedule, knobs: Knobs, vnni: bool) -> None:
     """im2col (parallel, vectorized), then ``qc_int8_conv`` tiled like the matmul with pixels in the lanes."""
-    pad = sch.get_sblock(PAD_BLOCK)  # flat padded image: split back into (channel, row, column), which
-    channel, _, _ = sch.split(sch.get_loops(pad)[0], _image_shape(sch, pad))  # makes its div/mod vanish
-    sch.parallel(channel)
+    pad = _block_or_none(sch, PAD_BLOCK)  # flat padded image (none for a pointwise convolution): split back
+    if pad is not None:  # into (channel, row, column), which makes its div/mod vanish
+        channel, _, _ = sch.split(sch.get_loops(pad)[0], _image_shape(sch, pad))
+        sch.parallel(channel)
     im2col = sch.get_sblock(IM2COL_BLOCK)
     r4, pixel, t = sch.get_loops(im2col)
     sch.split(pixel, [None, int(sch.get(im2col).annotations[OUTPUT_WIDTH])])  # p -> (row, column): no division
@@ -213,12 +218,9 @@ def _tile(sch, block, rows, lanes, reduction, knobs: Knobs, intrin: str | None) 
 
 def schedule_depthwise(sch: s_tir.Schedule, knobs: Knobs, vnni: bool) -> None:
     """One output row per task: accumulate the row over the filter taps with the columns in vector lanes."""
-    try:
-        pad = sch.get_sblock(PAD_BLOCK)
-        loops = sch.get_loops(pad)
-        sch.parallel(sch.fuse(*loops[:2]))
-    except Exception:  # noqa: BLE001  (no padding stage)
-        pass
+    pad = _block_or_none(sch, PAD_BLOCK)
+    if pad is not None:
+        sch.parallel(sch.fuse(*sch.get_loops(pad)[:2]))
     block = sch.get_sblock(DEPTHWISE_BLOCK)
     batch, channel, row, col, i, j = sch.get_loops(block)
     sch.reorder(batch, channel, row, i, j, col)

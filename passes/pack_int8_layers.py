@@ -103,6 +103,11 @@ class ConvGeometry:
         return (ph - (kh - 1) * dy - 1) // sy + 1, (pw - (kw - 1) * dx - 1) // sx + 1
 
     @property
+    def pointwise(self) -> bool:
+        """A 1x1 convolution with stride 1 and no padding: im2col reads the image as it is, no copy first."""
+        return self.kernel == (1, 1) and self.strides == (1, 1) and not any(self.padding)
+
+    @property
     def padded_pixels(self) -> int:
         """Output pixels rounded up to a multiple of 16 (the lanes of a step)."""
         oh, ow = self.out
@@ -120,7 +125,8 @@ def conv2d_im2col(data, flat, reduce_offsets, geometry: ConvGeometry):
     """TE: NCHW conv2d (batch 1, groups 1) of uint8 ``data`` with the flattened weight, via im2col in groups
     of four; int32 NCHW result. The image is first laid out flat with its zero padding (``qc_int8_pad``), so
     gathering a column is a table lookup (hoisted out of the pixel loops) and an add; the pixel's row and
-    column (``p // OW``, ``p % OW``) become loop variables once the schedule splits ``p`` by OW."""
+    column (``p // OW``, ``p % OW``) become loop variables once the schedule splits ``p`` by OW. A pointwise
+    convolution (1x1, stride 1, unpadded) gathers from the image directly."""
     from tvm import te, tirx
 
     g = geometry
@@ -133,13 +139,19 @@ def conv2d_im2col(data, flat, reduce_offsets, geometry: ConvGeometry):
         inside = tirx.all(y >= 0, y < g.height, x >= 0, x < g.width)
         return tirx.if_then_else(inside, data[0, c, y, x], tirx.const(0, data.dtype))
 
-    image = te.compute((g.channels * ph * pw,), pad, name=PAD_BLOCK, attrs={IMAGE_SHAPE: [g.channels, ph, pw]})
+    if g.pointwise:  # the image is its own im2col: column r of pixel p is data[r, p // OW, p % OW]
+        def gather(r4, p, t):
+            r = r4 * GROUP + t
+            inside = tirx.all(r < reduce, p < pixels)
+            return tirx.if_then_else(inside, data[0, r, p // ow, p % ow], tirx.const(0, data.dtype))
+    else:
+        image = te.compute((g.channels * ph * pw,), pad, name=PAD_BLOCK, attrs={IMAGE_SHAPE: [g.channels, ph, pw]})
 
-    def gather(r4, p, t):
-        r = r4 * GROUP + t
-        inside = tirx.all(r < reduce, p < pixels)
-        start = p // ow * (g.strides[0] * pw) + p % ow * g.strides[1]
-        return tirx.if_then_else(inside, image[start + reduce_offsets[r]], tirx.const(0, data.dtype))
+        def gather(r4, p, t):
+            r = r4 * GROUP + t
+            inside = tirx.all(r < reduce, p < pixels)
+            start = p // ow * (g.strides[0] * pw) + p % ow * g.strides[1]
+            return tirx.if_then_else(inside, image[start + reduce_offsets[r]], tirx.const(0, data.dtype))
 
     groups4, padded_pixels = int(flat.shape[1]) // GROUP, g.padded_pixels
     col = te.compute((groups4, padded_pixels, GROUP), gather, name=IM2COL_BLOCK, attrs={OUTPUT_WIDTH: ow})
