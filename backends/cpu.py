@@ -5,8 +5,8 @@ from ``main``). Guarantees: a Relax VM executable for ``target``. The packed int
 ``pack_int8_layers`` always get the schedules of ``backends.x86_int8`` (default register tiles, or the
 tuned ones of the work directory's ``int8_knobs.json``); the other kernels get the best schedule of the work
 directory's MetaSchedule database when it has one, else ``backends.cpu_default``'s (parallel outer loops,
-vector lanes). A tuning budget goes
-to the int8 tiles first, the rest to MetaSchedule, each tuning only what its database lacks.
+vector lanes). A tuning budget goes to the int8 tiles first, the rest to MetaSchedule, each tuning only what
+its database lacks.
 """
 
 from __future__ import annotations
@@ -70,8 +70,8 @@ def build(mod: tvm.IRModule, target: Target, tuning: TuningOptions | None = None
     choose = None
     if tuning is not None:
         tuning.work_dir.mkdir(parents=True, exist_ok=True)
-        report = tune_int8(mod, target, tuning.work_dir, tuning.trials, progress=progress)
         database = KnobDatabase(tuning.work_dir)
+        report = tune_int8(mod, target, database, tuning.trials, progress=progress)
         choose = lambda func: database.lookup(target, func)  # noqa: E731
     mod = schedule_int8_kernels(mod, target, choose=choose)  # the packed int8 layers: our own schedules
     if tuning is not None:

@@ -54,13 +54,12 @@ def kernel_key(func: tvm.tirx.PrimFunc) -> str:
     return f"{int(tvm_ffi.structural_hash(func.without_attr('global_symbol'))) & (2**64 - 1):016x}"
 
 
-def tune_int8(mod: tvm.IRModule, target: tvm.target.Target, work_dir: str | Path, trials: int,
+def tune_int8(mod: tvm.IRModule, target: tvm.target.Target, database: KnobDatabase, trials: int,
               progress: Progress | None = None) -> dict:
-    """Search tiles for the packed int8 kernels of ``mod`` missing from the database; returns counts.
+    """Search tiles for the packed int8 kernels of ``mod`` missing from ``database``; returns counts.
 
     The budget is split evenly over the missing kernels, at least ``MIN_PER_KERNEL`` candidates each (so a
     small budget tunes the heaviest few), the default tile always among them."""
-    database = KnobDatabase(work_dir)
     kernels = {kernel_key(f): f for f in mod.functions.values()
                if isinstance(f, tvm.tirx.PrimFunc) and is_int8_kernel(f)}
     pending = {key: f for key, f in kernels.items() if database.lookup(target, f) is None}
@@ -70,10 +69,11 @@ def tune_int8(mod: tvm.IRModule, target: tvm.target.Target, work_dir: str | Path
         return report
     per_kernel = min(len(CANDIDATES), max(MIN_PER_KERNEL, trials // len(pending)))
     others = [k for k in CANDIDATES if k != DEFAULT_KNOBS][: per_kernel - 1]
-    chosen = sorted(pending, key=lambda k: -measure(pending[k], target, DEFAULT_KNOBS))[: trials // per_kernel]
+    default = {key: measure(func, target, DEFAULT_KNOBS) for key, func in pending.items()}
+    chosen = sorted(pending, key=lambda k: -default[k])[: trials // per_kernel]
     for key in chosen:
         func = pending[key]
-        results = [(measure(func, target, DEFAULT_KNOBS), DEFAULT_KNOBS)]
+        results = [(default[key], DEFAULT_KNOBS)]
         for knobs in others:
             results.append((measure(func, target, knobs), knobs))
             if progress:
