@@ -224,16 +224,8 @@ def schedule_depthwise(sch: s_tir.Schedule, knobs: Knobs, vnni: bool) -> None:
     block = sch.get_sblock(DEPTHWISE_BLOCK)
     batch, channel, row, col, i, j = sch.get_loops(block)
     sch.reorder(batch, channel, row, i, j, col)
-    epilogue = _inline_epilogue(sch, block)
-    tile = sch.cache_write(block, 0, "global")
     outer = sch.fuse(batch, channel, row)
-    sch.reverse_compute_at(tile, outer)
-    if epilogue is not None:
-        try:
-            sch.reverse_compute_inline(epilogue)
-        except Exception:  # noqa: BLE001
-            _parallel_vectorized(sch, epilogue)
-    sch.vectorize(sch.get_loops(tile)[-1])
+    _write_back_at(sch, block, outer)
     sch.parallel(outer)
     if int(sch.get(block).annotations.get(COLUMN_STRIDE, 1)) == 1:
         # contiguous taps: vectorize here (before decompose_reduction, while the block has its init, as TIR
@@ -253,15 +245,7 @@ def _finish(sch, block, *, outer, reduction, unrolled, lanes, group, intrin) -> 
     run the tiles in parallel, and tensorize the 16 x 4 step (without VNNI: the four products unrolled and
     the 16 lanes innermost, for LLVM's loop vectorizer; TIR will not vectorize a spatial loop that encloses
     a reduction)."""
-    epilogue = _inline_epilogue(sch, block)
-    tile = sch.cache_write(block, 0, "global")  # small and constant-sized: a stack array LLVM keeps in registers
-    sch.reverse_compute_at(tile, outer[1])
-    if epilogue is not None:
-        try:
-            sch.reverse_compute_inline(epilogue)
-        except Exception:  # noqa: BLE001  (an epilogue that is not elementwise over the tile runs after)
-            _parallel_vectorized(sch, epilogue)
-    sch.vectorize(sch.get_loops(tile)[-1])
+    _write_back_at(sch, block, outer[1])
     sch.parallel(sch.fuse(*outer))
     init = sch.decompose_reduction(block, reduction)
     sch.vectorize(sch.get_loops(init)[-1])
@@ -272,6 +256,22 @@ def _finish(sch, block, *, outer, reduction, unrolled, lanes, group, intrin) -> 
     else:
         sch.reorder(group, lanes)
         sch.unroll(group)
+
+
+def _write_back_at(sch, block, loop) -> None:
+    """Accumulate ``block``'s output for one iteration of ``loop`` in a small buffer (``global`` scope and
+    constant-sized: a stack array LLVM keeps in registers; TVM 0.27 makes ``local`` buffers heap workspaces),
+    and write it back at the end of that iteration through the epilogue fusion put after ``block``,
+    vectorized; an epilogue that is not elementwise over the tile runs after, over the whole output."""
+    epilogue = _inline_epilogue(sch, block)
+    tile = sch.cache_write(block, 0, "global")
+    sch.reverse_compute_at(tile, loop)
+    if epilogue is not None:
+        try:
+            sch.reverse_compute_inline(epilogue)
+        except Exception:  # noqa: BLE001  (not elementwise over the tile)
+            _parallel_vectorized(sch, epilogue)
+    sch.vectorize(sch.get_loops(tile)[-1])
 
 
 def _inline_epilogue(sch, block):
