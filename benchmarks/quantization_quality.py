@@ -57,21 +57,13 @@ def efficientnet(observer: str) -> str:
 def efficientnet_onnxruntime(tmp: Path) -> str:
     """onnxruntime's quantize_static on the same calibration images: QDQ, per-channel, uint8 x int8."""
     import onnxruntime as ort
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    class Reader(CalibrationDataReader):
-        def __init__(self, samples):
-            self.samples = iter(samples)
-
-        def get_next(self):
-            return next(self.samples, None)
+    from compiler.bench import ort_quantize_static
 
     case = models.get("efficientnet-lite0")
     photos, calibration = _photos_and_calibration()
     float_path = models.export_onnx(case, tmp / "float.onnx")
-    int8_path = tmp / "int8.onnx"
-    quantize_static(str(float_path), str(int8_path), Reader(calibration), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    int8_path = ort_quantize_static(float_path, calibration, tmp / "int8.onnx")
     float_session = ort.InferenceSession(str(float_path), providers=["CPUExecutionProvider"])
     int8_session = ort.InferenceSession(str(int8_path), providers=["CPUExecutionProvider"])
     ref = {k: float_session.run(None, {"input": x})[0][0] for k, x in photos.items()}

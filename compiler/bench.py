@@ -94,7 +94,7 @@ def bench(compiled: CompiledModel, source: Source | None = None, *, model_name: 
             onnx_path = source.onnx_path or _export(source, Path(tmp) / "model.onnx")
             engines.append(("onnxruntime", "fp32", _ort_runner(onnx_path, inputs, threads)))
             if calibration is not None:
-                int8_path = _ort_quantized(onnx_path, calibration, Path(tmp) / "int8.onnx")
+                int8_path = ort_quantize_static(onnx_path, calibration, Path(tmp) / "int8.onnx")
                 engines.append(("onnxruntime", "int8 qdq", _ort_runner(int8_path, inputs, threads)))
             if source.is_torch:
                 engines.append(("pytorch eager", "fp32", _torch_runner(source, inputs, threads)))
@@ -109,7 +109,7 @@ def bench(compiled: CompiledModel, source: Source | None = None, *, model_name: 
                 None if i == 0 else round(median / ours, 3)) for i, (name, kind, median, p90) in enumerate(results)]
 
 
-def _ort_quantized(float_path: Path, calibration: Sequence[Mapping[str, np.ndarray]], path: Path) -> Path:
+def ort_quantize_static(float_path: Path, calibration: Sequence[Mapping[str, np.ndarray]], path: Path) -> Path:
     """onnxruntime's static quantization of ``float_path``: QDQ, per-channel, U8S8, on ``calibration``."""
     import onnxruntime as ort
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
