@@ -21,8 +21,8 @@ import models
 from backends import host_target
 from backends.peak import measure_peak
 from compiler.bench import bench
-from compiler.bit_allocation import layer_costs
-from compiler.layer_latency import layer_kernel_times
+from compiler.quantization.bit_allocation import layer_costs
+from compiler.quantization.layer_latency import layer_kernel_times
 from compiler.sources import resolve
 from models import data, efficientnet_lite0, minilm
 

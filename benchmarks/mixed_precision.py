@@ -18,7 +18,7 @@ import torch
 
 import compiler
 import models
-from compiler.bit_allocation import allocate, hessian_sensitivity, layer_costs, measured_sensitivity, policy_for
+from compiler.quantization.bit_allocation import allocate, hessian_sensitivity, layer_costs, measured_sensitivity, policy_for
 from models import data, efficientnet_lite0, mnist_cnn
 
 

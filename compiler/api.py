@@ -20,10 +20,12 @@ import frontends
 from frontends import ImportedModel
 from passes.check_integer_only import declared_islands
 
+from .build import build
 from .errors import CompilerError
 from .executable import CompiledModel
-from .pipeline import QUANTIZED_PASSES, Pipeline
+from .pipeline import Pipeline
 from .progress import progress as progress_bar
+from .quantization.quantize import lower
 from .sources import Source
 
 
@@ -62,9 +64,9 @@ def compile(model: Any, *, example_inputs: Sequence[Any] | None = None,
     ``quantize`` (a scheme ``w8a8``/``w4a8``/``w4a4`` or a ``QuantPolicy``) calibrates on ``calibration`` (an
     iterable of {input name: array} samples, or an .npz path with the samples stacked on a leading axis) and
     inserts quantize/dequantize pairs, then ``QUANTIZED_PASSES`` lower the model to integer arithmetic.
-    ``bits="auto"`` chooses 4 or 8 weight bits per layer by ILP (``compiler.bit_allocation``) under
+    ``bits="auto"`` chooses 4 or 8 weight bits per layer by ILP (``compiler.quantization.bit_allocation``) under
     ``max_size`` (weight bytes), ``max_bops`` and/or ``max_latency`` (milliseconds; each layer's kernels are
-    measured at 4 and 8 bits on this target first, cached, see ``compiler.layer_latency``), from
+    measured at 4 and 8 bits on this target first, cached, see ``compiler.quantization.layer_latency``), from
     sensitivities measured on the calibration samples; ``quantize`` then gives the observer and activation
     bits (default W8A8 minmax).
     """
@@ -92,14 +94,12 @@ def compile(model: Any, *, example_inputs: Sequence[Any] | None = None,
             bar.stage("calibrating")
             quantized = _quantized(imported, quantize, calibration, target)
             imported = quantized.imported
-            mod, records = Pipeline(QUANTIZED_PASSES).run(imported.mod, verify=verify)
+            mod, records = lower(quantized, verify=verify)
             quantization = {"mode": "integer", **quantized.info, "float_islands": declared_islands(mod),
                             "bit_allocation": allocation}
-        mod, main_records = pipeline.run(mod, verify=verify,
-                                         on_step=lambda i, n, name: bar.stage(f"pass {name}", i, n))
-        records += main_records
-        bar.stage("generating code")
-        library, tuned = backends.build(mod, tvm_target, tuning, progress=lambda what, i, n: bar.stage(what, i, n))
+        built = build(mod, tvm_target, pipeline=pipeline, tuning=tuning, verify=verify, on_stage=bar.stage)
+        records += built.records
+        library, tuned, mod = built.library, built.tuned, built.mod
     manifest = {
         "inputs": [t.to_json() for t in imported.inputs],
         "outputs": [t.to_json() for t in imported.outputs],
@@ -130,9 +130,9 @@ def _allocated(imported: ImportedModel, quantize: Any, calibration: Any, bits: s
     """The policy the ILP chooses, the calibration samples as a list (read twice) and what the manifest says."""
     from passes.quant_policy import QuantPolicy
 
-    from .bit_allocation import allocate, layer_costs, measured_sensitivity
-    from .calibration import samples_from_npz
-    from .layer_latency import measure_layer_latency
+    from .quantization.bit_allocation import allocate, layer_costs, measured_sensitivity
+    from .quantization.calibration import samples_from_npz
+    from .quantization.layer_latency import measure_layer_latency
 
     if bits != "auto":
         raise CompilerError(f"bits={bits!r}: only 'auto' (ILP allocation) is supported")
@@ -168,8 +168,8 @@ def _allocated(imported: ImportedModel, quantize: Any, calibration: Any, bits: s
 
 
 def _quantized(imported: ImportedModel, policy: Any, calibration: Any, target: Any):
-    from .calibration import samples_from_npz
-    from .quantize import quantize
+    from .quantization.calibration import samples_from_npz
+    from .quantization.quantize import quantize
 
     if calibration is None:
         raise CompilerError("quantization needs calibration samples (calibration=... / --calib CALIB.npz)")

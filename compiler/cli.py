@@ -260,7 +260,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _calibration_samples(args: argparse.Namespace, compiled) -> list[dict[str, np.ndarray]]:
-    from .calibration import samples_from_npz
+    from .quantization.calibration import samples_from_npz
 
     return list(samples_from_npz(args.calib, compiled.inputs))
 
@@ -286,7 +286,7 @@ def _report(args: argparse.Namespace) -> int:
 
     from . import api
     from .errors import CompilerError
-    from .report import layer_report
+    from .quantization.report import layer_report
     from .sources import resolve
 
     if not args.quantize or not args.calib:
@@ -305,9 +305,9 @@ def _report(args: argparse.Namespace) -> int:
 
 def _pareto(args: argparse.Namespace) -> int:
     from . import api
-    from .calibration import samples_from_npz
+    from .quantization.calibration import samples_from_npz
     from .errors import CompilerError
-    from .pareto import pareto_sweep, plot, table_rows
+    from .quantization.pareto import pareto_sweep, plot, table_rows
     from .sources import resolve
 
     if not args.calib:

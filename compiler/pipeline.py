@@ -1,7 +1,7 @@
 """The pipeline: the ordered, named list of passes every compile runs, and how users change it.
 
 The default float pipeline is ``DEFAULT_PASSES`` below, top to bottom; a quantized model runs
-``QUANTIZED_PASSES`` first (after calibration and ``insert_qdq``, see ``compiler.quantize``). A spec may
+``QUANTIZED_PASSES`` first (after calibration and ``insert_qdq``, see ``compiler.quantization.quantize``). A spec may
 replace the whole list or insert registered passes before/after a named step:
 
     # pipeline.toml

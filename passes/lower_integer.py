@@ -18,7 +18,7 @@ Everything else is a declared *float island*: its inputs are dequantized, it run
 variables it binds are listed in the function attribute ``qc.float_islands`` (``check_integer_only`` fails on
 any float op in the integer part that is not listed). A layer group nobody reads as integers (the logits) is
 dequantized straight from its int32 accumulator. The numerics are those of ``passes.dyadic`` and
-``compiler.reference`` reproduces them bit for bit.
+``compiler.quantization.reference`` reproduces them bit for bit.
 """
 
 from __future__ import annotations

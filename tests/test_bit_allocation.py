@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from compiler.bit_allocation import (
+from compiler.quantization.bit_allocation import (
     AllocationError,
     LayerCost,
     allocate,
@@ -15,7 +15,7 @@ from compiler.bit_allocation import (
     layer_costs,
     measured_sensitivity,
 )
-from compiler.layer_latency import LatencyTable, measure_layer_latency
+from compiler.quantization.layer_latency import LatencyTable, measure_layer_latency
 from models import mnist_cnn
 
 from .conftest import qc

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from models import mnist_cnn
-from compiler.calibration import CalibrationError, calibrate, samples_from_npz
+from compiler.quantization.calibration import CalibrationError, calibrate, samples_from_npz
 from passes.quant_policy import LayerSpec, PolicyError, QuantPolicy
 
 
@@ -76,7 +76,7 @@ def test_npz_samples_stacked_on_a_leading_axis(imported, digits, tmp_path):
 _PEAK_RSS = """
 import resource, sys, models, compiler
 from models import mnist_cnn
-from compiler.calibration import calibrate
+from compiler.quantization.calibration import calibrate
 from passes.quant_policy import QuantPolicy
 case = models.get("mnist-cnn")
 imported = compiler.import_model(case.module, example_inputs=case.example_inputs)

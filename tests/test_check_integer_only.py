@@ -7,7 +7,7 @@ import pytest
 import tvm
 from tvm import relax
 
-from compiler.quantize import quantize
+from compiler.quantization.quantize import quantize
 from models import mnist_cnn
 from passes import PassError, get_pass
 from passes.check_integer_only import IntegerOnlyError, float_islands

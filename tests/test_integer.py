@@ -9,8 +9,8 @@ from scipy.stats import spearmanr
 
 import compiler
 from compiler.pipeline import QUANTIZED_PASSES, Pipeline
-from compiler.quantize import quantize
-from compiler.reference import compare_with_compiled
+from compiler.quantization.quantize import quantize
+from compiler.quantization.reference import compare_with_compiled
 from models import data, efficientnet_lite0, get, minilm, mnist_cnn
 from passes import get_pass
 from passes.check_integer_only import IntegerOnlyError, declared_islands, float_islands

@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from models import mnist_cnn
-from compiler.report import layer_report
+from compiler.quantization.report import layer_report
 
 from .conftest import qc
 

@@ -24,7 +24,7 @@ from frontends import ImportedModel
 from passes.quant_policy import QuantPolicy
 
 from .calibration import ExposedRunner, samples_from_npz
-from .errors import CompilerError
+from ..errors import CompilerError
 from .quantize import quantize
 
 

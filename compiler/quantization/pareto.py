@@ -6,7 +6,7 @@
 Points: uniform W8, uniform W4, and the ILP's allocation at ``budgets`` weight-size budgets spaced evenly
 between them (each also under ``max_latency`` when given). Every point is compiled (integer-only, the same
 calibration and observer) and measured: weight bytes, latency predicted from the per-layer kernel table
-(``compiler.layer_latency``) and latency measured on the whole compiled model (median of ``repeat`` runs),
+(``compiler.quantization.layer_latency``) and latency measured on the whole compiled model (median of ``repeat`` runs),
 and its quality against the float model on the evaluation samples: output SQNR in dB and, for a
 classifier ([1, classes] output), top-1 agreement. A point is on a frontier when no other point is at least
 as small (or fast) and at least as accurate (SQNR), and strictly better in one.
@@ -22,10 +22,11 @@ import numpy as np
 
 from frontends import ImportedModel
 
-from .bench import median_ms
+from ..bench import median_ms
 from .bit_allocation import allocate, layer_costs, measured_sensitivity, policy_for
-from .errors import CompilerError
+from ..errors import CompilerError
 from .layer_latency import measure_layer_latency
+from .quantize import compile_float, compile_quantized
 
 Samples = Sequence[Mapping[str, np.ndarray]]
 
@@ -56,8 +57,6 @@ def pareto_sweep(imported: ImportedModel, calibration: Samples, evaluation: Samp
                  target: Any = None, work_dir: str | Path | None = None, repeat: int = 20,
                  on_point: Callable[[str], None] | None = None) -> list[ParetoPoint]:
     """Compile and measure uniform W8, uniform W4 and ``budgets`` ILP allocations (module docstring)."""
-    from . import api
-
     calibration = list(calibration)
     evaluation = list(evaluation or calibration)
     if not calibration:
@@ -67,7 +66,7 @@ def pareto_sweep(imported: ImportedModel, calibration: Samples, evaluation: Samp
     costs = layer_costs(imported)
     latency = measure_layer_latency(imported, calibration, target=target, work_dir=work_dir)
     sensitivity = measured_sensitivity(imported, calibration[:8])
-    reference = _outputs(api.compile(imported, target=target, work_dir=work_dir), evaluation)
+    reference = _outputs(compile_float(imported, target, work_dir), evaluation)
     size4, size8 = (sum(c.size_bytes(b) for c in costs) for b in (4, 8))
     plans = [("uniform W8", {c.name: 8 for c in costs}, []), ("uniform W4", {c.name: 4 for c in costs}, [])]
     for i in range(1, budgets + 1):
@@ -86,7 +85,7 @@ def pareto_sweep(imported: ImportedModel, calibration: Samples, evaluation: Samp
         if on_point:
             on_point(label)
         policy = policy_for(bits, observer)
-        model = api.compile(imported, quantize=policy, calibration=calibration, target=target, work_dir=work_dir)
+        model = compile_quantized(imported, calibration, policy, target, work_dir)
         outputs = _outputs(model, evaluation)
         arrays = model.prepare(evaluation[0])
         measured = median_ms(lambda: model.call(arrays), repeat)

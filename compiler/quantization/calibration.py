@@ -24,9 +24,9 @@ from passes.observers import ObserverError, make_observer
 from passes.quant_plan import plan_quantization, quantizable_layers
 from passes.quant_policy import LayerSpec, QuantPolicy
 
-from .errors import CompilerError, InputError
-from .executable import CompiledModel, flatten_result
-from .pipeline import Pipeline, Step
+from ..errors import CompilerError, InputError
+from ..executable import CompiledModel, flatten_result
+from ..pipeline import Pipeline, Step
 
 PREPARE = ("canonicalize_bindings", "fold_constant", "fold_batchnorm")
 LOWER = ("decompose_for_inference", "fold_constant", "legalize_ops", "annotate_op_pattern", "fold_constant",

@@ -36,9 +36,10 @@ from frontends import ImportedModel
 from passes.quant_plan import quantizable_layers
 from passes.quant_policy import LayerSpec, QuantPolicy
 
-from .bench import median_ms
+from ..bench import median_ms
 from .calibration import prepare
-from .errors import CompilerError
+from .quantize import compile_quantized
+from ..errors import CompilerError
 
 INTEGER_DTYPES = {"int8", "uint8"}
 LAYER_KERNEL_OPS = ("conv2d", "matmul")
@@ -76,8 +77,6 @@ def measure_layer_latency(imported: ImportedModel, samples: Iterable[Mapping[str
                           work_dir: str | Path | None = None, cache_dir: str | Path | None = None,
                           warmup: int = 5, repeat: int = 30) -> LatencyTable:
     """Time every quantized layer's kernel at each weight width (see the module docstring)."""
-    from . import api
-
     samples = list(samples)[:4]  # the ranges do not change the kernels' work: a few samples calibrate
     if not samples:
         raise CompilerError("measuring layer latency needs at least one calibration sample")
@@ -93,7 +92,7 @@ def measure_layer_latency(imported: ImportedModel, samples: Iterable[Mapping[str
     overhead = 0.0
     for bits in widths:
         policy = QuantPolicy(LayerSpec(bits, activation_bits, "minmax"))
-        model = api.compile(imported, quantize=policy, calibration=samples, target=target, work_dir=work_dir)
+        model = compile_quantized(imported, samples, policy, target, work_dir)
         arrays = model.prepare(samples[0])
         kernels = layer_kernel_times(model, arrays, warmup, repeat)
         if len(kernels) != len(names):

@@ -17,6 +17,9 @@ from frontends import ImportedModel
 from passes.insert_qdq import insert_qdq
 from passes.quant_policy import QuantPolicy
 
+from ..build import build, tuning_options
+from ..executable import CompiledModel
+from ..pipeline import QUANTIZED_PASSES, Pipeline, StepRecord
 from .calibration import Calibration, calibrate, prepare
 
 
@@ -51,3 +54,21 @@ def quantize(imported: ImportedModel, samples: Iterable[Mapping[str, np.ndarray]
 
 def _rounded(value_range):
     return None if value_range is None else [round(float(v), 6) for v in value_range]
+
+
+def lower(quantized: QuantizedModel, verify: bool = False):
+    """The QDQ module through ``QUANTIZED_PASSES`` (integer lowering, the checker): (module, step records)."""
+    return Pipeline(QUANTIZED_PASSES).run(quantized.imported.mod, verify=verify)
+
+
+def compile_quantized(imported: ImportedModel, samples: Iterable[Mapping[str, np.ndarray]],
+                      policy: QuantPolicy | str = "w8a8", target: Any = None, work_dir: Any = None) -> CompiledModel:
+    """Quantize, lower and build ``imported`` as ``compiler.compile`` does, with a minimal manifest."""
+    quantized = quantize(imported, samples, policy, target)
+    mod, _ = lower(quantized)
+    return build(mod, target, tuning=tuning_options(work_dir)).model(imported)
+
+
+def compile_float(imported: ImportedModel, target: Any = None, work_dir: Any = None) -> CompiledModel:
+    """Build ``imported`` in float as ``compiler.compile`` does, with a minimal manifest."""
+    return build(imported.mod, target, tuning=tuning_options(work_dir)).model(imported)

@@ -24,7 +24,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy.special import erf
 from tvm import relax
 
-from .errors import CompilerError
+from ..errors import CompilerError
 
 
 class ReferenceError(CompilerError):
@@ -275,8 +275,8 @@ def compare_with_compiled(lowered: tvm.IRModule, samples, target: Any = None,
     erf, rsqrt of two libraries) cannot flip a rounding and hide what the integer part does."""
     import backends
 
-    from .executable import CompiledModel, flatten_result
-    from .pipeline import Pipeline
+    from ..executable import CompiledModel, flatten_result
+    from ..pipeline import Pipeline
 
     bindings = lowered["main"].body.blocks[0].bindings
     names = [b.var.name for b in bindings

@@ -9,7 +9,7 @@
 The ILP has one binary x[l, b] per layer l and width b, exactly one width per layer, optional ties (layers
 that must share a width) and pins (layer -> width), and constraints on model size (weight bytes), BOPs
 (MACs x weight bits x activation bits) and latency (the measured overhead plus each layer's measured kernel
-at its width, ``compiler.layer_latency``); it minimises the summed sensitivity. An infeasible budget is
+at its width, ``compiler.quantization.layer_latency``); it minimises the summed sensitivity. An infeasible budget is
 reported with the smallest feasible value.
 
 Sensitivity comes two ways. ``measured_sensitivity`` works for any model: the mean squared change of the
@@ -34,7 +34,7 @@ from passes.quant_plan import quantizable_layers
 from passes.quant_policy import LayerSpec, QuantPolicy
 
 from .calibration import prepare
-from .errors import CompilerError
+from ..errors import CompilerError
 from .layer_latency import LatencyTable
 from .reference import interpret
 
