@@ -19,7 +19,8 @@ from tvm import relax
 from .dataflow import main_block, op_name, var_args
 from .registry import PassError, register_pass
 
-ISLANDS_ATTRIBUTE = "qc.float_islands"  # written by lower_integer
+ISLANDS_ATTRIBUTE = "qc.float_islands"  # written by lower_integer: the island variables' names
+ISLAND_REASONS_ATTRIBUTE = "qc.float_island_reasons"  # written by lower_integer: {variable name: why float}
 QUANTIZE = "relax.quantize"
 DEQUANTIZE = "relax.dequantize"
 

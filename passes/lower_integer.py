@@ -31,7 +31,7 @@ import tvm
 from tvm import relax
 
 from .dataflow import function_attrs, main_block, map_vars, op_name, var_args, with_main
-from .check_integer_only import ISLANDS_ATTRIBUTE
+from .check_integer_only import ISLAND_REASONS_ATTRIBUTE, ISLANDS_ATTRIBUTE
 from .dyadic import dyadic
 from .int4 import INT4_MAX, PACKED_ATTRIBUTE, conv2d_int4, matmul_int4, pack_int4
 from .quant_plan import is_pass_through, is_residual_add
@@ -78,6 +78,17 @@ class Linear:
     materialised: dict = field(default_factory=dict, compare=False)
 
 
+ANCHOR_VALUES_ATTRIBUTE = "qc.anchor_values"
+"""main's attribute: {name of the integer tensor a QDQ ``dequantize`` read: name of the lowered integer tensor
+that stands for it}. The oracle (``compiler.quantization.oracle``) pairs the two graphs through it."""
+
+MUTATIONS: set[str] = set()
+"""Test-only: deliberate lowering bugs that prove the oracle and the fuzzer can fail. ``"constant_add_fold"``
+folds a constant add into an accumulator that already carries a ReLU / clip (clamp(y + c) for clamp(y) + c);
+``"zero_point"`` folds the input zero point of each layer's largest-|sum W| channel off by one. Never set
+outside tests."""
+
+
 @register_pass("lower_integer")
 def lower_integer(mod: tvm.IRModule) -> tvm.IRModule:
     """Relax (QDQ) -> Relax with integer kernels between quantize and dequantize; float islands listed."""
@@ -92,8 +103,11 @@ class _Lowering:
         self.builder = relax.BlockBuilder()
         self.values: dict[relax.Var, object] = {}  # original var -> Quant | Weight | Linear | new float var
         self.floats: dict[int, relax.Var] = {}  # id(Quant) -> its dequantized var
-        self.islands: list[str] = []  # new vars bound by float ops that read integer-derived values
+        self.islands: dict[str, str] = {}  # new vars bound by float ops that read integer values -> why
+        self.island_reasons_by_var: dict[relax.Var, str] = {}
+        self.boundary: list[relax.Var] | None = None  # float arithmetic emitted for the island being built
         self.island_vars: set[relax.Var] = set()  # original vars of those ops
+        self.anchor_values: dict[str, str] = {}  # QDQ integer tensor name -> lowered integer tensor name
 
     def run(self) -> tvm.IRModule:
         output = self.func.body.body
@@ -107,7 +121,9 @@ class _Lowering:
                 result = self.values[output]
             self.builder.emit_func_output(result)
         lowered = with_main(self.mod, self.builder)
-        main = lowered["main"].with_attr(ISLANDS_ATTRIBUTE, self.islands)
+        main = lowered["main"].with_attr(ISLANDS_ATTRIBUTE, list(self.islands))
+        main = main.with_attr(ISLAND_REASONS_ATTRIBUTE, self.islands)
+        main = main.with_attr(ANCHOR_VALUES_ATTRIBUTE, self.anchor_values)
         lowered["main"] = main
         return lowered
 
@@ -120,6 +136,7 @@ class _Lowering:
             return self.quantize(args[0], scale, zero, str(value.attrs.out_dtype))
         if name == "relax.dequantize":
             if isinstance(args[0], Quant):
+                self.anchor_values[value.args[0].name] = args[0].var.name
                 return args[0]
             if isinstance(args[0], tvm.ir.expr.GenericConst):
                 return Weight(args[0].value.numpy(), value.args[1].value.numpy().astype(np.float64),
@@ -203,7 +220,12 @@ class _Lowering:
             weight_sums = weight.values.astype(np.int64).sum(axis=-2)
             scale = x.scale * weight.scale
         _check_accumulator(call, x, weight)
-        return Linear((Term(acc, scale, -x.zero * weight_sums),))
+        offset = -x.zero * weight_sums
+        if "zero_point" in MUTATIONS:
+            channel = np.unravel_index(np.argmax(np.abs(weight_sums)), weight_sums.shape)
+            offset = offset.copy()
+            offset[channel] -= weight_sums[channel]
+        return Linear((Term(acc, scale, offset),))
 
     def _packed_int4(self, call: relax.Call, data: relax.Expr, weight: Weight) -> relax.Var:
         """The layer as a kernel that reads its 4-bit weight packed two per byte (``data`` already padded)."""
@@ -223,7 +245,9 @@ class _Lowering:
     def add(self, call: relax.Call, args: list) -> Linear | None:
         constants = [a for a in args if isinstance(a, tvm.ir.expr.GenericConst)]
         others = [a for a in args if not isinstance(a, tvm.ir.expr.GenericConst)]
-        if len(constants) == 1 and isinstance(others[0], Linear) and len(others[0].terms) == 1:
+        if len(constants) == 1 and isinstance(others[0], Linear) and len(others[0].terms) == 1 and (
+                _unclamped(others[0]) or "constant_add_fold" in MUTATIONS):
+            # clamp(y) + c is not clamp(y + c): only an accumulator with no ReLU / clip yet takes the constant
             (term,) = others[0].terms
             bias = np.round(constants[0].value.numpy().astype(np.float64) / term.scale).astype(np.int64)
             return Linear((replace(term, offset=term.offset + bias),), others[0].lo, others[0].hi)
@@ -280,16 +304,32 @@ class _Lowering:
 
     # -- float ---------------------------------------------------------------------------------------
     def float_op(self, var: relax.Var, value: relax.Expr) -> relax.Var:
-        """Keep ``value`` in float on dequantized inputs; it is an island if an integer value feeds it."""
+        """Keep ``value`` in float on dequantized inputs; it is an island if an integer value feeds it (the
+        float arithmetic that turns an accumulator into its real value for it belongs to the island too)."""
         integer_inputs = any(isinstance(self.values.get(a), (Quant, Linear)) for a in var_args(value))
+        self.boundary = []
         new_value = map_vars(value, lambda a: self.as_float(self.values[a]) if a in self.values else a)
+        boundary, self.boundary = self.boundary, None
         if isinstance(new_value, relax.Tuple):
             return new_value
         new_var = self.builder.emit(new_value)
         if integer_inputs or any(v in self.island_vars for v in var_args(value)):
-            self.islands.append(new_var.name)
+            reason = self.island_reason(var, value)
+            for island in boundary + [new_var]:
+                self.islands[island.name] = reason
             self.island_vars.add(var)
         return new_var
+
+    def island_reason(self, var: relax.Var, value: relax.Expr) -> str:
+        """Why an op stays in float: the policy kept its layer in float, or it has no integer form."""
+        name = op_name(value) or type(value).__name__
+        if name in ("relax.nn.conv2d", "relax.matmul") and isinstance(value.args[1], tvm.ir.expr.GenericConst):
+            return "policy: layer kept in float (quantize=False)"
+        upstream = [self.island_reasons_by_var[a] for a in var_args(value) if a in self.island_reasons_by_var]
+        reason = upstream[0] if upstream and not any(isinstance(self.values.get(a), (Quant, Linear))
+                                                    for a in var_args(value)) else f"no integer form: {name}"
+        self.island_reasons_by_var[var] = reason
+        return reason
 
     def as_float(self, value: object) -> relax.Expr:
         emit = self.builder.emit
@@ -321,10 +361,19 @@ class _Lowering:
             scale, axis = _per_axis(term.scale)
             real = emit(relax.op.dequantize(acc, relax.const(scale), relax.const(np.int32(0)), axis=axis,
                                             out_dtype="float32"))
-            total = real if total is None else emit(relax.op.add(total, real))
+            total = real if total is None else self._boundary(emit(relax.op.add(total, real)))
         if value.lo != -math.inf or value.hi != math.inf:
-            total = emit(relax.op.clip(total, max(value.lo, -3.4e38), min(value.hi, 3.4e38)))
+            total = self._boundary(emit(relax.op.clip(total, max(value.lo, -3.4e38), min(value.hi, 3.4e38))))
         return total
+
+    def _boundary(self, var: relax.Var) -> relax.Var:
+        if self.boundary is not None:
+            self.boundary.append(var)
+        return var
+
+
+def _unclamped(value: Linear) -> bool:
+    return value.lo == -math.inf and value.hi == math.inf
 
 
 def _scalar(expr: relax.Expr) -> float:
