@@ -34,7 +34,8 @@ from .dataflow import function_attrs, main_block, map_vars, op_name, var_args, w
 from .check_integer_only import ISLAND_REASONS_ATTRIBUTE, ISLANDS_ATTRIBUTE
 from .dyadic import dyadic
 from .int4 import INT4_MAX, PACKED_ATTRIBUTE, conv2d_int4, matmul_int4, pack_int4
-from .quant_plan import is_pass_through, is_residual_add
+from .elementwise import evaluate, source_of_call
+from .quant_plan import integer_avg_pool, is_pass_through, is_residual_add
 from .registry import PassError, register_pass
 
 
@@ -87,6 +88,25 @@ MUTATIONS: set[str] = set()
 folds a constant add into an accumulator that already carries a ReLU / clip (clamp(y + c) for clamp(y) + c);
 ``"zero_point"`` folds the input zero point of each layer's largest-|sum W| channel off by one. Never set
 outside tests."""
+
+
+@dataclass(frozen=True)
+class Elementwise:
+    """An elementwise function of the integer tensor ``source`` (not emitted yet): ``chain`` are the original
+    bindings in program order, ``var`` the one this value stands for. Quantized, it becomes a table."""
+
+    source: Quant
+    source_var: relax.Var
+    chain: tuple
+    var: relax.Var
+
+
+@dataclass(frozen=True)
+class Concat:
+    """A concatenation of integer tensors whose scales differ (not emitted yet): requantized to the output's."""
+
+    parts: tuple
+    axis: int
 
 
 @register_pass("lower_integer")
@@ -155,13 +175,31 @@ class _Lowering:
                 return lowered
         if name == "relax.mean" and isinstance(args[0], Quant):
             return self.mean(value, args[0])
+        if name == "relax.nn.avg_pool2d" and isinstance(args[0], Quant) and integer_avg_pool(value):
+            return self.avg_pool(value, args[0])
         if isinstance(args[0] if args else None, Quant) and is_pass_through(value):
             return self.pass_through(value, args[0])
+        if name == "relax.multiply" and len(args) == 2 and all(isinstance(a, Quant) for a in args) \
+                and args[0] is not args[1]:
+            return self.product(*args)
+        if name == "relax.concat" and isinstance(value.args[0], relax.Tuple):
+            lowered = self.concat(value)
+            if lowered is not None:
+                return lowered
+        chained = self.elementwise(var, value)
+        if chained is not None:
+            return chained
         return self.float_op(var, value)
 
     # -- integer ops ---------------------------------------------------------------------------------
     def quantize(self, x: object, scale: float, zero: int, dtype: str) -> Quant:
         info = np.iinfo(dtype)
+        if isinstance(x, Elementwise):
+            return self.table(x, scale, zero, dtype)
+        if isinstance(x, Concat):
+            parts = [self.quantize(part, scale, zero, dtype) for part in x.parts]
+            joined = self.builder.emit(relax.op.concat([part.var for part in parts], axis=x.axis))
+            return Quant(joined, scale, zero, min(p.qmin for p in parts), max(p.qmax for p in parts), dtype)
         if isinstance(x, Quant):
             if (x.scale, x.zero, x.dtype) == (scale, zero, dtype):
                 return x
@@ -295,6 +333,80 @@ class _Lowering:
                                                keepdims=bool(call.attrs.keepdims)))
         return Linear((Term(total, np.float64(x.scale / count), np.int64(-x.zero * count)),))
 
+    def avg_pool(self, call: relax.Call, x: Quant) -> Linear:
+        """Average pooling as a window sum (a depthwise convolution with weights 1, int32) over the divisor."""
+        attrs = call.attrs
+        kh, kw = (int(k) for k in attrs.pool_size)
+        channels = int(call.args[0].ty.shape[1])
+        data = x.var
+        top, left, bottom, right = (int(p) for p in attrs.padding)
+        if top or left or bottom or right:  # counted padding stands for real 0.0: the zero point
+            data = self.builder.emit(relax.op.nn.pad(data, [0, 0, 0, 0, top, bottom, left, right],
+                                                     pad_value=float(x.zero)))
+        ones = relax.const(np.ones((channels, 1, kh, kw), np.int8))
+        total = self.builder.emit(relax.op.nn.conv2d(data, ones, strides=attrs.strides, groups=channels,
+                                                     out_dtype="int32"))
+        count = kh * kw
+        return Linear((Term(total, np.float64(x.scale / count), np.int64(-x.zero * count)),))
+
+    def product(self, a: Quant, b: Quant) -> Linear:
+        """(q_a - z_a)(q_b - z_b) in int32, real value s_a s_b times it (one dyadic rescale when quantized)."""
+        emit = self.builder.emit
+
+        def centred(x: Quant) -> relax.Var:
+            wide = emit(relax.op.astype(x.var, "int32"))
+            return emit(relax.op.subtract(wide, relax.const(np.int32(x.zero)))) if x.zero else wide
+
+        return Linear((Term(emit(relax.op.multiply(centred(a), centred(b))), np.float64(a.scale * b.scale),
+                            np.int64(0)),))
+
+    def concat(self, call: relax.Call) -> object | None:
+        """Integer parts of one scale concatenate as they are; parts of different scales wait for the
+        output's quantize, which requantizes each one to it."""
+        parts = [self.values.get(f, f) for f in call.args[0].fields]
+        axis = int(call.attrs.axis)
+        if not all(isinstance(p, Quant) for p in parts):
+            return None
+        if len({(p.scale, p.zero, p.dtype) for p in parts}) == 1:
+            joined = self.builder.emit(relax.op.concat([p.var for p in parts], axis=axis))
+            return replace(parts[0], var=joined, qmin=min(p.qmin for p in parts), qmax=max(p.qmax for p in parts))
+        return Concat(tuple(parts), axis)
+
+    def elementwise(self, var: relax.Var, value: relax.Expr) -> Elementwise | None:
+        """An elementwise op of one integer tensor (directly or through earlier such ops), deferred."""
+        inputs = {a: self.values.get(a) for a in var_args(value)}
+        sources = {}
+        for arg, lowered in inputs.items():
+            if isinstance(lowered, Elementwise):
+                sources[lowered.source_var] = lowered
+            elif isinstance(lowered, Quant):
+                sources[arg] = lowered
+            else:
+                return None
+        if len(sources) != 1:
+            return None
+        (source_var, found), = sources.items()
+        if source_of_call(value, {a: source_var for a in inputs}) is None:
+            return None
+        chain = tuple(b for lowered in inputs.values() if isinstance(lowered, Elementwise) for b in lowered.chain)
+        chain = tuple(dict.fromkeys(chain)) + ((var, value),)
+        source = found.source if isinstance(found, Elementwise) else found
+        return Elementwise(source, source_var, chain, var)
+
+    def table(self, x: Elementwise, scale: float, zero: int, dtype: str) -> Quant:
+        """The chain as a lookup table over every integer value its source can take (exact)."""
+        src = x.source
+        codes = np.arange(np.iinfo(src.dtype).min, np.iinfo(src.dtype).max + 1, dtype=np.int64)
+        real = evaluate(_in_order(x.chain), x.source_var, src.scale * (codes - src.zero).astype(np.float64), x.var)
+        info = np.iinfo(dtype)
+        quantized = np.clip(np.round(real / scale) + zero, info.min, info.max)
+        table = relax.const(np.nan_to_num(quantized, nan=zero).astype(dtype))
+        index = self.builder.emit(relax.op.astype(src.var, "int32"))
+        if codes[0]:
+            index = self.builder.emit(relax.op.subtract(index, relax.const(np.int32(codes[0]))))
+        looked_up = self.builder.emit(relax.op.take(table, index, axis=0))
+        return Quant(looked_up, scale, zero, int(info.min), int(info.max), dtype)
+
     def pass_through(self, call: relax.Call, x: Quant) -> Quant:
         if op_name(call) == "relax.nn.pad":
             new = relax.op.nn.pad(x.var, [int(p) for p in call.attrs.pad_width], pad_value=float(x.zero))
@@ -343,6 +455,15 @@ class _Lowering:
             if "float" not in value.materialised:
                 value.materialised["float"] = self._linear_to_float(value)
             return value.materialised["float"]
+        if isinstance(value, Elementwise):
+            if id(value) not in self.floats:
+                mapping = {value.source_var: self.as_float(value.source)}
+                for var, call in _in_order(value.chain):
+                    mapping[var] = self._boundary(emit(map_vars(call, lambda a: mapping.get(a, a))))
+                self.floats[id(value)] = mapping[value.var]
+            return self.floats[id(value)]
+        if isinstance(value, Concat):
+            return self._boundary(emit(relax.op.concat([self.as_float(p) for p in value.parts], axis=value.axis)))
         if isinstance(value, Weight):
             raise PassError("lower_integer: an integer weight is read by an op that is not a quantized layer")
         if isinstance(value, relax.Tuple):
@@ -370,6 +491,11 @@ class _Lowering:
         if self.boundary is not None:
             self.boundary.append(var)
         return var
+
+
+def _in_order(chain: tuple) -> list:
+    """The bindings of a chain (merged from several branches) once each, in program order."""
+    return list(dict.fromkeys(chain))
 
 
 def _unclamped(value: Linear) -> bool:

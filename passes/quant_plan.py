@@ -26,6 +26,7 @@ import tvm
 from tvm import relax
 
 from .dataflow import op_name, var_args
+from .elementwise import elementwise_sources
 from .quant_policy import LayerSpec
 
 PASS_THROUGH = {"relax.nn.max_pool2d", "relax.reshape", "relax.permute_dims", "relax.nn.pad",
@@ -91,16 +92,19 @@ def plan_quantization(func: relax.Function, specs: Mapping[str, LayerSpec]) -> P
     group_of: dict[relax.Var, tuple[str, relax.Var]] = {}  # group output var -> (group name, head var)
     member: set[relax.Var] = set()  # vars inside a group (not its output)
     counters: dict[str, int] = {}
+    chains = elementwise_sources(bindings)  # every elementwise op -> the one tensor it is a function of
     for var, value in bindings:
         name = op_name(value)
         if var in member:
             continue
         if value in quantized:
             head_name = quantized[value]
-        elif name == "relax.add" and is_residual_add(value):
+        elif name == "relax.add" and is_residual_add(value) and var not in chains:
             head_name = _count(counters, "add")
         elif name == "relax.mean":
             head_name = _count(counters, "mean")
+        elif name == "relax.nn.avg_pool2d" and integer_avg_pool(value):
+            head_name = _count(counters, "pool")
         else:
             continue
         chain = [var]
@@ -109,6 +113,20 @@ def plan_quantization(func: relax.Function, specs: Mapping[str, LayerSpec]) -> P
         _follow(chain, consumers, lambda c: op_name(c) in ACTIVATIONS)
         member.update(chain[:-1])
         group_of[chain[-1]] = (head_name, var)
+
+    claimed = member | set(group_of) | {head for _, head in group_of.values()}
+    tables = _tables(bindings, consumers, claimed, func)  # sink -> (source, region vars)
+    for sink, (source, region) in tables.items():
+        member.update(v for v in region if v not in tables)
+        group_of[sink] = (_count(counters, "table"), sink)
+    claimed |= set(tables) | member
+    for var, value in bindings:
+        if var in claimed:
+            continue
+        if op_name(value) == "relax.multiply" and _is_product(value):
+            group_of[var] = (_count(counters, "mul"), var)
+        elif op_name(value) == "relax.concat" and isinstance(value.args[0], relax.Tuple):
+            group_of[var] = (_count(counters, "concat"), var)
 
     heads = {head: (name, out) for out, (name, head) in group_of.items()}
     head_values = dict(bindings)
@@ -128,8 +146,12 @@ def plan_quantization(func: relax.Function, specs: Mapping[str, LayerSpec]) -> P
             name, out = heads[var]
             if value in quantized:
                 want(value.args[0], specs.get(name, LayerSpec()), var)
-            elif out in wants:  # an integer add / mean: its operands must be integers too
-                for arg in value.args:
+            elif var in tables and out in wants:  # a table reads its source in integers, in every op
+                source, region = tables[var]
+                for member_var in region:
+                    want(source, wants[out], member_var)
+            elif out in wants:  # an integer add / mean / product / concat: its operands are integers too
+                for arg in var_args(value):
                     want(arg, wants[out], var)
         elif is_pass_through(value) and var in wants:
             want(value.args[0], wants[var], var)
@@ -156,6 +178,37 @@ def plan_quantization(func: relax.Function, specs: Mapping[str, LayerSpec]) -> P
         if anchor is not None:
             plan.layer_inputs[name] = anchor.name
     return plan
+
+
+def integer_avg_pool(call: relax.Call) -> bool:
+    """An average pooling with one divisor everywhere: no padding, or padding counted (NCHW, no ceil mode)."""
+    attrs = call.attrs
+    padded = any(int(p) for p in attrs.padding)
+    return (str(attrs.layout) == "NCHW" and not bool(attrs.ceil_mode)
+            and all(int(d) == 1 for d in attrs.dilation) and (not padded or bool(attrs.count_include_pad)))
+
+
+def _is_product(call: relax.Call) -> bool:
+    """multiply of two variables (a gate: x * sigmoid(s) in squeeze-excite), not of a variable by a constant."""
+    return all(isinstance(a, relax.Var) for a in call.args)
+
+
+def _tables(bindings, consumers, claimed: set, func: relax.Function) -> dict:
+    """Chains of elementwise ops of one tensor: {each result read outside the chain: (source, chain vars in
+    program order)}. Ops already in a layer / add / mean group are not part of any chain."""
+    sources = elementwise_sources(bindings, opaque=claimed)
+    regions: dict[relax.Var, list[relax.Var]] = {}
+    for var, _ in bindings:
+        if var in sources:
+            regions.setdefault(sources[var], []).append(var)
+    outputs = set(var_args(func.body.body))
+    tables = {}
+    for source, region in regions.items():
+        inside = set(region)
+        for sink in region:  # each result read outside the chain is a table of its own
+            if sink in outputs or any(user not in inside for user, _ in consumers.get(sink, [])):
+                tables[sink] = (source, region)
+    return tables
 
 
 def _follow(chain: list[relax.Var], consumers, accept) -> None:
