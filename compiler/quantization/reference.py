@@ -15,7 +15,7 @@ everything integer downstream can still be compared exactly.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -37,13 +37,21 @@ class Trace:
 
     values: dict[str, np.ndarray]
     outputs: list[np.ndarray]
+    by_var: dict = field(default_factory=dict, repr=False)  # every value by its relax.Var (names may repeat)
 
 
 def interpret(mod: tvm.IRModule, inputs: Mapping[str, np.ndarray],
-              overrides: Mapping[str, np.ndarray] | None = None) -> Trace:
-    """Run ``mod["main"]`` on ``inputs`` (by parameter name) in numpy; ``overrides`` pins variables by name."""
+              overrides: Mapping[str | relax.Var, np.ndarray] | None = None,
+              observed: dict | None = None) -> Trace:
+    """Run ``mod["main"]`` on ``inputs`` (by parameter name) in numpy; ``overrides`` pins variables by name
+    (or by ``relax.Var``, for graphs whose names repeat). With ``observed`` (a dict), each overridden
+    variable is still computed from its (possibly overridden) inputs and that value, the one the override
+    replaced, is recorded in ``observed`` under the key the override used: ``compiler.quantization.oracle``
+    feeds every op the integer executable's inputs this way and compares what the op computes."""
     func = mod["main"]
     overrides = overrides or {}
+    by_var = {k: v for k, v in overrides.items() if isinstance(k, relax.Var)}
+    by_name = {k: v for k, v in overrides.items() if isinstance(k, str)}
     env: dict[relax.Var, Any] = {}
     for param in func.params:
         if param.name not in inputs:
@@ -52,13 +60,19 @@ def interpret(mod: tvm.IRModule, inputs: Mapping[str, np.ndarray],
     values: dict[str, np.ndarray] = {}
     for block in func.body.blocks:
         for binding in block.bindings:
-            name = binding.var.name
-            result = overrides[name] if name in overrides else _evaluate(binding.value, env, mod)
-            env[binding.var] = result
+            var, name = binding.var, binding.var.name
+            key = var if var in by_var else name if name in by_name else None
+            if key is None:
+                result = _evaluate(binding.value, env, mod)
+            else:
+                if observed is not None:
+                    observed[key] = _evaluate(binding.value, env, mod)
+                result = by_var[key] if key is var else by_name[key]
+            env[var] = result
             if isinstance(result, np.ndarray):
                 values[name] = result
     output = _evaluate(func.body.body, env, mod)
-    return Trace(values, _flatten(output))
+    return Trace(values, _flatten(output), env)
 
 
 def _flatten(value: Any) -> list[np.ndarray]:
@@ -202,6 +216,35 @@ def _gelu(attrs, x):
     return (x * (np.float32(0.5) + erf(x * np.float32(1 / math.sqrt(2))).astype(np.float32) * np.float32(0.5)))
 
 
+def _avg_pool2d(attrs, x):
+    if str(attrs.layout) != "NCHW" or bool(attrs.ceil_mode):
+        raise ReferenceError("the reference avg_pool2d supports NCHW without ceil_mode only")
+    window = tuple(int(p) for p in attrs.pool_size)
+    total = _windows(x.astype(np.float32), attrs, window, 0).sum(axis=(-2, -1), dtype=np.float32)
+    if bool(attrs.count_include_pad) or not any(int(p) for p in attrs.padding):
+        return total / np.float32(window[0] * window[1])
+    ones = np.ones((1, 1) + x.shape[2:], np.float32)
+    return total / _windows(ones, attrs, window, 0).sum(axis=(-2, -1), dtype=np.float32)
+
+
+def _adaptive_avg_pool2d(attrs, x):
+    size = [int(v) for v in attrs.output_size] if attrs.output_size is not None else [1, 1]
+    if str(attrs.layout) != "NCHW" or size != [1, 1]:
+        raise ReferenceError("the reference adaptive_avg_pool2d supports NCHW to 1x1 only")
+    return x.mean(axis=(2, 3), keepdims=True, dtype=np.float32)
+
+
+def _sigmoid(attrs, x):
+    x = x.astype(np.float32)
+    return np.float32(1) / (np.float32(1) + np.exp(-x))
+
+
+def _split(attrs, x):
+    sections = attrs.indices_or_sections
+    where = int(sections.value) if hasattr(sections, "value") else [int(i) for i in sections]
+    return tuple(np.split(x, where, axis=int(attrs.axis)))
+
+
 def _right_shift(attrs, a, b):
     return np.right_shift(a, b)
 
@@ -243,6 +286,25 @@ _RULES: dict[str, Callable[..., Any]] = {
     "relax.nn.softmax": _softmax,
     "relax.nn.layer_norm": _layer_norm,
     "relax.nn.gelu": _gelu,
+    # float ops of the QDQ simulation (``compiler.quantization.oracle``), in float32 as TVM computes them
+    "relax.nn.avg_pool2d": _avg_pool2d,
+    "relax.nn.adaptive_avg_pool2d": _adaptive_avg_pool2d,
+    "relax.sigmoid": _sigmoid,
+    "relax.nn.silu": lambda attrs, x: x * _sigmoid(attrs, x),
+    "relax.tanh": lambda attrs, x: np.tanh(x),
+    "relax.exp": lambda attrs, x: np.exp(x),
+    "relax.log": lambda attrs, x: np.log(x),
+    "relax.sqrt": lambda attrs, x: np.sqrt(x),
+    "relax.rsqrt": lambda attrs, x: np.float32(1) / np.sqrt(x),
+    "relax.erf": lambda attrs, x: erf(x).astype(x.dtype),
+    "relax.abs": lambda attrs, x: np.abs(x),
+    "relax.negative": lambda attrs, x: np.negative(x),
+    "relax.power": _binary(np.power),
+    "relax.max": lambda attrs, x: x.max(axis=_axes(attrs, x.ndim), keepdims=bool(attrs.keepdims)),
+    "relax.min": lambda attrs, x: x.min(axis=_axes(attrs, x.ndim), keepdims=bool(attrs.keepdims)),
+    "relax.concat": lambda attrs, xs: np.concatenate(xs, axis=0 if attrs.axis is None else int(attrs.axis)),
+    "relax.split": _split,
+    "relax.flatten": lambda attrs, x: x.reshape(x.shape[0], -1),
 }
 
 
