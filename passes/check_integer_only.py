@@ -5,8 +5,10 @@ Guarantees: returns the module unchanged when every call that computes a float t
 ``relax.quantize`` upstream (the float prologue) or no ``relax.quantize`` downstream (the float epilogue
 after the output dequantize); otherwise raises ``IntegerOnlyError`` listing each offending call (op and
 variable), except declared float islands: ops named in ``allowed`` (such as softmax) and the variables that
-``lower_integer`` listed in main's ``qc.float_islands`` attribute. A module without any quantize is refused
-too: it has no integer part to check.
+``lower_integer`` listed in main's ``qc.float_islands`` attribute, each with its reason in
+``qc.float_island_reasons`` (the policy kept a layer in float, or the op has no integer form). With
+``strict=True`` a declared island is an error too. A module without any quantize is refused: it has no
+integer part to check.
 """
 
 from __future__ import annotations
@@ -67,12 +69,34 @@ def declared_islands(mod: tvm.IRModule) -> dict[str, int]:
     return counts
 
 
+def island_reasons(mod: tvm.IRModule) -> dict[str, int]:
+    """How many island ops each reason (``lower_integer``'s: policy, or no integer form for an op) accounts for."""
+    attrs = mod["main"].attrs
+    reasons = attrs[ISLAND_REASONS_ATTRIBUTE] if attrs and ISLAND_REASONS_ATTRIBUTE in attrs else {}
+    counts: dict[str, int] = {}
+    for reason in reasons.values():
+        counts[str(reason)] = counts.get(str(reason), 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: -item[1]))
+
+
+class StrictIntegerError(IntegerOnlyError):
+    """``strict`` mode: the lowering declared float islands, and none is allowed."""
+
+    def __init__(self, reasons: dict[str, int]):
+        self.offenders = []
+        listed = "; ".join(f"{count} x {reason}" for reason, count in reasons.items())
+        PassError.__init__(self, f"strict integer-only: {sum(reasons.values())} float island op(s): {listed}")
+
+
 @register_pass("check_integer_only")
-def check_integer_only(mod: tvm.IRModule, allowed: Sequence[str] = ()) -> tvm.IRModule:
-    """Relax -> same Relax, or IntegerOnlyError naming float ops between quantize and dequantize."""
+def check_integer_only(mod: tvm.IRModule, allowed: Sequence[str] = (), strict: bool = False) -> tvm.IRModule:
+    """Relax -> same Relax, or IntegerOnlyError naming float ops between quantize and dequantize (with
+    ``strict``, declared float islands are errors too)."""
     offenders = float_islands(mod, allowed)
     if offenders:
         raise IntegerOnlyError(offenders)
+    if strict and island_reasons(mod):
+        raise StrictIntegerError(island_reasons(mod))
     return mod
 
 

@@ -3,22 +3,32 @@
 Requires: ``main`` as ``insert_qdq`` left it (one dataflow block, quantize -> dequantize on every anchor,
 ``dequantize(int8 constant)`` weights on every quantized layer), before ``fold_constant``.
 Guarantees: between the entry quantizes and the final dequantizes every quantized layer, bias, ReLU / clip,
-residual add, mean, max pooling, reshape, transpose and zero padding runs on integers:
+residual add, mean, average pooling, product, concat, elementwise chain, max pooling, reshape, transpose and
+zero padding runs on integers:
 
     conv2d / matmul   uint8|int8 x int8 -> int32 accumulator (an activation zero point is folded into the
                       bias as -z * sum(W); a padded conv with z != 0 gets an explicit pad with value z);
                       a 4-bit weight stays packed two per byte and its kernel unpacks it (passes/int4.py)
-    bias              int32, round(b / (s_x * s_w)) added to the accumulator
+    bias              int32, round(b / (s_x * s_w)) added to the accumulator; a later constant add joins it
+                      only while no ReLU / clip has been applied (clamp(y) + c is not clamp(y + c))
     rescale           one dyadic multiplier b / 2^c per output channel (and per branch of a residual add),
                       (acc * b + 2^(c-1)) >> c in int64, then + z_out and a clamp to the output range
     ReLU / clip       the clamp bounds of that requantize (z_out + round(lo / s_out) ...)
-    mean              int32 sum, then the dyadic rescale s_x / (n * s_out)
+    mean, avg pool    int32 window sum (average pooling: a depthwise convolution with weights 1 over the input
+                      padded with z), then the dyadic rescale s_x / (n * s_out)
+    product           (q_a - z_a)(q_b - z_b) in int32, then the dyadic rescale s_a s_b / s_out
+    concat            parts of the output's scale as they are, the others requantized to it first
+    elementwise f(x)  a table over every code of x: T[i] = clamp(round(f(s_x (i - z_x)) / s_out) + z_out),
+                      f evaluated in float64 at compile time (``passes.elementwise``), looked up by ``take``
 
 Everything else is a declared *float island*: its inputs are dequantized, it runs in float, and the
-variables it binds are listed in the function attribute ``qc.float_islands`` (``check_integer_only`` fails on
-any float op in the integer part that is not listed). A layer group nobody reads as integers (the logits) is
-dequantized straight from its int32 accumulator. The numerics are those of ``passes.dyadic`` and
-``compiler.quantization.reference`` reproduces them bit for bit.
+variables it binds are listed in the function attribute ``qc.float_islands`` with the reason in
+``qc.float_island_reasons`` (a layer kept in float by the policy, or an op with no integer form);
+``check_integer_only`` fails on any float op in the integer part that is not listed. A layer group nobody
+reads as integers (the logits) is dequantized straight from its int32 accumulator. The numerics are those
+of ``passes.dyadic``; ``compiler.quantization.reference`` reproduces them bit for bit, and
+``compiler.quantization.oracle`` checks them op by op against the QDQ simulation (``qc.anchor_values``
+pairs each QDQ integer tensor with its lowered one).
 """
 
 from __future__ import annotations

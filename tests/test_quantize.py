@@ -10,6 +10,7 @@ import torch
 
 import compiler
 from models import mnist_cnn
+from passes.check_integer_only import StrictIntegerError
 from passes.quant_policy import QuantPolicy
 
 from .conftest import qc
@@ -61,3 +62,32 @@ def test_cli_calibration_without_a_scheme_is_a_clear_error(split, tmp_path):
     np.savez(tmp_path / "calib.npz", input=split[0][:4])
     result = qc("compile", "mnist-cnn", "--calib", str(tmp_path / "calib.npz"), "-o", str(tmp_path / "q"))
     assert result.returncode == 2 and "without a quantization scheme" in result.stderr
+
+
+@pytest.mark.parametrize("layer", ["conv2d_0", "conv2d_1", "matmul_0"])
+def test_any_single_mnist_layer_can_stay_in_float(mnist_case, split, layer):
+    x_train, _, x_test, y_test = split
+    policy = QuantPolicy.from_scheme("w8a8").with_override(layer, quantize=False)
+    model = compiler.compile(mnist_case.module, example_inputs=mnist_case.example_inputs,
+                             input_names=mnist_case.input_names, quantize=policy,
+                             calibration=({"input": d[None]} for d in x_train[:32]))
+    quantization = model.manifest["quantization"]
+    assert layer not in quantization["layers"] and len(quantization["layers"]) == 2
+    # the float layer and what only it reads are islands, each for the policy's reason; the rest is integer
+    assert set(quantization["float_island_reasons"]) <= {"policy: layer kept in float (quantize=False)"}
+    assert _accuracy(model, x_test[:200], y_test[:200]) >= 0.95
+
+
+def test_strict_integer_only_refuses_a_policy_island(mnist_case, split):
+    policy = QuantPolicy.from_scheme("w8a8").with_override("conv2d_1", quantize=False)
+    with pytest.raises(StrictIntegerError, match="strict integer-only: 5 float island op"):
+        compiler.compile(mnist_case.module, example_inputs=mnist_case.example_inputs,
+                         input_names=mnist_case.input_names, quantize=policy, integer_only="strict",
+                         calibration=({"input": d[None]} for d in split[0][:8]))
+
+
+def test_cli_strict_integer_only_passes_when_there_is_no_island(split, tmp_path):
+    np.savez(tmp_path / "calib.npz", input=split[0][:8])
+    result = qc("compile", "mnist-cnn", "--quantize", "w8a8", "--calib", str(tmp_path / "calib.npz"),
+                "--integer-only", "strict", "-o", str(tmp_path / "q"))
+    assert result.returncode == 0, result.stderr

@@ -19,7 +19,7 @@ from passes.quant_policy import QuantPolicy
 
 from ..build import build, tuning_options
 from ..executable import CompiledModel
-from ..pipeline import QUANTIZED_PASSES, Pipeline, StepRecord
+from ..pipeline import QUANTIZED_PASSES, Pipeline, Step
 from .calibration import Calibration, calibrate, prepare
 
 
@@ -56,9 +56,12 @@ def _rounded(value_range):
     return None if value_range is None else [round(float(v), 6) for v in value_range]
 
 
-def lower(quantized: QuantizedModel, verify: bool = False):
-    """The QDQ module through ``QUANTIZED_PASSES`` (integer lowering, the checker): (module, step records)."""
-    return Pipeline(QUANTIZED_PASSES).run(quantized.imported.mod, verify=verify)
+def lower(quantized: QuantizedModel, verify: bool = False, strict: bool = False):
+    """The QDQ module through ``QUANTIZED_PASSES`` (integer lowering, the checker; ``strict``: no float
+    island allowed): (module, step records)."""
+    steps = [Step(name, {"strict": True}) if strict and name == "check_integer_only" else Step(name)
+             for name in QUANTIZED_PASSES]
+    return Pipeline(steps).run(quantized.imported.mod, verify=verify)
 
 
 def compile_quantized(imported: ImportedModel, samples: Iterable[Mapping[str, np.ndarray]],
