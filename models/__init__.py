@@ -20,9 +20,11 @@ if TYPE_CHECKING:
     import torch
 
 _MODULES: dict[str, str] = {
+    "efficientnet-b0": "models.efficientnet_b0",
     "efficientnet-lite0": "models.efficientnet_lite0",
     "minilm": "models.minilm",
     "mnist-cnn": "models.mnist_cnn",
+    "mobilenet-v3-small": "models.mobilenet_v3_small",
     "resnet18": "models.resnet18",
 }
 """Registered name -> module holding ``load``, ``INPUT_NAMES`` and ``DESCRIPTION``."""

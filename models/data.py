@@ -77,3 +77,91 @@ _SENTENCES = (
 def sentences() -> list[str]:
     """Return 26 hard-coded English sentences: the MiniLM reference pair, 6 paraphrase pairs, 12 unrelated."""
     return list(_SENTENCES)
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+"""Per-channel RGB mean and standard deviation of ImageNet (on pixels scaled to [0, 1])."""
+
+
+def imagenet_preprocess(image: np.ndarray, size: int = 224, resize_shorter: int = 256) -> np.ndarray:
+    """Turn a ``uint8`` HWC RGB image into a ``(1, 3, size, size)`` float32 input, torchvision style.
+
+    Resize the shorter side to ``resize_shorter`` (PIL bicubic; an image already that size is not
+    resampled), center-crop ``size`` x ``size``, then ``(x / 255 - IMAGENET_MEAN) / IMAGENET_STD``.
+    """
+    from PIL import Image
+
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected a uint8 HxWx3 RGB image, got {image.dtype} {image.shape}")
+    pil = Image.fromarray(image)
+    scale = resize_shorter / min(pil.size)
+    pil = pil.resize((round(pil.width * scale), round(pil.height * scale)), Image.BICUBIC)
+    left, top = (pil.width - size) // 2, (pil.height - size) // 2
+    pixels = np.asarray(pil.crop((left, top, left + size, top + size)), dtype=np.float32) / 255.0
+    pixels = (pixels - np.float32(IMAGENET_MEAN)) / np.float32(IMAGENET_STD)
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+def held_out_views(count: int = 8, size: int = 256, seed: int = 0) -> dict[str, np.ndarray]:
+    """Return ``count`` random crops of :func:`photos` as ``uint8`` ``size`` x ``size`` RGB, for *evaluation*.
+
+    Calibration and evaluation must not share inputs. The convention of the tests and benchmarks is to
+    calibrate image models on every photo of :func:`photos` through the model's ``preprocess`` (resize
+    the shorter side to 256, center crop) and on the horizontal mirrors of those. These views are
+    different inputs: each is a crop covering 25-70% of a photo's area at a random position, aspect ratio
+    in [3/4, 4/3], resized (PIL bicubic) to ``size`` x ``size``, and mirrored with probability 1/2; the
+    photos are taken in turn. At the default ``size=256`` a model's ``preprocess`` (``imagenet_preprocess``
+    or ``efficientnet_lite0.preprocess``) takes a view as it is (no resampling) and center-crops 224.
+    Keys are ``"<photo>/<index>"``; the same ``seed`` gives the same views.
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    sources = list(photos().items())
+    views = {}
+    for index in range(count):
+        name, image = sources[index % len(sources)]
+        height, width = image.shape[:2]
+        area = rng.uniform(0.25, 0.70) * height * width
+        aspect = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+        crop_w = min(width, max(1, round((area * aspect) ** 0.5)))
+        crop_h = min(height, max(1, round((area / aspect) ** 0.5)))
+        left = int(rng.integers(0, width - crop_w + 1))
+        top = int(rng.integers(0, height - crop_h + 1))
+        view = Image.fromarray(image[top:top + crop_h, left:left + crop_w]).resize((size, size), Image.BICUBIC)
+        view = np.asarray(view)
+        if rng.random() < 0.5:
+            view = view[:, ::-1]
+        views[f"{name}/{index}"] = np.ascontiguousarray(view, dtype=np.uint8)
+    return views
+
+
+def statistics_images(count: int, seed: int = 0, size: int = 224) -> np.ndarray:
+    """``count`` ImageNet-normalised ``(3, size, size)`` float32 crops of photos *outside* :func:`photos`.
+
+    For models with random weights, whose BatchNorm running statistics are measured in train mode on
+    these (see ``models.mobilenet_v3_small.randomize``): natural images keep every layer at a sane scale
+    on photos, where white noise lets activations grow ~100x through the network. The sources are
+    scikit-image's ``astronaut`` and ``rocket``, taken in turn, so these never coincide with calibration
+    or evaluation inputs (which come from :func:`photos`). Each crop is a random square of side between
+    ``size`` and the shorter side, resized (PIL bilinear) to ``size``, mirrored with probability 1/2,
+    then ``(x / 255 - IMAGENET_MEAN) / IMAGENET_STD``. Returns ``[count, 3, size, size]``.
+    """
+    import skimage.data
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    sources = [skimage.data.astronaut(), skimage.data.rocket()]
+    crops = []
+    for index in range(count):
+        image = sources[index % len(sources)]
+        height, width = image.shape[:2]
+        side = int(rng.integers(size, min(height, width) + 1))
+        top, left = int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1))
+        crop = Image.fromarray(np.ascontiguousarray(image[top:top + side, left:left + side]))
+        pixels = np.asarray(crop.resize((size, size), Image.BILINEAR), dtype=np.float32) / 255.0
+        if rng.random() < 0.5:
+            pixels = pixels[:, ::-1]
+        crops.append(((pixels - np.float32(IMAGENET_MEAN)) / np.float32(IMAGENET_STD)).transpose(2, 0, 1))
+    return np.ascontiguousarray(np.stack(crops), dtype=np.float32)
