@@ -54,7 +54,7 @@ def compile(model: Any, *, example_inputs: Sequence[Any] | None = None,
             target: Any = None, passes: Any = None, tune_trials: int = 0, work_dir: str | Path | None = None,
             quantize: Any = None, calibration: Any = None, bits: str | None = None,
             max_size: float | None = None, max_bops: float | None = None, max_latency: float | None = None,
-            verify: bool = False, progress: bool = False) -> CompiledModel:
+            verify: bool = False, progress: bool = False, oracle: bool = False) -> CompiledModel:
     """Compile ``model`` for ``target`` (default: this CPU) through the pipeline ``passes``.
 
     ``passes`` is ``None`` (the default pipeline), a list of pass names, a ``Pipeline``, or a TOML spec path.
@@ -69,7 +69,13 @@ def compile(model: Any, *, example_inputs: Sequence[Any] | None = None,
     measured at 4 and 8 bits on this target first, cached, see ``compiler.quantization.layer_latency``), from
     sensitivities measured on the calibration samples; ``quantize`` then gives the observer and activation
     bits (default W8A8 minmax).
+    ``oracle`` (quantized models) runs the per-op differential oracle (``compiler.quantization.oracle``) on
+    the first ``ORACLE_SAMPLES`` calibration samples: the built integer executable against the QDQ float
+    simulation, op by op within a derived bound and end to end; it raises ``OracleError`` when the lowering
+    leaves its bound and records a summary in the manifest under ``quantization.oracle``.
     """
+    if oracle and quantize is None and bits is None:
+        raise CompilerError("the oracle checks a quantized model: give a quantization scheme (--quantize / quantize=)")
     if calibration is not None and quantize is None:
         raise CompilerError("calibration samples were given without a quantization scheme (--quantize / quantize=)")
     pipeline = Pipeline.from_spec(passes)
@@ -92,12 +98,17 @@ def compile(model: Any, *, example_inputs: Sequence[Any] | None = None,
                                                            target, work_dir, bar)
         if quantize is not None:
             bar.stage("calibrating")
+            if oracle:  # read twice: calibration, then the oracle
+                calibration = _samples(imported, calibration)
             quantized = _quantized(imported, quantize, calibration, target)
             imported = quantized.imported
             mod, records = lower(quantized, verify=verify)
             quantization = {"mode": "integer", **quantized.info, "float_islands": declared_islands(mod),
                             "bit_allocation": allocation}
         built = build(mod, tvm_target, pipeline=pipeline, tuning=tuning, verify=verify, on_stage=bar.stage)
+        if oracle and quantization is not None:
+            bar.stage("running the oracle")
+            quantization["oracle"] = _oracle(quantized, mod, built, calibration, tvm_target, pipeline, tuning)
         records += built.records
         library, tuned, mod = built.library, built.tuned, built.mod
     manifest = {
@@ -176,6 +187,29 @@ def _quantized(imported: ImportedModel, policy: Any, calibration: Any, target: A
     if isinstance(calibration, (str, os.PathLike)):
         calibration = samples_from_npz(calibration, imported.inputs)
     return quantize(imported, calibration, policy, target)
+
+
+ORACLE_SAMPLES = 4
+"""Calibration samples the oracle of ``compile(..., oracle=True)`` runs on."""
+
+
+def _samples(imported: ImportedModel, calibration: Any) -> list:
+    from .quantization.calibration import samples_from_npz
+
+    if calibration is None:
+        raise CompilerError("quantization needs calibration samples (calibration=... / --calib CALIB.npz)")
+    if isinstance(calibration, (str, os.PathLike)):
+        return list(samples_from_npz(calibration, imported.inputs))
+    return list(calibration)
+
+
+def _oracle(quantized, lowered, built, samples, target, pipeline, tuning) -> dict:
+    """The oracle on the first calibration samples; ``OracleError`` when it fails, else its manifest summary."""
+    from .quantization.oracle import check, run_oracle
+
+    report = run_oracle(quantized, lowered, built, list(samples)[:ORACLE_SAMPLES], target, pipeline=pipeline,
+                        tuning=tuning)
+    return check(report).manifest()
 
 
 def _kernels_before_fusion(records) -> int | None:

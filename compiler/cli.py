@@ -1,4 +1,4 @@
-"""The ``qc`` command line: compile, tune, run, bench, report, pareto, info, passes.
+"""The ``qc`` command line: compile, tune, run, bench, report, verify, pareto, info, passes.
 
 Every error a user can cause prints one line ``qc: error: ...`` and exits with status 2; nothing half
 written is left behind.
@@ -20,9 +20,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     from .errors import USER_ERRORS
+    from .quantization.oracle import OracleError
 
     try:
         return args.handler(args) or 0
+    except OracleError as exc:  # the compiler's fault, not the user's: status 1
+        print(f"qc: oracle failed: {exc}", file=sys.stderr)
+        return 1
     except USER_ERRORS as exc:
         print(f"qc: error: {exc}", file=sys.stderr)
         return 2
@@ -41,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     c = commands.add_parser("compile", help="compile a model into an artifact directory")
     _model_arguments(c)
     c.add_argument("-o", "--output", required=True, type=Path, help="artifact directory to write")
+    c.add_argument("--oracle", action="store_true", help="quantized models: check the integer executable "
+                   "against the QDQ float simulation op by op on the first calibration samples (fails: status 1)")
     c.set_defaults(handler=_compile)
 
     t = commands.add_parser("tune", help="tune a model's kernels within a trial budget (int8 register tiles, "
@@ -70,6 +76,13 @@ def _parser() -> argparse.ArgumentParser:
     _model_arguments(rep)
     rep.add_argument("--json", action="store_true")
     rep.set_defaults(handler=_report)
+
+    ver = commands.add_parser("verify", help="the per-op oracle: the integer executable against the QDQ float "
+                              "simulation, op by op and end to end (status 1 when it fails)")
+    _model_arguments(ver)
+    ver.add_argument("--samples", type=int, default=4, help="calibration samples to check on (default 4)")
+    ver.add_argument("--json", action="store_true")
+    ver.set_defaults(handler=_verify)
 
     par = commands.add_parser("pareto", help="mixed precision: quality vs weight size and latency, "
                               "uniform W8/W4 and ILP budgets, as a table and a PNG")
@@ -157,6 +170,7 @@ def _compile_model(args: argparse.Namespace, quantized: bool = True):
         policy = QuantPolicy.from_scheme(args.quantize or "w8a8", args.observer)
     compiled = api.compile(source, shapes=_shapes(args.shape), target=_target(args), passes=passes,
                            tune_trials=args.tune_trials, work_dir=args.work_dir, verify=args.verify,
+                           oracle=quantized and getattr(args, "oracle", False),
                            quantize=policy, calibration=args.calib if quantized else None,
                            bits=args.bits if quantized else None, max_size=args.max_size, max_bops=args.max_bops,
                            max_latency=args.max_latency,
@@ -176,6 +190,12 @@ def _compile(args: argparse.Namespace) -> int:
         islands = _islands_text(quantization)
         print(f"integer-only check passed; {len(quantization['layers'])} quantized layers; "
               f"float islands: {islands}")
+        oracle = quantization.get("oracle")
+        if oracle:
+            worst = oracle["worst"] or {}
+            print(f"oracle passed on {oracle['samples']} samples: {oracle['ops_within_bound']}/{oracle['ops']} ops "
+                  f"within bound (worst {worst.get('anchor')} {worst.get('max_diff')}/{worst.get('bound')} LSB), "
+                  f"SQNR {oracle['sqnr_db']:.1f} dB vs the QDQ simulation")
         allocation = quantization.get("bit_allocation")
         if allocation:
             chosen = ", ".join(f"{name} W{bits}" for name, bits in allocation["weight_bits"].items())
@@ -301,6 +321,34 @@ def _report(args: argparse.Namespace) -> int:
                  [[r.layer, str(r.weight_bits), str(r.activation_bits), r.observer,
                    f"[{r.input_range[0]:.4g}, {r.input_range[1]:.4g}]", f"{r.sqnr_db:.2f}"] for r in rows])
     return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from passes.quant_policy import QuantPolicy
+
+    from . import api
+    from .errors import CompilerError
+    from .quantization.calibration import samples_from_npz
+    from .quantization.oracle import verify
+    from .sources import resolve
+
+    if not args.quantize or not args.calib:
+        raise CompilerError("verify needs --quantize SCHEME and --calib CALIB.npz")
+    if args.samples < 1:
+        raise CompilerError(f"--samples must be >= 1, got {args.samples}")
+    imported = api.import_model(resolve(args.model), shapes=_shapes(args.shape))
+    samples = list(samples_from_npz(args.calib, imported.inputs))
+    report = verify(imported, samples, QuantPolicy.from_scheme(args.quantize, args.observer), _target(args),
+                    max_samples=args.samples)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        _print_table(f"{args.model}: {args.quantize}, integer executable vs QDQ simulation per op (worst first)",
+                     ["anchor", "layer", "producer", "bound LSB", "max |diff|", "out of bound", "elements"],
+                     [[r.anchor, r.layer, r.producer, str(r.bound), str(r.max_diff), str(r.out_of_bound),
+                       str(r.elements)] for r in report.worst_first()])
+        print(report.summary())
+    return 0 if report.ok else 1
 
 
 def _pareto(args: argparse.Namespace) -> int:
