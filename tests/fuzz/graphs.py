@@ -220,7 +220,8 @@ class _Builder:
             layer = f"conv2d_{self.counts['conv2d']}"
             self.counts["conv2d"] += 1
             gate = "sigmoid" if r.random() < 0.75 else "hardsigmoid"
-            self.nodes.append(Node("se", (x,), {"channels": c, "gate": gate}, ("mul_se", "global_avg_pool", "conv1x1", "conv_bias", gate), layer))
+            tags = ("mul_se", "global_avg_pool", "conv1x1", "conv_bias", gate)
+            self.nodes.append(Node("se", (x,), {"channels": c, "gate": gate}, tags, layer))
             self.shapes.append((1, c, h, w))
             self.current = len(self.shapes) - 1
         elif op == "mul":

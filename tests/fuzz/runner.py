@@ -189,12 +189,19 @@ def run_graph(graph: Graph | int, stages: Iterable[str] = STAGES, out_dir: str |
         for scheme in schemes:
             t0 = time.perf_counter()
             try:
+                laps = [time.perf_counter()]
                 quantized = quantize(imported, calibration, policy_for(graph, scheme))
+                laps.append(time.perf_counter())
                 lowered, _ = lower(quantized)
+                laps.append(time.perf_counter())
                 production = build(lowered, None)
+                laps.append(time.perf_counter())
                 report = run_oracle(quantized, lowered, production, held_out)
+                laps.append(time.perf_counter())
                 verdict = report.summary().splitlines()
-                result.details[scheme] = verdict[0] + " | " + verdict[1]
+                split = ", ".join(f"{name} {b - a:.1f}s" for name, a, b in
+                                  zip(("quantize", "lower", "build", "oracle"), laps, laps[1:]))
+                result.details[scheme] = f"{verdict[0]} | {verdict[1]} | {split}"
                 if not report.ok:
                     if report.first_failure is not None:
                         message = f"first op out of bound: {report.first_failure}"
