@@ -33,8 +33,9 @@ def test_generator_is_deterministic_and_covers_every_op():
     assert not [tag for tag, n in counts.items() if n < 0.05 * len(graphs)], counts
 
 
-def test_fuzz_ci():
-    report = run(CI_SEEDS, time_budget_s=CI_BUDGET_S)
+def test_fuzz_ci(tmp_path):
+    """Every graph the budget allows passes; a failing one leaves its reproducer (ONNX + rerun command)."""
+    report = run(CI_SEEDS, time_budget_s=CI_BUDGET_S, out_dir=tmp_path / "reproducers")
     print("\n" + report.format())
     assert len(report.results) >= 3, "the budget left room for fewer than 3 graphs"
     assert not report.failures, "\n".join(str(f) for f in report.failures)
@@ -51,9 +52,10 @@ def _mutation_finds_a_failure(mutation: str, seeds: list[int]) -> None:
 @pytest.mark.parametrize("mutation,pattern", [("constant_add_fold", "pattern:act_const_add"),
                                               ("zero_point", None)])
 def test_mutation_is_caught(mutation, pattern):
-    """A constant add folded into a clamped accumulator (graphs ending in layer -> ReLU/clip -> + c, which
-    only the end-to-end check sees), and one channel's folded zero point off by one (any graph whose first
-    layer reads the asymmetric input), each fail within the first few CI seeds that have the pattern."""
+    """A constant add folded into a clamped accumulator (graphs ending in layer -> ReLU/clip -> + c: no anchor
+    reads the add, so only the end-to-end SQNR / cosine floors see it), and one channel's folded zero point
+    off by one (any layer reading an asymmetric tensor: an op out of its LSB bound) each fail within the first
+    few CI seeds that have the pattern (the run stops at the first failure: a few seconds)."""
     seeds = [s for s in CI_SEEDS if pattern is None or pattern in generate(s).tags][:3]
     assert seeds, f"no CI seed has {pattern}"
     saved = lower_integer.MUTATIONS

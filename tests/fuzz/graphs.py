@@ -314,7 +314,10 @@ def generate(seed: int) -> Graph:
         b.unary(b.current, act)
         if act == "clip":  # a tight clip, so that clamp(y + c) and clamp(y) + c differ on many elements
             b.nodes[-1].params.update(min=round(r.uniform(-1.0, 0.0), 2), max=round(r.uniform(0.3, 1.0), 2))
-        value = round(r.choice([-1, 1]) * r.uniform(0.5, 2.0), 3)
+        # mostly negative (3 in 4): clamp(y) + c and clamp(y + c) differ on every clamped element when c < 0,
+        # which the oracle's end-to-end floor sees (it reads no anchor after this add)
+        sign, magnitude = r.choice([-1, 1]), r.uniform(0.5, 2.0)
+        value = round(-magnitude if sign < 0 or magnitude > 1.25 else magnitude, 3)
         b.const(b.current, "add", value)
         b.nodes[before].tags += ("pattern:act_const_add",)
     layers = [n.layer for n in b.nodes if n.layer]
