@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 import backends
 import frontends
 from frontends import ImportedModel
-from passes.check_integer_only import declared_islands
+from passes.check_integer_only import declared_islands, island_reasons
 
 from .build import build
 from .errors import CompilerError
@@ -54,13 +54,15 @@ def compile(model: Any, *, example_inputs: Sequence[Any] | None = None,
             target: Any = None, passes: Any = None, tune_trials: int = 0, work_dir: str | Path | None = None,
             quantize: Any = None, calibration: Any = None, bits: str | None = None,
             max_size: float | None = None, max_bops: float | None = None, max_latency: float | None = None,
-            verify: bool = False, progress: bool = False, oracle: bool = False) -> CompiledModel:
+            integer_only: str = "islands", verify: bool = False, progress: bool = False, oracle: bool = False) -> CompiledModel:
     """Compile ``model`` for ``target`` (default: this CPU) through the pipeline ``passes``.
 
     ``passes`` is ``None`` (the default pipeline), a list of pass names, a ``Pipeline``, or a TOML spec path.
     ``tune_trials`` > 0 tunes kernels with MetaSchedule, keeping the database in ``work_dir`` for reuse;
     ``work_dir`` alone (no trials) applies an existing database. ``verify`` checks well-formedness after
-    every pass. ``progress`` shows a progress line on stderr.
+    every pass. ``progress`` shows a progress line on stderr. ``integer_only="strict"`` makes any float
+    island of a quantized model an error (default ``"islands"``: declared islands, listed with their reason
+    in the manifest, are allowed).
     ``quantize`` (a scheme ``w8a8``/``w4a8``/``w4a4`` or a ``QuantPolicy``) calibrates on ``calibration`` (an
     iterable of {input name: array} samples, or an .npz path with the samples stacked on a leading axis) and
     inserts quantize/dequantize pairs, then ``QUANTIZED_PASSES`` lower the model to integer arithmetic.
@@ -102,8 +104,9 @@ def compile(model: Any, *, example_inputs: Sequence[Any] | None = None,
                 calibration = _samples(imported, calibration)
             quantized = _quantized(imported, quantize, calibration, target)
             imported = quantized.imported
-            mod, records = lower(quantized, verify=verify)
+            mod, records = lower(quantized, verify=verify, strict=_strict(integer_only))
             quantization = {"mode": "integer", **quantized.info, "float_islands": declared_islands(mod),
+                            "float_island_reasons": island_reasons(mod),
                             "bit_allocation": allocation}
         built = build(mod, tvm_target, pipeline=pipeline, tuning=tuning, verify=verify, on_stage=bar.stage)
         if oracle and quantization is not None:
@@ -187,6 +190,13 @@ def _quantized(imported: ImportedModel, policy: Any, calibration: Any, target: A
     if isinstance(calibration, (str, os.PathLike)):
         calibration = samples_from_npz(calibration, imported.inputs)
     return quantize(imported, calibration, policy, target)
+
+
+def _strict(integer_only: str) -> bool:
+    if integer_only not in ("islands", "strict"):
+        raise CompilerError(f"integer_only={integer_only!r}: expected 'islands' (declared float islands allowed) "
+                            "or 'strict' (none)")
+    return integer_only == "strict"
 
 
 ORACLE_SAMPLES = 4

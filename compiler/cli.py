@@ -122,14 +122,18 @@ def _model_arguments(p: argparse.ArgumentParser, artifact_ok: bool = False) -> N
     p.add_argument("--max-latency", type=_millis, metavar="MS",
                    help="latency budget for --bits auto, e.g. 2.5ms (layers measured at 4 and 8 bits, cached)")
     p.add_argument("--observer", default="minmax", choices=["minmax", "percentile", "entropy", "mse"])
+    p.add_argument("--integer-only", choices=["islands", "strict"], default="islands",
+                   help="strict: refuse a quantized model with any float island (default: declared islands allowed)")
     p.add_argument("--verify", action="store_true", help="check well-formedness after every pass")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress display")
 
 
 def _islands_text(quantization: dict) -> str:
-    """The float islands of a quantized manifest, by op ("nn.softmax x6, ..."), or "none"."""
+    """The float islands of a quantized manifest, by op ("nn.softmax x6, ...") and by reason, or "none"."""
     counts = quantization["float_islands"].items()
-    return ", ".join(f"{op.removeprefix('relax.')} x{n}" for op, n in counts) or "none"
+    ops = ", ".join(f"{op.removeprefix('relax.')} x{n}" for op, n in counts)
+    reasons = "; ".join(f"{n} x {why}" for why, n in quantization.get("float_island_reasons", {}).items())
+    return f"{ops} (why: {reasons})" if ops and reasons else ops or "none"
 
 
 def _bytes(text: str) -> float:
@@ -171,6 +175,7 @@ def _compile_model(args: argparse.Namespace, quantized: bool = True):
     compiled = api.compile(source, shapes=_shapes(args.shape), target=_target(args), passes=passes,
                            tune_trials=args.tune_trials, work_dir=args.work_dir, verify=args.verify,
                            oracle=quantized and getattr(args, "oracle", False),
+                           integer_only=getattr(args, "integer_only", "islands"),
                            quantize=policy, calibration=args.calib if quantized else None,
                            bits=args.bits if quantized else None, max_size=args.max_size, max_bops=args.max_bops,
                            max_latency=args.max_latency,

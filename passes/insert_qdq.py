@@ -11,7 +11,8 @@ in float, and ``lower_integer`` turns it into integer arithmetic. Layers with ``
 Numerics:
     activations, asymmetric (uint):  s = (hi - lo) / (2^a - 1),  z = clamp(round(-lo / s), 0, 2^a - 1)
     activations, symmetric (int):    s = max(|lo|, |hi|) / (2^(a-1) - 1),  z = 0
-    weights, per output channel o:   s_w[o] = max|W[o]| / (2^(b-1) - 1),  W_q = clamp(round(W / s_w), +-(2^(b-1) - 1))
+    weights, per output channel o:   s_w[o] = max(max|W[o]| / (2^(b-1) - 1), |bias[o]| / (s_x 2^30)),
+                                     W_q = clamp(round(W / s_w), +-(2^(b-1) - 1))
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from .dataflow import function_attrs, main_block, map_vars, with_main
+from .dataflow import function_attrs, main_block, map_vars, op_name, var_args, with_main
 from .quant_plan import Anchor, plan_quantization, quantizable_layers
 from .quant_policy import LayerSpec
 from .registry import PassError, register_pass
@@ -51,12 +52,22 @@ class ActivationParams:
         return cls(scale, int(np.clip(round(-lo / scale), 0, qmax)), 0, qmax, "uint8")
 
 
-def quantize_weight(weight: np.ndarray, bits: int, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel symmetric quantization of ``weight`` along ``axis``: (int8 values, float32 scales)."""
+BIAS_LIMIT = 2**30
+"""The largest |bias| / (s_x s_w) a channel may have: the int32 bias, and (acc + bias) * b < 2^63 in the
+requantize (b < 2^31), hold for every channel whose weight scale respects it (``min_scale``)."""
+
+
+def quantize_weight(weight: np.ndarray, bits: int, axis: int,
+                    min_scale: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel symmetric quantization of ``weight`` along ``axis``: (int8 values, float32 scales);
+    ``min_scale`` (per channel) floors the scales."""
     qmax = 2 ** (bits - 1) - 1
     reduce_axes = tuple(i for i in range(weight.ndim) if i != axis)
     peak = np.abs(weight).max(axis=reduce_axes)
-    scale = np.where(peak > 0, peak / qmax, 1.0).astype(np.float32)
+    scale = np.where(peak > 0, peak / qmax, 1.0)
+    if min_scale is not None:
+        scale = np.maximum(scale, min_scale)
+    scale = scale.astype(np.float32)
     shape = [1] * weight.ndim
     shape[axis] = -1
     values = np.clip(np.round(weight / scale.reshape(shape)), -qmax, qmax).astype(np.int8)
@@ -88,6 +99,10 @@ def insert_qdq(mod: tvm.IRModule, specs: Mapping[str, LayerSpec],
         raise PassError(f"insert_qdq: no calibrated range for tensor(s) {missing}")
     layers = {call: name for name, call in quantizable_layers(func) if specs.get(name, LayerSpec()).quantize}
     anchors = {anchor.var: anchor for anchor in plan.anchors.values()}
+    consumers: dict[relax.Var, list[relax.Expr]] = {}
+    for binding in block.bindings:
+        for arg in var_args(binding.value):
+            consumers.setdefault(arg, []).append(binding.value)
     replaced: dict[relax.Var, relax.Expr] = {}
     builder = relax.BlockBuilder()
     with builder.function("main", func.params, attrs=function_attrs(func)):
@@ -101,7 +116,11 @@ def insert_qdq(mod: tvm.IRModule, specs: Mapping[str, LayerSpec],
                 if binding.var in plan.integer_readers:
                     value = map_vars(value, lambda v: replaced.get(v, v))
                 if binding.value in layers:
-                    value = _with_integer_weight(builder, value, specs[layers[binding.value]])
+                    name = layers[binding.value]
+                    input_scale = activation_params(plan.anchors[plan.layer_inputs[name]],
+                                                     ranges[plan.layer_inputs[name]]).scale
+                    value = _with_integer_weight(builder, value, specs[name],
+                                                 _bias_floor(binding.var, consumers, input_scale))
                 builder.emit_normalized(relax.VarBinding(binding.var, builder.normalize(value)))
                 if binding.var in anchors:
                     replaced[binding.var] = _qdq(builder, binding.var, anchors[binding.var], ranges)
@@ -126,9 +145,27 @@ def _qdq(builder: relax.BlockBuilder, var: relax.Var, anchor: Anchor,
     return builder.emit(relax.op.dequantize(q, scale, zero, axis=-1, out_dtype="float32"))
 
 
-def _with_integer_weight(builder: relax.BlockBuilder, call: relax.Call, spec: LayerSpec) -> relax.Call:
+def _bias_floor(var: relax.Var, consumers, input_scale: float) -> np.ndarray | None:
+    """Per output channel, the smallest weight scale that keeps the layer's bias (the constant its only
+    consumer adds) within ``BIAS_LIMIT`` accumulator units: a channel whose weights BatchNorm folding made
+    tiny would otherwise need a bias of ~1e10 units and overflow the int64 requantize."""
+    users = consumers.get(var, [])
+    if len(users) != 1 or op_name(users[0]) != "relax.add":
+        return None
+    constants = [a for a in users[0].args if isinstance(a, tvm.ir.expr.GenericConst)]
+    if len(constants) != 1:
+        return None
+    bias = np.abs(constants[0].value.numpy().astype(np.float64)).reshape(-1)
+    return bias / (input_scale * BIAS_LIMIT)
+
+
+def _with_integer_weight(builder: relax.BlockBuilder, call: relax.Call, spec: LayerSpec,
+                         min_scale: np.ndarray | None = None) -> relax.Call:
     axis = weight_axis(call)
-    values, w_scale = quantize_weight(call.args[1].value.numpy(), spec.weight_bits, axis)
+    channels = int(call.args[1].ty.shape[axis])
+    if min_scale is not None and min_scale.size not in (1, channels):
+        min_scale = None
+    values, w_scale = quantize_weight(call.args[1].value.numpy(), spec.weight_bits, axis, min_scale)
     weight = builder.emit(relax.op.dequantize(relax.const(values), relax.const(w_scale),
                                               relax.const(np.int8(0)), axis=axis, out_dtype="float32"))
     return relax.Call(call.op, [call.args[0], weight] + list(call.args[2:]), call.attrs)

@@ -226,6 +226,7 @@ class _Lowering:
         total = None
         for term in x.terms:
             multiplier, shift = _dyadic_arrays(np.asarray(term.scale, np.float64) / scale)
+            _check_rescale(term, multiplier)
             acc = emit(relax.op.astype(term.var, "int64"))
             if np.any(term.offset):
                 acc = emit(relax.op.add(acc, _i64(term.offset)))
@@ -445,11 +446,15 @@ class _Lowering:
     def island_reason(self, var: relax.Var, value: relax.Expr) -> str:
         """Why an op stays in float: the policy kept its layer in float, or it has no integer form."""
         name = op_name(value) or type(value).__name__
-        if name in ("relax.nn.conv2d", "relax.matmul") and isinstance(value.args[1], tvm.ir.expr.GenericConst):
-            return "policy: layer kept in float (quantize=False)"
         upstream = [self.island_reasons_by_var[a] for a in var_args(value) if a in self.island_reasons_by_var]
-        reason = upstream[0] if upstream and not any(isinstance(self.values.get(a), (Quant, Linear))
-                                                    for a in var_args(value)) else f"no integer form: {name}"
+        if name in ("relax.nn.conv2d", "relax.matmul") and isinstance(value.args[1], tvm.ir.expr.GenericConst):
+            reason = "policy: layer kept in float (quantize=False)"
+        elif upstream:  # downstream of an island, in float because its input is
+            reason = upstream[0]
+        elif is_pass_through(value) or source_of_call(value, {}) is not None:
+            reason = f"feeds float ops only: {name} of an accumulator no integer op reads"
+        else:
+            reason = f"no integer form: {name}"
         self.island_reasons_by_var[var] = reason
         return reason
 
@@ -547,6 +552,15 @@ def _integer_bounds(lo: float, hi: float, scale: float, zero: int, qmin: int, qm
 def _fits_int4(weight: Weight) -> bool:
     """A 4-bit weight: per-channel 8-bit weights always reach +-127, so |W| <= 7 means 4-bit (or all zero)."""
     return bool(np.abs(weight.values.astype(np.int16)).max() <= INT4_MAX) and weight.values.ndim in (2, 4)
+
+
+def _check_rescale(term: Term, multiplier: np.ndarray) -> None:
+    """Refuse a requantize whose int64 product (acc + offset) * b could overflow (|acc| < 2^31)."""
+    worst = (np.abs(np.asarray(term.offset, np.float64)) + 2.0**31) * np.asarray(multiplier, np.float64)
+    if np.max(worst) >= 2.0**63:
+        raise PassError(f"lower_integer: a requantize of {term.var.name} could overflow int64 (offset up to "
+                        f"{np.max(np.abs(term.offset)):.3g}, multiplier {np.max(multiplier)}); the weight "
+                        "scales of its layer are too small for its bias")
 
 
 def _check_accumulator(call: relax.Call, x: Quant, weight: Weight) -> None:

@@ -59,6 +59,8 @@ def _rounded(value_range):
 def lower(quantized: QuantizedModel, verify: bool = False, strict: bool = False):
     """The QDQ module through ``QUANTIZED_PASSES`` (integer lowering, the checker; ``strict``: no float
     island allowed): (module, step records)."""
+    if not quantized.info["layers"]:  # the policy keeps every layer in float: a float model, nothing to lower
+        return quantized.imported.mod, []
     steps = [Step(name, {"strict": True}) if strict and name == "check_integer_only" else Step(name)
              for name in QUANTIZED_PASSES]
     return Pipeline(steps).run(quantized.imported.mod, verify=verify)
