@@ -128,9 +128,6 @@ def test_compile_with_the_oracle_raises_when_the_lowering_is_wrong(mnist_case, d
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="lower_integer: channels with a near-zero weight scale (dead after BatchNorm folding) get "
-                   "an int32 bias of ~1e10-1e12 and (acc + offset) * b overflows int64 (conv2d_0 channels 11 "
-                   "and 16 ...); the oracle finds it, the bit-exact interpreter cannot", strict=False)
 @pytest.mark.parametrize("scheme", ["w8a8", "w4a8"])
 def test_efficientnet_integer_executable_stays_within_the_bound(effnet_case, scheme):
     images = [efficientnet_lite0.preprocess(v) for v in data.photos().values()]
