@@ -46,6 +46,14 @@ on every anchor, integer weights dequantized), which never went through ``lower_
    layers amplify (each op stays within its bound). The floors (15 dB, 0.99) pass those with margin; the
    end-to-end check is a sanity floor, the per-op bound is the sharp check (a zero point off by one on
    MNIST still measures 35 dB end to end but fails per op at 2 LSB against a bound of 1).
+   In a deep network that amplifies noise (MobileNetV3-Small and EfficientNet-B0 with random weights) one
+   LSB flipped early makes the two realisations independent draws of the quantization noise: every op
+   within its bound, yet 6.8 dB / cosine 0.904 apart on MobileNetV3-Small, each about as far from the float
+   model as the other. So the end-to-end check also passes when the integer executable is no noisier
+   than the simulation against the float model (after BatchNorm folding, run by the interpreter):
+   SQNR(integer, float) >= SQNR(simulation, float) - ``MAX_EXTRA_NOISE_DB`` (3 dB: at most twice the noise
+   power). A lowering bug (the ``c2(relu(c1(x)) + 1)`` miscompile: 55% off float against 0.9% for the
+   simulation) fails both.
 """
 
 from __future__ import annotations
@@ -65,6 +73,7 @@ from ..errors import CompilerError
 
 MIN_SQNR_DB = 15.0
 MIN_COSINE = 0.99
+MAX_EXTRA_NOISE_DB = 3.0
 U = 2.0**-24
 PASS_THROUGH = {"relax.nn.max_pool2d", "relax.reshape", "relax.permute_dims", "relax.nn.pad", "relax.squeeze",
                 "relax.expand_dims", "relax.flatten", "relax.broadcast_to", "relax.take", "relax.strided_slice",
@@ -132,9 +141,15 @@ class OracleReport:
     seconds: float = 0.0
     unpaired: list[str] = field(default_factory=list)  # QDQ anchors the lowering did not map
 
+    float_sqnr_db: float | None = None  # the integer executable against the float model
+    simulation_float_sqnr_db: float | None = None  # the QDQ simulation against the float model
+
     @property
     def e2e_ok(self) -> bool:
-        return self.sqnr_db >= MIN_SQNR_DB and self.cosine >= MIN_COSINE
+        if self.sqnr_db >= MIN_SQNR_DB and self.cosine >= MIN_COSINE:
+            return True
+        return (self.float_sqnr_db is not None
+                and self.float_sqnr_db >= self.simulation_float_sqnr_db - MAX_EXTRA_NOISE_DB)
 
     @property
     def ok(self) -> bool:
@@ -149,7 +164,10 @@ class OracleReport:
                  f"{sum(r.ok for r in self.rows)}/{len(self.rows)} ops within bound"
                  + (f", worst {worst.anchor} {worst.max_diff}/{worst.bound} LSB" if worst else ""),
                  f"end to end vs the QDQ simulation: SQNR {self.sqnr_db:.1f} dB (floor {MIN_SQNR_DB:g}), cosine "
-                 f"{self.cosine:.6f} (floor {MIN_COSINE:g})",
+                 f"{self.cosine:.6f} (floor {MIN_COSINE:g})" + (
+                     "" if self.float_sqnr_db is None else
+                     f"; vs float: integer {self.float_sqnr_db:.1f} dB, simulation "
+                     f"{self.simulation_float_sqnr_db:.1f} dB (at most {MAX_EXTRA_NOISE_DB:g} dB apart)"),
                  f"{self.kernels_identical}/{self.kernels} production kernels identical in the debug build"
                  + (f" (differing: {', '.join(self.kernels_differing)})" if self.kernels_differing else "")
                  + ("; debug outputs equal the production outputs bit for bit" if self.debug_outputs_equal
@@ -176,6 +194,9 @@ class OracleReport:
                 "worst": None if worst is None else {"anchor": worst.anchor, "max_diff": worst.max_diff,
                                                      "bound": worst.bound},
                 "sqnr_db": round(self.sqnr_db, 2), "cosine": round(self.cosine, 6),
+                "float_sqnr_db": None if self.float_sqnr_db is None else round(self.float_sqnr_db, 2),
+                "simulation_float_sqnr_db": (None if self.simulation_float_sqnr_db is None
+                                             else round(self.simulation_float_sqnr_db, 2)),
                 "kernels_identical": f"{self.kernels_identical}/{self.kernels}",
                 "seconds": round(self.seconds, 2)}
 
@@ -188,8 +209,11 @@ def check(report: OracleReport) -> OracleReport:
         raise OracleError(f"the lowered integer model leaves the QDQ simulation at {report.first_failure}")
     if report.unpaired:
         raise OracleError(f"the lowering mapped no integer tensor to QDQ anchor(s) {report.unpaired}")
+    versus_float = ("" if report.float_sqnr_db is None else
+                    f", and against the float model {report.float_sqnr_db:.1f} dB where the simulation has "
+                    f"{report.simulation_float_sqnr_db:.1f} dB")
     raise OracleError(f"the integer model's outputs drift from the QDQ simulation: SQNR {report.sqnr_db:.1f} dB "
-                      f"(floor {MIN_SQNR_DB:g}), cosine {report.cosine:.6f} (floor {MIN_COSINE:g})")
+                      f"(floor {MIN_SQNR_DB:g}), cosine {report.cosine:.6f} (floor {MIN_COSINE:g}){versus_float}")
 
 
 def verify(imported, samples: Iterable[Mapping[str, np.ndarray]], policy: Any = "w8a8", target: Any = None,
@@ -230,7 +254,7 @@ def run_oracle(quantized, lowered: tvm.IRModule, production, samples: Iterable[M
     rows = [OpRow(a.name, a.layer, a.producer, a.qdq, mapping.get(a.qdq), 1) for a in anchors]
     params = [p.name for p in qdq["main"].params]
     order = [s.name for s in quantized.imported.inputs]
-    failure, outputs_equal, produced, simulated, n = None, True, [], [], 0
+    failure, outputs_equal, produced, simulated, floats, n = None, True, [], [], [], 0
     for index, sample in enumerate(samples):
         n += 1
         values = [sample[p] for p in params] if all(p in sample for p in params) else [sample[o] for o in order]
@@ -261,11 +285,16 @@ def run_oracle(quantized, lowered: tvm.IRModule, production, samples: Iterable[M
                 failure = Failure(anchor.name, anchor.layer, index, at, int(q_int[at]), int(q_sim[at]), bound)
         produced.append(prod)
         simulated.append(interpret(qdq, inputs).outputs)
+        if quantized.float_mod is not None:
+            floats.append(interpret(quantized.float_mod, inputs).outputs)
     sqnr, cosine = _agreement(produced, simulated)
+    float_sqnr = simulation_sqnr = None
+    if floats:
+        float_sqnr, simulation_sqnr = _agreement(produced, floats)[0], _agreement(simulated, floats)[0]
     unpaired = [a.name for a in anchors if a.qdq not in mapping]
     return OracleReport(_policy_text(quantized.policy), n, rows,
                         failure, sqnr, cosine, count, identical, differing, outputs_equal,
-                        time.perf_counter() - started, unpaired)
+                        time.perf_counter() - started, unpaired, float_sqnr, simulation_sqnr)
 
 
 def _position(anchors, failure: Failure) -> int:

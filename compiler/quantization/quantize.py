@@ -31,6 +31,7 @@ class QuantizedModel:
     calibration: Calibration
     policy: QuantPolicy
     info: dict  # what the manifest records: per-layer bits/observer/input range, anchors, sample count
+    float_mod: Any = None  # the float module it was quantized from (after BatchNorm folding)
 
 
 def quantize(imported: ImportedModel, samples: Iterable[Mapping[str, np.ndarray]],
@@ -49,7 +50,7 @@ def quantize(imported: ImportedModel, samples: Iterable[Mapping[str, np.ndarray]
         "calibration_samples": calibration.samples,
     }
     quantized = ImportedModel(mod, imported.inputs, imported.outputs, dict(imported.source))
-    return QuantizedModel(quantized, calibration, policy, info)
+    return QuantizedModel(quantized, calibration, policy, info, prepared)
 
 
 def _rounded(value_range):
