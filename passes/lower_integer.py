@@ -89,6 +89,9 @@ class Linear:
     materialised: dict = field(default_factory=dict, compare=False)
 
 
+INTEGER_VALUES = (Quant, Linear, Elementwise, Concat)
+"""What the lowering holds for a tensor computed in integers (a float op reading one is an island)."""
+
 ANCHOR_VALUES_ATTRIBUTE = "qc.anchor_values"
 """main's attribute: {name of the integer tensor a QDQ ``dequantize`` read: name of the lowered integer tensor
 that stands for it}. The oracle (``compiler.quantization.oracle``) pairs the two graphs through it."""
@@ -429,7 +432,7 @@ class _Lowering:
     def float_op(self, var: relax.Var, value: relax.Expr) -> relax.Var:
         """Keep ``value`` in float on dequantized inputs; it is an island if an integer value feeds it (the
         float arithmetic that turns an accumulator into its real value for it belongs to the island too)."""
-        integer_inputs = any(isinstance(self.values.get(a), (Quant, Linear)) for a in var_args(value))
+        integer_inputs = any(isinstance(self.values.get(a), INTEGER_VALUES) for a in var_args(value))
         self.boundary = []
         new_value = map_vars(value, lambda a: self.as_float(self.values[a]) if a in self.values else a)
         boundary, self.boundary = self.boundary, None
