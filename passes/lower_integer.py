@@ -89,9 +89,6 @@ class Linear:
     materialised: dict = field(default_factory=dict, compare=False)
 
 
-INTEGER_VALUES = (Quant, Linear, Elementwise, Concat)
-"""What the lowering holds for a tensor computed in integers (a float op reading one is an island)."""
-
 ANCHOR_VALUES_ATTRIBUTE = "qc.anchor_values"
 """main's attribute: {name of the integer tensor a QDQ ``dequantize`` read: name of the lowered integer tensor
 that stands for it}. The oracle (``compiler.quantization.oracle``) pairs the two graphs through it."""
@@ -120,6 +117,10 @@ class Concat:
 
     parts: tuple
     axis: int
+
+
+INTEGER_VALUES = (Quant, Linear, Elementwise, Concat)
+"""What the lowering holds for a tensor computed in integers (a float op reading one is an island)."""
 
 
 @register_pass("lower_integer")
