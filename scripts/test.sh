@@ -3,4 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/python -m pytest -q --durations=10 "$@"
+# the extended tests (W4A8 oracle on the large models) run with: bash scripts/test.sh -m extended
+if [[ " $* " == *" -m "* ]]; then
+  exec .venv/bin/python -m pytest -q --durations=15 "$@"
+fi
+exec .venv/bin/python -m pytest -q --durations=15 -m "not extended" "$@"

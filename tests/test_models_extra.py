@@ -9,7 +9,7 @@ import torch
 
 import compiler
 import models
-from models import data, efficientnet_b0, mobilenet_v3_small
+from models import calibration, data, efficientnet_b0, mobilenet_v3_small
 
 from .conftest import max_rel_err
 
@@ -55,23 +55,10 @@ def test_held_out_views_are_seeded_and_differ_from_calibration_inputs():
         assert min(np.abs(x - c).mean() for c in calibration) > 0.05
 
 
-CALIBRATION_PHOTOS = ("chelsea", "coffee", "china")  # and their mirror images
-EVALUATION_PHOTOS = ("flower", "grace_hopper")  # views of photos calibration never saw
 COSINE_FLOOR = {"mobilenet-v3-small": 0.97, "efficientnet-b0": 0.90}
 """Measured minimum over the 8 held-out views, with margin (``benchmarks/quantization_quality.py``-style run,
 2026-11-25): MobileNetV3-Small 0.9804 (mean 0.9867), EfficientNet-B0 0.9133 (mean 0.9486). The QDQ simulation
 itself reaches 0.9701 / 0.9198 there: the loss is W8A8 on random weights, not the lowering."""
-
-
-def _calibration(name: str) -> list[dict[str, np.ndarray]]:
-    photos = data.photos()
-    images = [PREPROCESS[name](photos[p]) for p in CALIBRATION_PHOTOS]
-    return [{"input": x} for x in images] + [{"input": np.ascontiguousarray(x[..., ::-1])} for x in images]
-
-
-def _evaluation(name: str, count: int = 8) -> list[np.ndarray]:
-    views = data.held_out_views(count=40, seed=1)
-    return [PREPROCESS[name](v) for k, v in views.items() if k.split("/")[0] in EVALUATION_PHOTOS][:count]
 
 
 @pytest.mark.parametrize("name", list(PREPROCESS))
@@ -82,14 +69,14 @@ def test_w8a8_is_integer_only_passes_the_oracle_and_follows_float_on_held_out_ph
 
     case = models.get(name)
     imported = compiler.import_model(case.module, example_inputs=case.example_inputs, input_names=case.input_names)
-    calibration = _calibration(name)
-    quantized = quantize(imported, calibration, "w8a8")
+    samples = calibration.samples(name)
+    quantized = quantize(imported, samples, "w8a8")
     lowered, _ = lower(quantized, strict=True)  # any float island would raise
     production = build(lowered)
-    check(run_oracle(quantized, lowered, production, calibration[:1]))
+    check(run_oracle(quantized, lowered, production, samples[:1]))
     model = production.model(imported)
     cosines = []
-    for x in _evaluation(name):
+    for x in calibration.evaluation_images(name):
         with torch.no_grad():
             expected = case.module(torch.from_numpy(x)).numpy().ravel().astype(np.float64)
         actual = model.run(x)["output_0"].ravel().astype(np.float64)
