@@ -419,7 +419,7 @@ class _Lowering:
         index = self.builder.emit(relax.op.astype(src.var, "int32"))
         if codes[0]:
             index = self.builder.emit(relax.op.subtract(index, relax.const(np.int32(codes[0]))))
-        looked_up = self.builder.emit(relax.op.take(table, index, axis=0))
+        looked_up = self.builder.emit(relax.op.take(table, index, axis=0, mode="clip"))
         return Quant(looked_up, scale, zero, int(info.min), int(info.max), dtype)
 
     def pass_through(self, call: relax.Call, x: Quant) -> Quant:
