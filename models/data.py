@@ -84,12 +84,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 """Per-channel RGB mean and standard deviation of ImageNet (on pixels scaled to [0, 1])."""
 
 
-def imagenet_preprocess(image: np.ndarray, size: int = 224, resize_shorter: int = 256) -> np.ndarray:
-    """Turn a ``uint8`` HWC RGB image into a ``(1, 3, size, size)`` float32 input, torchvision style.
-
-    Resize the shorter side to ``resize_shorter`` (PIL bicubic; an image already that size is not
-    resampled), center-crop ``size`` x ``size``, then ``(x / 255 - IMAGENET_MEAN) / IMAGENET_STD``.
-    """
+def center_crop(image: np.ndarray, size: int = 224, resize_shorter: int = 256) -> np.ndarray:
+    """A ``uint8`` HWC RGB image resized (shorter side to ``resize_shorter``, PIL bicubic; an image already
+    that size is not resampled) and center-cropped to ``size`` x ``size``: float32 HWC pixels in [0, 255]."""
     from PIL import Image
 
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
@@ -98,7 +95,13 @@ def imagenet_preprocess(image: np.ndarray, size: int = 224, resize_shorter: int 
     scale = resize_shorter / min(pil.size)
     pil = pil.resize((round(pil.width * scale), round(pil.height * scale)), Image.BICUBIC)
     left, top = (pil.width - size) // 2, (pil.height - size) // 2
-    pixels = np.asarray(pil.crop((left, top, left + size, top + size)), dtype=np.float32) / 255.0
+    return np.asarray(pil.crop((left, top, left + size, top + size)), dtype=np.float32)
+
+
+def imagenet_preprocess(image: np.ndarray, size: int = 224, resize_shorter: int = 256) -> np.ndarray:
+    """Turn a ``uint8`` HWC RGB image into a ``(1, 3, size, size)`` float32 input, torchvision style:
+    :func:`center_crop`, then ``(x / 255 - IMAGENET_MEAN) / IMAGENET_STD``."""
+    pixels = center_crop(image, size, resize_shorter) / 255.0
     pixels = (pixels - np.float32(IMAGENET_MEAN)) / np.float32(IMAGENET_STD)
     return np.ascontiguousarray(pixels.transpose(2, 0, 1)[None], dtype=np.float32)
 
