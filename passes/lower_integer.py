@@ -451,14 +451,16 @@ class _Lowering:
         """Why an op stays in float: the policy kept its layer in float, or it has no integer form."""
         name = op_name(value) or type(value).__name__
         upstream = [self.island_reasons_by_var[a] for a in var_args(value) if a in self.island_reasons_by_var]
+        has_integer_form = (is_pass_through(value) or source_of_call(value, {}) is not None
+                            or name in ("relax.add", "relax.multiply", "relax.concat", "relax.mean"))
         if name in ("relax.nn.conv2d", "relax.matmul") and isinstance(value.args[1], tvm.ir.expr.GenericConst):
             reason = "policy: layer kept in float (quantize=False)"
-        elif upstream:  # downstream of an island, in float because its input is
-            reason = upstream[0]
-        elif is_pass_through(value) or source_of_call(value, {}) is not None:
-            reason = f"feeds float ops only: {name} of an accumulator no integer op reads"
-        else:
+        elif not has_integer_form:
             reason = f"no integer form: {name}"
+        elif upstream:  # an op with an integer form, in float because its input is
+            reason = upstream[0]
+        else:
+            reason = f"feeds float ops only: {name} of an accumulator no integer op reads"
         self.island_reasons_by_var[var] = reason
         return reason
 
