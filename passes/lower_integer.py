@@ -324,7 +324,9 @@ class _Lowering:
         original = call.args[0]
         if isinstance(x, Quant) and str(original.ty.dtype) == x.dtype:  # clip of the integers themselves
             return self._int_clamp(x, max(x.qmin, int(lo)), min(x.qmax, int(hi) if hi != math.inf else x.qmax))
-        if isinstance(x, Quant):  # clip in real units
+        if isinstance(x, Quant):  # clip in real units: exact as integer bounds only where they are codes
+            if not (_on_grid(lo, x) and _on_grid(hi, x)):
+                return None  # an elementwise function: a table evaluates it exactly
             return self._int_clamp(x, *_integer_bounds(lo, hi, x.scale, x.zero, x.qmin, x.qmax))
         if isinstance(x, Linear):
             return replace(x, lo=max(x.lo, lo), hi=min(x.hi, hi), materialised={})
@@ -517,6 +519,15 @@ class _Lowering:
 def _in_order(chain: tuple) -> list:
     """The bindings of a chain (merged from several branches) once each, in program order."""
     return list(dict.fromkeys(chain))
+
+
+def _on_grid(bound: float, x: Quant) -> bool:
+    """A clamp bound that is one of ``x``'s codes, or outside its range (fuzz seed 1143: clip(x, -2.28, 0.53)
+    on an input grid rounded the bounds by up to half a step, 2 LSB off the simulation after hardsigmoid)."""
+    if math.isinf(bound):
+        return True
+    code = bound / x.scale + x.zero
+    return code <= x.qmin or code >= x.qmax or abs(code - round(code)) < 1e-6
 
 
 def _unclamped(value: Linear) -> bool:
