@@ -54,7 +54,8 @@ def compile(model: Any, *, example_inputs: Sequence[Any] | None = None,
             target: Any = None, passes: Any = None, tune_trials: int = 0, work_dir: str | Path | None = None,
             quantize: Any = None, calibration: Any = None, bits: str | None = None,
             max_size: float | None = None, max_bops: float | None = None, max_latency: float | None = None,
-            integer_only: str = "islands", verify: bool = False, progress: bool = False, oracle: bool = False) -> CompiledModel:
+            integer_only: str = "islands", verify: bool = False, progress: bool = False,
+            oracle: bool = False) -> CompiledModel:
     """Compile ``model`` for ``target`` (default: this CPU) through the pipeline ``passes``.
 
     ``passes`` is ``None`` (the default pipeline), a list of pass names, a ``Pipeline``, or a TOML spec path.
@@ -101,7 +102,7 @@ def compile(model: Any, *, example_inputs: Sequence[Any] | None = None,
         if quantize is not None:
             bar.stage("calibrating")
             if oracle:  # read twice: calibration, then the oracle
-                calibration = _samples(imported, calibration)
+                calibration = list(_samples(imported, calibration))
             quantized = _quantized(imported, quantize, calibration, target)
             imported = quantized.imported
             mod, records = lower(quantized, verify=verify, strict=_strict(integer_only))
@@ -182,14 +183,9 @@ def _allocated(imported: ImportedModel, quantize: Any, calibration: Any, bits: s
 
 
 def _quantized(imported: ImportedModel, policy: Any, calibration: Any, target: Any):
-    from .quantization.calibration import samples_from_npz
     from .quantization.quantize import quantize
 
-    if calibration is None:
-        raise CompilerError("quantization needs calibration samples (calibration=... / --calib CALIB.npz)")
-    if isinstance(calibration, (str, os.PathLike)):
-        calibration = samples_from_npz(calibration, imported.inputs)
-    return quantize(imported, calibration, policy, target)
+    return quantize(imported, _samples(imported, calibration), policy, target)
 
 
 def _strict(integer_only: str) -> bool:
@@ -203,14 +199,15 @@ ORACLE_SAMPLES = 4
 """Calibration samples the oracle of ``compile(..., oracle=True)`` runs on."""
 
 
-def _samples(imported: ImportedModel, calibration: Any) -> list:
+def _samples(imported: ImportedModel, calibration: Any):
+    """The calibration samples as an iterable (streamed: an .npz is read sample by sample)."""
     from .quantization.calibration import samples_from_npz
 
     if calibration is None:
         raise CompilerError("quantization needs calibration samples (calibration=... / --calib CALIB.npz)")
     if isinstance(calibration, (str, os.PathLike)):
-        return list(samples_from_npz(calibration, imported.inputs))
-    return list(calibration)
+        return samples_from_npz(calibration, imported.inputs)
+    return calibration
 
 
 def _oracle(quantized, lowered, built, samples, target, pipeline, tuning) -> dict:
