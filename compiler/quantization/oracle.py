@@ -67,6 +67,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from passes import quant_plan
+
 from passes.lower_integer import ANCHOR_VALUES_ATTRIBUTE
 
 from ..errors import CompilerError
@@ -75,9 +77,9 @@ MIN_SQNR_DB = 15.0
 MIN_COSINE = 0.99
 MAX_EXTRA_NOISE_DB = 3.0
 U = 2.0**-24
-PASS_THROUGH = {"relax.nn.max_pool2d", "relax.reshape", "relax.permute_dims", "relax.nn.pad", "relax.squeeze",
-                "relax.expand_dims", "relax.flatten", "relax.broadcast_to", "relax.take", "relax.strided_slice",
-                "relax.astype", "relax.split", "relax.concat"}
+PASS_THROUGH = quant_plan.PASS_THROUGH | {"relax.broadcast_to", "relax.take", "relax.strided_slice", "relax.astype",
+                                          "relax.split", "relax.concat"}
+"""Ops that move values without adding error: the plan's integer pass-through ops and a few more."""
 GAINS = {"relax.nn.softmax": 1.0, "relax.nn.gelu": 1.13, "relax.erf": 1.13, "relax.sigmoid": 0.25,
          "relax.tanh": 1.0, "relax.nn.silu": 1.1, "relax.nn.relu": 1.0, "relax.clip": 1.0}
 
