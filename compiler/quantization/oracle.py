@@ -68,7 +68,6 @@ import tvm
 from tvm import relax
 
 from passes import quant_plan
-
 from passes.lower_integer import ANCHOR_VALUES_ATTRIBUTE
 
 from ..errors import CompilerError
