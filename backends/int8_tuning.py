@@ -20,10 +20,18 @@ import numpy as np
 import tvm
 import tvm_ffi
 
-from .x86_int8 import DEFAULT_KNOBS, Knobs, is_int8_kernel, schedule_int8_kernels
+from .x86_int8 import MAX_ACCUMULATORS, Knobs, default_knobs, instruction_set, is_int8_kernel, schedule_int8_kernels
 
 CANDIDATES = tuple(Knobs(rows, blocks) for rows in (1, 2, 4, 6, 8, 12, 16) for blocks in (1, 2, 3, 4, 6)
                    if rows * blocks <= 28)
+
+
+def candidates(target: tvm.target.Target) -> list[Knobs]:
+    """The tiles worth trying on ``target``: those whose accumulators fit its vector registers, the default
+    first."""
+    default = default_knobs(target)
+    limit = MAX_ACCUMULATORS[instruction_set(target)]
+    return [default] + [k for k in CANDIDATES if k != default and k.rows * k.blocks <= limit]
 DATABASE = "int8_knobs.json"
 MIN_PER_KERNEL = 2
 Progress = Callable[[str, int, int], None]
@@ -67,13 +75,14 @@ def tune_int8(mod: tvm.IRModule, target: tvm.target.Target, database: KnobDataba
               "int8_trials": 0}
     if trials <= 0 or not pending:
         return report
-    per_kernel = min(len(CANDIDATES), max(MIN_PER_KERNEL, trials // len(pending)))
-    others = [k for k in CANDIDATES if k != DEFAULT_KNOBS][: per_kernel - 1]
-    default = {key: measure(func, target, DEFAULT_KNOBS) for key, func in pending.items()}
+    tiles = candidates(target)
+    per_kernel = min(len(tiles), max(MIN_PER_KERNEL, trials // len(pending)))
+    others = tiles[1:per_kernel]
+    default = {key: measure(func, target, tiles[0]) for key, func in pending.items()}
     chosen = sorted(pending, key=lambda k: -default[k])[: trials // per_kernel]
     for key in chosen:
         func = pending[key]
-        results = [(default[key], DEFAULT_KNOBS)]
+        results = [(default[key], tiles[0])]
         for knobs in others:
             results.append((measure(func, target, knobs), knobs))
             if progress:

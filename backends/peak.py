@@ -2,8 +2,9 @@
 
 Each microkernel runs ``iterations`` rounds of ``ACCUMULATORS`` independent vector instructions whose
 operands stay in registers (no memory traffic), once per core in parallel: ``vpdpbusd`` on 512-bit
-registers (16 lanes x 4 uint8 x int8 products = 128 int8 ops) where the CPU has AVX-512 VNNI, and
-``vfmadd`` on 512-bit (AVX-512) or 256-bit (AVX2) registers. The best of ``repeat`` timed runs is the peak;
+registers (16 lanes x 4 uint8 x int8 products = 128 int8 ops) where the CPU has AVX-512 VNNI, else
+``vpmaddwd`` + ``vpaddd`` on 256-bit registers (16 int16 products = 32 ops, the AVX2 int8 step's core, see
+``backends.x86_int8``) where it has AVX2, and ``vfmadd`` on 512-bit (AVX-512) or 256-bit (AVX2) registers. The best of ``repeat`` timed runs is the peak;
 benchmarks report their kernels as a fraction of it.
 """
 
@@ -23,7 +24,7 @@ class Peak:
     """Measured peaks in billions of operations per second (a multiply-add counts as two)."""
 
     cores: int
-    int8_gops: float | None  # None: no AVX-512 VNNI on this CPU
+    int8_gops: float | None  # None: neither AVX-512 VNNI nor AVX2 on this CPU
     fp32_gflops: float
     int8_instruction: str | None
     fp32_instruction: str
@@ -32,7 +33,9 @@ class Peak:
         return asdict(self)
 
 
-def _microkernel(intrinsic: str, vector: str, operand: str, lanes: int, width: int, cores: int, iterations: int):
+def _microkernel(intrinsic: str, vector: str, operand: str, lanes: int, width: int, cores: int, iterations: int,
+                 accumulates: bool = True):
+    """``acc = intrinsic(acc, a, a)`` (``accumulates``: vpdpbusd, vfmadd) or ``acc += intrinsic(acc, a)``."""
     acc_lanes = ACCUMULATORS * lanes
     scalar = vector.split("x")[0]
 
@@ -45,9 +48,16 @@ def _microkernel(intrinsic: str, vector: str, operand: str, lanes: int, width: i
                 acc[T.ramp(r * lanes, 1, lanes)] = T.broadcast(T.Cast(scalar, 0), lanes)
             for _ in range(iterations):
                 for r in T.unroll(ACCUMULATORS):
-                    acc[T.ramp(r * lanes, 1, lanes)] = T.call_llvm_pure_intrin(
-                        T.llvm_lookup_intrinsic_id(intrinsic), acc[T.ramp(r * lanes, 1, lanes)],
-                        a[T.ramp(0, 1, width)], a[T.ramp(0, 1, width)], dtype=vector)
+                    if accumulates:
+                        acc[T.ramp(r * lanes, 1, lanes)] = T.call_llvm_pure_intrin(
+                            T.llvm_lookup_intrinsic_id(intrinsic), acc[T.ramp(r * lanes, 1, lanes)],
+                            a[T.ramp(0, 1, width)], a[T.ramp(0, 1, width)], dtype=vector)
+                    else:
+                        # the product reads the accumulator, so LLVM cannot hoist it out of the loop
+                        acc[T.ramp(r * lanes, 1, lanes)] = acc[T.ramp(r * lanes, 1, lanes)] + T.call_llvm_pure_intrin(
+                            T.llvm_lookup_intrinsic_id(intrinsic),
+                            T.reinterpret(acc[T.ramp(r * lanes, 1, lanes)], dtype=f"{operand}x{width}"),
+                            a[T.ramp(0, 1, width)], dtype=vector)
             for r in T.unroll(ACCUMULATORS):
                 out[core, T.ramp(r * lanes, 1, lanes)] = acc[T.ramp(r * lanes, 1, lanes)]
 
@@ -65,22 +75,29 @@ def _measure(func, operand: str, width: int, out_shape: tuple[int, int], out_dty
 
 
 def measure_peak(target=None, cores: int | None = None, iterations: int = 200_000, repeat: int = 5) -> Peak:
-    """Measure the int8 (VNNI) and fp32 (FMA) peaks of the host with ``cores`` threads (default: all)."""
+    """Measure the int8 (VNNI, else AVX2) and fp32 (FMA) peaks of the host with ``cores`` threads (default: all)."""
     from tvm.target.codegen import target_has_features
 
     from .cpu import host_target
-    from .x86_int8 import has_vnni
+    from .x86_int8 import has_avx2, has_vnni
 
     target = target or host_target(cores)
     cores = int(target.attrs.get("num-cores", cores or 1))
-    int8 = None
+    int8, int8_instruction = None, None
     if has_vnni(target):
         func = _microkernel("llvm.x86.avx512.vpdpbusd.512", "int32x16", "int8", 16, 64, cores, iterations)
         int8 = _measure(func, "int8", 64, (cores, ACCUMULATORS * 16), "int32",
                         cores * iterations * ACCUMULATORS * 16 * 4 * 2, target, repeat)
+        int8_instruction = "vpdpbusd zmm"
+    elif has_avx2(target):
+        func = _microkernel("llvm.x86.avx2.pmadd.wd", "int32x8", "int16", 8, 16, cores, iterations,
+                            accumulates=False)
+        int8 = _measure(func, "int16", 16, (cores, ACCUMULATORS * 8), "int32",
+                        cores * iterations * ACCUMULATORS * 8 * 2 * 2, target, repeat)
+        int8_instruction = "vpmaddwd+vpaddd ymm"
     lanes = 16 if target_has_features("avx512f", target) else 8
     func = _microkernel(f"llvm.fma.v{lanes}f32", f"float32x{lanes}", "float32", lanes, lanes, cores, iterations)
     fp32 = _measure(func, "float32", lanes, (cores, ACCUMULATORS * lanes), "float32",
                     cores * iterations * ACCUMULATORS * lanes * 2, target, repeat)
-    return Peak(cores, None if int8 is None else round(int8, 1), round(fp32, 1),
-                "vpdpbusd zmm" if int8 is not None else None, f"vfmadd {'zmm' if lanes == 16 else 'ymm'}")
+    return Peak(cores, None if int8 is None else round(int8, 1), round(fp32, 1), int8_instruction,
+                f"vfmadd {'zmm' if lanes == 16 else 'ymm'}")

@@ -1,4 +1,4 @@
-"""Int8 kernels for x86: AVX-512 VNNI (``vpdpbusd``) schedules for the packed layouts of ``pack_int8_layers``.
+"""Int8 kernels for x86: schedules for the packed layouts of ``pack_int8_layers``, on AVX-512 VNNI or AVX2.
 
 ``passes/pack_int8_layers.py`` rewrites each uint8 x int8 layer into one of two compute blocks whose reduction
 comes in groups of four (the width of ``vpdpbusd``: 16 int32 lanes, each += 4 uint8 x int8 products):
@@ -10,16 +10,20 @@ comes in groups of four (the width of ``vpdpbusd``: 16 int32 lanes, each += 4 ui
 
 ``schedule_int8_kernels`` schedules every kernel holding one of them: register tiles of ``rows`` x
 ``blocks`` accumulators (16 lanes each) kept in registers across the whole reduction, the tile loop parallel,
-the 16 x 4 inner step tensorized with ``vpdpbusd``; the requantize / bias / clamp / cast epilogue that
-fusion put in the same kernel is folded into the write-back of each tile and vectorized. On a CPU without
-VNNI the same layout gets the same tiling with plain vector code (LLVM's widening multiplies), never
-``vpmaddubsw``, whose int16 saturation would change results. Integer arithmetic is exact either way, so
-every schedule returns the untuned kernel's bits.
+the 16 x 4 inner step tensorized for the target's instruction set (``instruction_set``):
 
-Knobs (``Knobs``) are the register tile; defaults were measured on a 128x768x768 matmul
+- ``avx512-vnni``: one ``vpdpbusd``;
+- ``avx2``: the 8-bit operands widened to int16 (``vpmovsxbw`` / ``vpmovzxbw``), four ``vpmaddwd``, two
+  ``vphaddd`` and a lane shuffle; never ``vpmaddubsw``, whose int16 sums saturate and would change results;
+- ``plain`` (neither): LLVM's loop vectorizer on the unrolled step.
+
+The requantize / bias / clamp / cast epilogue that fusion put in the same kernel is folded into the write-back
+of each tile and vectorized. Integer arithmetic is exact on every path, so every schedule returns the untuned
+kernel's bits.
+
+Knobs (``Knobs``) are the register tile; defaults per instruction set were measured on a 128x768x768 matmul
 (``benchmarks/int8_kernels.py``). The VNNI intrinsic is TVM's ``dot_16x4_vnni`` repaired for LLVM 22,
-whose ``vpdpbusd`` takes ``<64 x i8>`` operands (DESIGN.md section 3).
-"""
+whose ``vpdpbusd`` takes ``<64 x i8>`` operands (DESIGN.md section 3)."""
 
 from __future__ import annotations
 
@@ -58,6 +62,25 @@ def has_vnni(target: tvm.target.Target) -> bool:
     return bool(target_has_features("avx512vnni", target)) and bool(target_has_features("avx512bw", target))
 
 
+def has_avx2(target: tvm.target.Target) -> bool:
+    """Whether ``target``'s CPU has AVX2 (``vpmaddwd`` on 256-bit registers)."""
+    if target.kind.name != "llvm":
+        return False
+    from tvm.target.codegen import target_has_features
+
+    return bool(target_has_features("avx2", target))
+
+
+VNNI, AVX2, PLAIN = "avx512-vnni", "avx2", "plain"
+INSTRUCTION_SETS = (VNNI, AVX2, PLAIN)
+
+
+def instruction_set(target: tvm.target.Target) -> str:
+    """Which 16x4 step the int8 schedules use on ``target``: ``avx512-vnni`` (``vpdpbusd``), ``avx2``
+    (``vpmaddwd`` on operands widened to int16) or ``plain`` (LLVM's own vector code)."""
+    return VNNI if has_vnni(target) else AVX2 if has_avx2(target) else PLAIN
+
+
 @dataclass(frozen=True)
 class Knobs:
     """The register tile: ``rows`` x ``blocks`` accumulators of 16 int32 lanes (at most 28 of 32 zmm)."""
@@ -71,6 +94,17 @@ class Knobs:
 
 
 DEFAULT_KNOBS = Knobs()
+DEFAULT_KNOBS_BY_SET = {VNNI: DEFAULT_KNOBS, AVX2: Knobs(2, 3), PLAIN: Knobs(2, 3)}
+"""Measured on the 128x768x768 matmul (``benchmarks/int8_kernels.py``): 8x3 on znver4 with VNNI; with AVX2
+(16 ymm registers, two per accumulator) 2x3 on znver3."""
+MAX_ACCUMULATORS = {VNNI: 28, AVX2: 6, PLAIN: 6}
+"""Accumulators a tile may keep in registers: 32 zmm hold 28 and the operands; 16 ymm hold 6 (12 ymm) and
+the widened operands."""
+
+
+def default_knobs(target: tvm.target.Target) -> Knobs:
+    """The register tile the schedules use on ``target`` when no tuning database names one."""
+    return DEFAULT_KNOBS_BY_SET[instruction_set(target)]
 
 
 def _vnni_intrinsics():
@@ -125,15 +159,79 @@ def _vnni_intrinsics():
     return {VNNI_ROW_INTRIN: (row_desc, row_impl), VNNI_COL_INTRIN: (col_desc, col_impl)}
 
 
+AVX2_ROW_INTRIN = "qc_avx2_16x4_lanes_from_weight"
+AVX2_COL_INTRIN = "qc_avx2_16x4_lanes_from_data"
+_PMADDWD, _PHADDD = "llvm.x86.avx2.pmadd.wd", "llvm.x86.avx2.phadd.d"
+_COLUMN_ORDER = [0, 1, 4, 5, 2, 3, 6, 7]  # vphaddd leaves [c0 c1 c4 c5 | c2 c3 c6 c7]: back to c0..c7
+
+
+def _avx2_sums(chunks, pair):
+    """Sixteen int32 dot products of four: ``chunks`` are the 16x4 operand's rows 4j..4j+3 widened to int16
+    (16 lanes each), ``pair`` the 4-element operand widened and repeated. ``vpmaddwd`` adds adjacent
+    products (lane pairs k0k1, k2k3), ``vphaddd`` adds those pairs per row (within 128-bit halves), the
+    shuffle restores the row order. Returns the two int32x8 halves."""
+    def madd(chunk):
+        return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(_PMADDWD), chunk, pair, dtype="int32x8")
+
+    def hadd(x, y):
+        return T.Shuffle([T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(_PHADDD), x, y, dtype="int32x8")],
+                         _COLUMN_ORDER)
+
+    products = [madd(chunk) for chunk in chunks]
+    return hadd(products[0], products[1]), hadd(products[2], products[3])
+
+
+def _widened_pair(four, dtype: str):
+    """Four 8-bit values as int16, the 64 bits repeated over 16 int16 lanes."""
+    as_int64 = T.reinterpret(T.cast(four.vload([0], f"{dtype}x4"), "int16x4"), dtype="int64")
+    return T.reinterpret(T.broadcast(as_int64, 4), dtype="int16x16")
+
+
+def _avx2_intrinsics(descriptions):
+    """The 16x4 step with AVX2 only: operands widened to int16 (``vpmovzxbw`` / ``vpmovsxbw``) and
+    ``vpmaddwd``, exact (each int32 lane sums two products of at most 255 * 128), unlike ``vpmaddubsw``,
+    whose int16 sums saturate."""
+
+    @T.prim_func(s_tir=True)
+    def row_impl(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((16, 4), "int8", offset_factor=1),
+                 c: T.Buffer((16,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:16], a[0:4], b[0:16, 0:4])
+            T.writes(c[0:16])
+            low, high = _avx2_sums([T.cast(b.vload([4 * j, 0], dtype="int8x16"), "int16x16") for j in range(4)],
+                                   _widened_pair(a, "uint8"))
+            c[T.ramp(T.int32(0), 1, 8)] = c.vload([0], dtype="int32x8") + low
+            c[T.ramp(T.int32(8), 1, 8)] = c.vload([8], dtype="int32x8") + high
+
+    @T.prim_func(s_tir=True)
+    def col_impl(a: T.Buffer((16, 4), "uint8", offset_factor=1), b: T.Buffer((4,), "int8", offset_factor=1),
+                 c: T.Buffer((16,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:16], a[0:16, 0:4], b[0:4])
+            T.writes(c[0:16])
+            low, high = _avx2_sums([T.cast(a.vload([4 * j, 0], dtype="uint8x16"), "int16x16") for j in range(4)],
+                                   _widened_pair(b, "int8"))
+            c[T.ramp(T.int32(0), 1, 8)] = c.vload([0], dtype="int32x8") + low
+            c[T.ramp(T.int32(8), 1, 8)] = c.vload([8], dtype="int32x8") + high
+
+    return {AVX2_ROW_INTRIN: (descriptions[VNNI_ROW_INTRIN][0], row_impl),
+            AVX2_COL_INTRIN: (descriptions[VNNI_COL_INTRIN][0], col_impl)}
+
+
+STEPS = {VNNI: (VNNI_ROW_INTRIN, VNNI_COL_INTRIN), AVX2: (AVX2_ROW_INTRIN, AVX2_COL_INTRIN), PLAIN: (None, None)}
+"""Per instruction set, the tensorized 16x4 step of the matmul (lanes over columns) and of the convolution
+(lanes over pixels); ``plain`` leaves the step to LLVM's loop vectorizer."""
+
 _registered = False
 
 
 def register_intrinsics() -> None:
-    """Register the repaired VNNI steps with TVM (once per process)."""
+    """Register the 16x4 steps (VNNI and AVX2) with TVM (once per process)."""
     global _registered
     if _registered:
         return
-    for name, (desc, impl) in _vnni_intrinsics().items():
+    vnni = _vnni_intrinsics()
+    for name, (desc, impl) in {**vnni, **_avx2_intrinsics(vnni)}.items():
         try:
             TensorIntrin.register(name, desc, impl)
         except Exception:  # noqa: BLE001  (already registered by an earlier import of this module's copy)
@@ -161,12 +259,14 @@ def is_int8_kernel(func: tvm.tirx.PrimFunc) -> bool:
     return kernel_kind(s_tir.Schedule(tvm.IRModule({"main": func}))) is not None
 
 
-def schedule_int8_kernels(mod: tvm.IRModule, target: tvm.target.Target, knobs: Knobs = DEFAULT_KNOBS,
+def schedule_int8_kernels(mod: tvm.IRModule, target: tvm.target.Target, knobs: Knobs | None = None,
                           choose: Callable[[tvm.tirx.PrimFunc], Knobs | None] | None = None) -> tvm.IRModule:
-    """``mod`` with every packed int8 kernel scheduled (VNNI when ``target`` has it); others untouched.
-    ``choose`` may give a kernel its own tile (a tuning database's); else ``knobs``."""
-    vnni = has_vnni(target)
-    if vnni:
+    """``mod`` with every packed int8 kernel scheduled for ``target``'s instruction set (VNNI, AVX2 or plain
+    vector code); others untouched. ``choose`` may give a kernel its own tile (a tuning database's); else
+    ``knobs``, else the instruction set's default."""
+    isa = instruction_set(target)
+    knobs = knobs or DEFAULT_KNOBS_BY_SET[isa]
+    if isa != PLAIN:
         register_intrinsics()
     result = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
     for gvar, func in mod.functions.items():
@@ -176,21 +276,21 @@ def schedule_int8_kernels(mod: tvm.IRModule, target: tvm.target.Target, knobs: K
         kind = kernel_kind(sch)
         if kind is None:
             continue
-        SCHEDULES[kind](sch, (choose(func) if choose else None) or knobs, vnni)
+        SCHEDULES[kind](sch, (choose(func) if choose else None) or knobs, isa)
         result[gvar] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
     return result
 
 
-def schedule_matmul(sch: s_tir.Schedule, knobs: Knobs, vnni: bool) -> None:
+def schedule_matmul(sch: s_tir.Schedule, knobs: Knobs, isa: str) -> None:
     """Tile ``qc_int8_matmul`` into register blocks of rows x (blocks x 16) columns, reduce in groups of 4."""
     block = sch.get_sblock(MATMUL_BLOCK)
     loops = sch.get_loops(block)
     *rows, col, red = loops
     row = sch.fuse(*rows) if len(rows) > 1 else rows[0]
-    _tile(sch, block, row, col, red, knobs, VNNI_ROW_INTRIN if vnni else None)
+    _tile(sch, block, row, col, red, knobs, STEPS[isa][0])
 
 
-def schedule_conv(sch: s_tir.Schedule, knobs: Knobs, vnni: bool) -> None:
+def schedule_conv(sch: s_tir.Schedule, knobs: Knobs, isa: str) -> None:
     """im2col (parallel, vectorized), then ``qc_int8_conv`` tiled like the matmul with pixels in the lanes."""
     pad = _block_or_none(sch, PAD_BLOCK)  # flat padded image (none for a pointwise convolution): split back
     if pad is not None:  # into (channel, row, column), which makes its div/mod vanish
@@ -203,7 +303,7 @@ def schedule_conv(sch: s_tir.Schedule, knobs: Knobs, vnni: bool) -> None:
     sch.unroll(t)  # four bytes per pixel, interleaved: LLVM vectorizes the column loop around them
     block = sch.get_sblock(CONV_BLOCK)
     out, pix, red = sch.get_loops(block)
-    _tile(sch, block, out, pix, red, knobs, VNNI_COL_INTRIN if vnni else None)
+    _tile(sch, block, out, pix, red, knobs, STEPS[isa][1])
 
 
 def _tile(sch, block, rows, lanes, reduction, knobs: Knobs, intrin: str | None) -> None:
@@ -216,7 +316,7 @@ def _tile(sch, block, rows, lanes, reduction, knobs: Knobs, intrin: str | None) 
     _finish(sch, block, outer=(ro, lo), reduction=go, unrolled=(ri, lb), lanes=li, group=gi, intrin=intrin)
 
 
-def schedule_depthwise(sch: s_tir.Schedule, knobs: Knobs, vnni: bool) -> None:
+def schedule_depthwise(sch: s_tir.Schedule, knobs: Knobs, isa: str) -> None:
     """One output row per task: accumulate the row over the filter taps with the columns in vector lanes."""
     pad = _block_or_none(sch, PAD_BLOCK)
     if pad is not None:
@@ -316,7 +416,7 @@ def _divisor_at_most(n: int, limit: int) -> int:
     return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
 
 
-def build_kernel(func: tvm.tirx.PrimFunc, target: tvm.target.Target, knobs: Knobs = DEFAULT_KNOBS):
+def build_kernel(func: tvm.tirx.PrimFunc, target: tvm.target.Target, knobs: Knobs | None = None):
     """Schedule and compile one standalone kernel (a PrimFunc made from ``pack_int8_layers``' computes),
     for microbenchmarks and tests; returns the built module (``inspect_source("asm")`` shows its code)."""
     scheduled = schedule_int8_kernels(tvm.IRModule({"main": func}), target, knobs)

@@ -17,7 +17,7 @@ import tvm
 
 from backends import host_target
 from backends.peak import measure_peak
-from backends.x86_int8 import Knobs, build_kernel, has_vnni
+from backends.x86_int8 import Knobs, build_kernel, default_knobs, instruction_set
 from passes.pack_int8_layers import ConvGeometry, conv_kernel, flatten_conv_weight, matmul_kernel, pack_matmul_weight
 
 RESNET18_CONVS = {  # (channels in, out, kernel, stride, padding, input size): the largest by MACs
@@ -57,20 +57,21 @@ def run(func, inputs, expected, ops, target, knobs) -> tuple[float, bool]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rows", type=int, default=Knobs().rows)
-    parser.add_argument("--blocks", type=int, default=Knobs().blocks)
+    parser.add_argument("--rows", type=int, default=None, help="register tile rows (default: the target's)")
+    parser.add_argument("--blocks", type=int, default=None, help="register tile blocks of 16 lanes")
     args = parser.parse_args()
     target = host_target(args.threads)
-    knobs = Knobs(args.rows, args.blocks)
+    default = default_knobs(target)
+    knobs = Knobs(args.rows or default.rows, args.blocks or default.blocks)
     peak = measure_peak(target)
     print(f"peak ({args.threads} threads): int8 {peak.int8_gops} GOP/s ({peak.int8_instruction}), "
-          f"fp32 {peak.fp32_gflops} GFLOP/s ({peak.fp32_instruction}); VNNI: {has_vnni(target)}; knobs {knobs}")
+          f"fp32 {peak.fp32_gflops} GFLOP/s ({peak.fp32_instruction}); int8 step: {instruction_set(target)}; knobs {knobs}")
     rng = np.random.default_rng(0)
     cases = {"matmul 128x768x768": matmul_case(128, 768, 768, rng)}
     cases.update({name: conv_case(*shape, rng) for name, shape in RESNET18_CONVS.items()})
     for name, (func, inputs, expected, ops) in cases.items():
         gops, exact, seconds = run(func, inputs, expected, ops, target, knobs)
-        fraction = f"{gops / peak.int8_gops:.0%} of int8 peak" if peak.int8_gops else "no VNNI peak"
+        fraction = f"{gops / peak.int8_gops:.0%} of int8 peak" if peak.int8_gops else "no int8 peak"
         print(f"{name:36s} {seconds * 1e6:9.1f} us  {gops:7.1f} GOP/s  {fraction}  exact={exact}", flush=True)
 
 

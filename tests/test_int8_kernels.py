@@ -14,7 +14,7 @@ import compiler
 import models
 from backends import host_target
 from backends.peak import measure_peak
-from backends.x86_int8 import build_kernel, has_vnni
+from backends.x86_int8 import AVX2, PLAIN, VNNI, build_kernel, has_vnni, instruction_set
 from models import mnist_cnn
 from passes.pack_int8_layers import (
     ConvGeometry,
@@ -29,6 +29,7 @@ from .conftest import qc
 
 VNNI_TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "znver4", "num-cores": 2})
 AVX2_TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "haswell", "num-cores": 2})
+PLAIN_TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64", "num-cores": 2})  # SSE2 only
 RNG = np.random.default_rng(0)
 
 
@@ -81,15 +82,18 @@ CASES = {
 @pytest.mark.parametrize("case", CASES)
 def test_packed_kernels_are_exact_on_this_cpu_and_without_vnni(case):
     func, inputs, expected = CASES[case]()
-    np.testing.assert_array_equal(run(func, inputs, expected, host_target(2)), expected)
-    np.testing.assert_array_equal(run(func, inputs, expected, AVX2_TARGET), expected)  # AVX2 code runs here too
+    # this CPU's own code, then the AVX2 and the plain (SSE2) code, which run on any x86-64 with AVX2
+    for target in (host_target(2), AVX2_TARGET, PLAIN_TARGET):
+        np.testing.assert_array_equal(run(func, inputs, expected, target), expected)
 
 
-def test_vnni_code_uses_vpdpbusd_and_the_avx2_fallback_does_not():
+def test_each_instruction_set_gets_its_own_dot_product_step():
+    assert [instruction_set(t) for t in (VNNI_TARGET, AVX2_TARGET, PLAIN_TARGET)] == [VNNI, AVX2, PLAIN]
     for func, _, _ in (matmul_case(8, 32, 32), conv_case(4, 16, 3, 1, 1, 6)):
         assert "vpdpbusd" in build_kernel(func, VNNI_TARGET).mod.inspect_source("asm")
-        fallback = build_kernel(func, AVX2_TARGET).mod.inspect_source("asm")
-        assert "vpdpbusd" not in fallback and "vpmaddubsw" not in fallback  # no int16 saturation
+        avx2 = build_kernel(func, AVX2_TARGET).mod.inspect_source("asm")
+        assert "vpmaddwd" in avx2 and "vpdpbusd" not in avx2
+        assert "vpmaddubsw" not in avx2  # its int16 sums saturate: never used
     assert has_vnni(VNNI_TARGET) and not has_vnni(AVX2_TARGET)
 
 
@@ -116,8 +120,11 @@ def test_quantized_model_is_bit_exact_with_and_without_packed_layers(mnist_impor
 def test_peak_microkernels_measure_something_plausible():
     peak = measure_peak(host_target(1), iterations=20_000, repeat=2)
     assert peak.fp32_gflops > 1 and peak.cores == 1
-    if has_vnni(host_target(1)):
+    isa = instruction_set(host_target(1))
+    if isa == VNNI:
         assert peak.int8_gops > 2 * peak.fp32_gflops  # 64 int8 products vs 16 fp32 per instruction
+    elif isa == AVX2:
+        assert peak.int8_gops > peak.fp32_gflops  # 16 int16 products per vpmaddwd vs 8 fp32 per vfmadd
     else:
         assert peak.int8_gops is None
 
