@@ -24,6 +24,7 @@ from .build import build
 from .errors import CompilerError
 from .executable import CompiledModel
 from .pipeline import Pipeline
+from .profile import kernel_info
 from .progress import progress as progress_bar
 from .quantization.quantize import lower
 from .sources import Source
@@ -122,6 +123,7 @@ def compile(model: Any, *, example_inputs: Sequence[Any] | None = None,
         "pipeline": [{"pass": r.name, "seconds": round(r.seconds, 4), "functions": r.functions} for r in records],
         "kernels": sum(1 for gv in mod.functions if type(mod[gv]).__name__ == "PrimFunc"),
         "kernels_before_fusion": _kernels_before_fusion(records),
+        "kernel_info": kernel_info(mod),  # per kernel: operations, arguments, integer or not (``qc profile``)
         "tuning": {"budget": tuning.trials, "work_dir": str(tuning.work_dir.resolve()), **tuned} if tuning else None,
         "source": imported.source,
         "quantization": quantization,

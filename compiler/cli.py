@@ -1,4 +1,4 @@
-"""The ``qc`` command line: compile, tune, run, bench, report, verify, pareto, info, passes.
+"""The ``qc`` command line: compile, tune, run, bench, profile, report, verify, pareto, info, passes.
 
 Every error a user can cause prints one line ``qc: error: ...`` and exits with status 2; nothing half
 written is left behind.
@@ -71,6 +71,16 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--no-peers", action="store_true", help="time only the compiled model")
     b.add_argument("--json", action="store_true", help="print the rows as JSON")
     b.set_defaults(handler=_bench)
+
+    prof = commands.add_parser("profile", help="per-kernel time of an artifact, its share, GOP/s and fraction "
+                               "of this CPU's peak")
+    prof.add_argument("artifact", type=Path)
+    prof.add_argument("--input", "-i", type=Path, help=".npz with one array per input name (default: zeros)")
+    prof.add_argument("--warmup", type=int, default=3)
+    prof.add_argument("--repeat", type=int, default=20)
+    prof.add_argument("--all", action="store_true", help="every row (default: the 25 slowest)")
+    prof.add_argument("--json", action="store_true")
+    prof.set_defaults(handler=_profile)
 
     rep = commands.add_parser("report", help="per-layer SQNR of a quantized model vs float, worst first")
     _model_arguments(rep)
@@ -230,19 +240,23 @@ def _tune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace) -> int:
+def _npz_inputs(path: Path) -> dict[str, np.ndarray]:
     from .errors import InputError
+
+    if not path.is_file():
+        raise InputError(f"input file not found: {path}")
+    try:
+        with np.load(path) as data:
+            return {name: data[name] for name in data.files}
+    except (ValueError, OSError) as exc:
+        raise InputError(f"{path} is not a readable .npz file: {exc}") from exc
+
+
+def _run(args: argparse.Namespace) -> int:
     from .executable import load
 
     compiled = load(args.artifact)
-    if not args.input.is_file():
-        raise InputError(f"input file not found: {args.input}")
-    try:
-        with np.load(args.input) as data:
-            inputs = {name: data[name] for name in data.files}
-    except (ValueError, OSError) as exc:
-        raise InputError(f"{args.input} is not a readable .npz file: {exc}") from exc
-    outputs = compiled.run(inputs)
+    outputs = compiled.run(_npz_inputs(args.input))
     if args.output:
         np.savez(args.output, **outputs)
         print(f"wrote {args.output} ({', '.join(outputs)})")
@@ -250,6 +264,17 @@ def _run(args: argparse.Namespace) -> int:
         for name, value in outputs.items():
             print(f"{name}: shape {list(value.shape)} {value.dtype}, mean {value.mean():.6g}, "
                   f"argmax {int(value.argmax())}")
+    return 0
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from .executable import load
+    from .profile import profile
+
+    compiled = load(args.artifact)
+    report = profile(compiled, _npz_inputs(args.input) if args.input else None, repeat=args.repeat,
+                     warmup=args.warmup)
+    print(json.dumps(report.to_json(), indent=1) if args.json else report.text(None if args.all else 25))
     return 0
 
 

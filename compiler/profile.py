@@ -1,0 +1,174 @@
+"""Where a compiled model's time goes: per-kernel time, share, operations and fraction of this CPU's peak.
+
+    report = compiler.profile(model, inputs, repeat=20)      # a CompiledModel or an artifact path
+    print(report.text())
+
+Every call the Relax VM makes (a kernel, or a runtime builtin such as ``vm.builtin.alloc_tensor``) is timed
+through the VM's instrument hook over ``repeat`` inferences after ``warmup`` ones; a row's time is the median
+over the inferences of its summed calls in one inference. The end-to-end time is the median of as many
+uninstrumented inferences, so the rows' sum against it shows the hook's overhead and the time outside calls.
+
+Operations per kernel come from the manifest (``kernel_info``, written at compile time from the kernels'
+TIR with TVM's ``estimate_tir_flops``: a multiply-add counts two); an integer kernel (one reading int8 or
+uint8 buffers) is measured against the int8 peak (VNNI, else AVX2), a float one against the fp32 FMA peak,
+both measured in the same process (``backends.peak``). Artifacts compiled before ``kernel_info`` existed get
+times and shares only.
+
+Kernels are named as TVM's fusion named them (the ops they hold, e.g. ``fused_matmul_u8i8_add_dequantize``);
+they are not yet keyed to the model's layers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from .errors import CompilerError
+
+INTEGER_DTYPES = ("int8", "uint8")
+RUNTIME_PREFIX = "vm.builtin."
+
+
+def kernel_info(mod: tvm.IRModule) -> dict[str, dict[str, Any]]:
+    """Per PrimFunc of ``mod``: its operation count, argument shapes and whether it is an integer kernel."""
+    from tvm.s_tir.analysis import estimate_tir_flops
+
+    info = {}
+    for gvar, func in mod.functions.items():
+        if not isinstance(func, tvm.tirx.PrimFunc):
+            continue
+        buffers = [p for p in func.params if hasattr(p, "shape")]  # TVM 0.27: a PrimFunc's params are buffers
+        try:
+            ops = float(estimate_tir_flops(tvm.IRModule({"main": func})))
+        except Exception:  # noqa: BLE001  (a loop TVM cannot count: time and share only)
+            ops = None
+        info[gvar.name_hint] = {
+            "ops": ops,
+            "args": [f"{b.dtype}[{'x'.join(str(int(d)) if isinstance(d, tvm.tirx.IntImm) else str(d) for d in b.shape)}]"
+                     for b in buffers],
+            "integer": any(str(b.dtype) in INTEGER_DTYPES for b in buffers),
+        }
+    return info
+
+
+@dataclass(frozen=True)
+class KernelRow:
+    """One kernel (or runtime builtin): its time per inference and, where known, its speed."""
+
+    name: str
+    calls: int  # per inference
+    ms: float  # median per inference
+    share: float  # of the rows' sum
+    kind: str  # "int8", "fp32" or "runtime"
+    args: list[str]
+    gops: float | None
+    peak_fraction: float | None
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The rows, slowest first, with the end-to-end median and the peaks they are measured against."""
+
+    rows: list[KernelRow]
+    total_ms: float  # end-to-end median, uninstrumented
+    kernels_ms: float  # the rows' sum
+    repeat: int
+    int8_peak_gops: float | None
+    fp32_peak_gflops: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def text(self, limit: int | None = 25) -> str:
+        """A table of the slowest ``limit`` rows (all with None) and the totals."""
+        lines = [f"{'ms':>8s} {'share':>6s} {'calls':>5s} {'GOP/s':>7s} {'peak':>5s}  {'kind':7s} kernel (arguments)"]
+        for row in self.rows[:limit]:
+            gops = "" if row.gops is None else f"{row.gops:7.1f}"
+            peak = "" if row.peak_fraction is None else f"{row.peak_fraction:5.0%}"
+            lines.append(f"{row.ms:8.3f} {row.share:6.1%} {row.calls:5d} {gops:>7s} {peak:>5s}  {row.kind:7s} "
+                         f"{row.name} ({', '.join(row.args)})")
+        if limit is not None and len(self.rows) > limit:
+            rest = self.rows[limit:]
+            lines.append(f"{sum(r.ms for r in rest):8.3f} {sum(r.share for r in rest):6.1%}        "
+                         f"({len(rest)} more rows)")
+        peaks = f"int8 {self.int8_peak_gops} GOP/s, fp32 {self.fp32_peak_gflops} GFLOP/s"
+        lines.append(f"kernels sum {self.kernels_ms:.3f} ms; end to end {self.total_ms:.3f} ms (median of "
+                     f"{self.repeat}); peaks {peaks}")
+        return "\n".join(lines)
+
+
+def profile(model: Any, inputs: Any = None, *, repeat: int = 20, warmup: int = 3) -> Profile:
+    """Profile ``model`` (a ``CompiledModel`` or an artifact path) on ``inputs`` (as ``CompiledModel.run``
+    takes them; None: zeros of the input shapes)."""
+    from backends.peak import measure_peak
+
+    from .executable import CompiledModel, load
+
+    if repeat < 1 or warmup < 0:
+        raise CompilerError(f"repeat must be >= 1 and warmup >= 0, got repeat={repeat}, warmup={warmup}")
+    if isinstance(model, (str, Path)):
+        model = load(model)
+    if not isinstance(model, CompiledModel):
+        raise CompilerError(f"profile takes a CompiledModel or an artifact path, not {type(model).__name__}")
+    if inputs is None:
+        inputs = [np.zeros(spec.shape, spec.dtype) for spec in model.inputs]
+    arrays = model.prepare(inputs)
+    for _ in range(warmup):
+        model.call(arrays)
+    total = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        model.call(arrays)
+        total.append(time.perf_counter() - started)
+
+    per_call = _instrumented(model, arrays, repeat)
+    peak = measure_peak()
+    info = model.manifest.get("kernel_info") or {}
+    medians = {name: float(np.median(times)) for name, (times, _) in per_call.items()}
+    kernels_s = sum(medians.values())
+    rows = []
+    for name, seconds in sorted(medians.items(), key=lambda item: -item[1]):
+        calls = per_call[name][1]
+        known = info.get(name, {})
+        kind = "runtime" if name.startswith(RUNTIME_PREFIX) else "int8" if known.get("integer") else "fp32"
+        gops = known["ops"] * calls / seconds / 1e9 if known.get("ops") and seconds > 0 else None
+        ceiling = peak.int8_gops if kind == "int8" else peak.fp32_gflops if kind == "fp32" else None
+        fraction = gops / ceiling if gops is not None and ceiling else None
+        rows.append(KernelRow(name, calls, seconds * 1e3, seconds / kernels_s if kernels_s else 0.0, kind,
+                              list(known.get("args", [])), gops, fraction))
+    return Profile(rows, float(np.median(total)) * 1e3, kernels_s * 1e3, repeat, peak.int8_gops,
+                   peak.fp32_gflops)
+
+
+def _instrumented(model, arrays, repeat: int) -> dict[str, tuple[list[float], int]]:
+    """Per called name: its summed seconds in each of ``repeat`` inferences, and its calls per inference."""
+    vm = relax.VirtualMachine(model._library, tvm.cpu())
+    started: dict[str, float] = {}
+    current: dict[str, float] = defaultdict(float)
+    calls: dict[str, int] = defaultdict(int)
+
+    def hook(func, name, before_run, ret_value, *args):
+        if before_run:
+            started[name] = time.perf_counter()
+        else:
+            current[name] += time.perf_counter() - started[name]
+            calls[name] += 1
+
+    vm.set_instrument(hook)
+    main = vm["main"]
+    main(*arrays)  # warm-up through the hook
+    seconds: dict[str, list[float]] = defaultdict(list)
+    for _ in range(repeat):
+        current.clear()
+        calls.clear()
+        main(*arrays)
+        for name, value in current.items():
+            seconds[name].append(value)
+    return {name: (values, calls[name]) for name, values in seconds.items()}

@@ -1,0 +1,45 @@
+"""``qc profile`` / ``compiler.profile``: per-kernel rows that add up, keyed to the manifest's kernel info."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import compiler
+from compiler.errors import CompilerError
+from models import mnist_cnn
+
+from .conftest import qc
+
+
+def test_profile_of_a_quantized_model_times_its_int8_kernels_against_the_int8_peak(mnist_case):
+    digits = [{"input": d[None]} for d in mnist_cnn.load_split()[0][:8]]
+    model = compiler.compile(mnist_case.module, example_inputs=mnist_case.example_inputs,
+                             input_names=mnist_case.input_names, quantize="w8a8", calibration=digits)
+    info = model.manifest["kernel_info"]
+    convs = [name for name in info if "conv2d_u8i8" in name]
+    assert len(convs) == 2 and all(info[n]["integer"] and info[n]["ops"] > 0 for n in convs)
+    report = compiler.profile(model, digits[0], repeat=5, warmup=1)
+    rows = {row.name: row for row in report.rows}
+    assert set(convs) <= set(rows) and all(rows[n].kind == "int8" and rows[n].calls == 1 for n in convs)
+    assert all(rows[n].gops > 0 and 0 < rows[n].peak_fraction for n in convs)
+    assert abs(sum(r.share for r in report.rows) - 1) < 1e-6 and report.total_ms > 0
+    assert [r.ms for r in report.rows] == sorted((r.ms for r in report.rows), reverse=True)
+    assert any(r.kind == "runtime" and r.gops is None for r in report.rows)  # vm.builtin.* calls
+    assert "kernels sum" in report.text() and convs[0] in report.text()
+
+
+def test_qc_profile_prints_json_for_an_artifact_and_refuses_bad_arguments(mnist_artifact, tmp_path):
+    result = qc("profile", str(mnist_artifact), "--repeat", "3", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    float_rows = [r for r in report["rows"] if r["kind"] == "fp32"]
+    assert float_rows and all(r["gops"] is None or r["gops"] > 0 for r in float_rows)
+    assert report["fp32_peak_gflops"] > 0
+    np.savez(tmp_path / "wrong.npz", nope=np.zeros(3, np.float32))
+    result = qc("profile", str(mnist_artifact), "--input", str(tmp_path / "wrong.npz"))
+    assert result.returncode == 2 and result.stderr.startswith("qc: error:")
+    with pytest.raises(CompilerError, match="repeat must be >= 1"):
+        compiler.profile(mnist_artifact, repeat=0)
