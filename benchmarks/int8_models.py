@@ -17,7 +17,6 @@ import json
 import numpy as np
 
 import compiler
-import models
 from backends import host_target
 from backends.peak import measure_peak
 from compiler.bench import bench
@@ -38,11 +37,11 @@ def calibration(name: str) -> list[dict[str, np.ndarray]]:
 def top_layers(model, imported, samples, peak_gops: float | None, count: int = 5) -> list[dict]:
     """The ``count`` slowest quantized layers: kernel time, GOP/s (2 x MACs) and fraction of the int8 peak."""
     kernels = layer_kernel_times(model, model.prepare(samples[0]), 5, 30)
-    costs = layer_costs(imported)
     rows = []
-    for cost, (kernel, ms) in zip(costs, kernels):
+    for cost in layer_costs(imported):
+        ms = kernels[cost.name]  # the kernel that carries the layer's name
         gops = 2 * cost.macs / (ms / 1e3) / 1e9
-        rows.append({"layer": cost.name, "kernel": kernel[:60], "ms": round(ms, 4), "gops": round(gops, 1),
+        rows.append({"layer": cost.name, "ms": round(ms, 4), "gops": round(gops, 1),
                      "fraction_of_peak": None if not peak_gops else round(gops / peak_gops, 3)})
     return sorted(rows, key=lambda r: -r["ms"])[:count]
 

@@ -14,12 +14,15 @@ uint8 buffers) is measured against the int8 peak (VNNI, else AVX2), a float one 
 both measured in the same process (``backends.peak``). Artifacts compiled before ``kernel_info`` existed get
 times and shares only.
 
-Kernels are named as TVM's fusion named them (the ops they hold, e.g. ``fused_matmul_u8i8_add_dequantize``);
-they are not yet keyed to the model's layers.
+Each integer layer's kernel carries the layer's name through fusion (``lower_integer`` names the accumulator
+after the plan's layer, ``pack_int8_layers`` names the kernel after it, TVM's fusion joins the names:
+``fused_conv2d_3_u8i8_cast_add_...``), so a row names its layer (``conv2d_3``, as ``qc report`` and the
+policy's overrides do) by name, never by call order. Float kernels carry only the ops TVM's fusion named.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
@@ -33,6 +36,7 @@ from tvm import relax
 from .errors import CompilerError
 
 INTEGER_DTYPES = ("int8", "uint8")
+LAYER_IN_KERNEL = re.compile(r"(?:^|_)((?:conv2d|matmul)_\d+)_(?:u8i8|int4)")
 RUNTIME_PREFIX = "vm.builtin."
 
 
@@ -54,8 +58,15 @@ def kernel_info(mod: tvm.IRModule) -> dict[str, dict[str, Any]]:
             "args": [f"{b.dtype}[{'x'.join(str(int(d)) if isinstance(d, tvm.tirx.IntImm) else str(d) for d in b.shape)}]"
                      for b in buffers],
             "integer": any(str(b.dtype) in INTEGER_DTYPES for b in buffers),
+            "layer": layer_of(gvar.name_hint),
         }
     return info
+
+
+def layer_of(kernel: str) -> str | None:
+    """The quantized layer a kernel computes (``conv2d_3``), read from its name; None for other kernels."""
+    found = LAYER_IN_KERNEL.search(kernel)
+    return found.group(1) if found else None
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,7 @@ class KernelRow:
     ms: float  # median per inference
     share: float  # of the rows' sum
     kind: str  # "int8", "fp32" or "runtime"
+    layer: str | None  # the quantized layer it computes (``conv2d_3``), from its name
     args: list[str]
     gops: float | None
     peak_fraction: float | None
@@ -88,12 +100,13 @@ class Profile:
 
     def text(self, limit: int | None = 25) -> str:
         """A table of the slowest ``limit`` rows (all with None) and the totals."""
-        lines = [f"{'ms':>8s} {'share':>6s} {'calls':>5s} {'GOP/s':>7s} {'peak':>5s}  {'kind':7s} kernel (arguments)"]
+        lines = [f"{'ms':>8s} {'share':>6s} {'calls':>5s} {'GOP/s':>7s} {'peak':>5s}  {'kind':7s} {'layer':10s} "
+                 "kernel (arguments)"]
         for row in self.rows[:limit]:
             gops = "" if row.gops is None else f"{row.gops:7.1f}"
             peak = "" if row.peak_fraction is None else f"{row.peak_fraction:5.0%}"
             lines.append(f"{row.ms:8.3f} {row.share:6.1%} {row.calls:5d} {gops:>7s} {peak:>5s}  {row.kind:7s} "
-                         f"{row.name} ({', '.join(row.args)})")
+                         f"{row.layer or '':10s} {row.name} ({', '.join(row.args)})")
         if limit is not None and len(self.rows) > limit:
             rest = self.rows[limit:]
             lines.append(f"{sum(r.ms for r in rest):8.3f} {sum(r.share for r in rest):6.1%}        "
@@ -142,7 +155,7 @@ def profile(model: Any, inputs: Any = None, *, repeat: int = 20, warmup: int = 3
         ceiling = peak.int8_gops if kind == "int8" else peak.fp32_gflops if kind == "fp32" else None
         fraction = gops / ceiling if gops is not None and ceiling else None
         rows.append(KernelRow(name, calls, seconds * 1e3, seconds / kernels_s if kernels_s else 0.0, kind,
-                              list(known.get("args", [])), gops, fraction))
+                              layer_of(name), list(known.get("args", [])), gops, fraction))
     return Profile(rows, float(np.median(total)) * 1e3, kernels_s * 1e3, repeat, peak.int8_gops,
                    peak.fp32_gflops)
 

@@ -45,7 +45,7 @@ from .check_integer_only import ISLAND_REASONS_ATTRIBUTE, ISLANDS_ATTRIBUTE
 from .dyadic import dyadic
 from .int4 import INT4_MAX, PACKED_ATTRIBUTE, conv2d_int4, matmul_int4, pack_int4
 from .elementwise import evaluate, source_of_call
-from .quant_plan import integer_avg_pool, is_pass_through, is_residual_add
+from .quant_plan import QUANTIZABLE_OPS, integer_avg_pool, is_pass_through, is_residual_add
 from .registry import PassError, register_pass
 
 
@@ -129,6 +129,23 @@ def lower_integer(mod: tvm.IRModule) -> tvm.IRModule:
     return _Lowering(mod).run()
 
 
+def _layer_names(block: relax.BindingBlock) -> dict[relax.Var, str]:
+    """The plan's name (``conv2d_3``) of each conv2d / matmul binding: ``quant_plan.quantizable_layers``
+    counts the float module's layers with a constant weight in program order; in the QDQ module a quantized
+    layer's weight is the dequantize of a constant, a float one's still the constant."""
+    dequantized = {b.var for b in block.bindings if op_name(b.value) == "relax.dequantize"
+                   and isinstance(b.value.args[0], tvm.ir.expr.GenericConst)}
+    names: dict[relax.Var, str] = {}
+    seen: dict[str, int] = {}
+    for binding in block.bindings:
+        kind = QUANTIZABLE_OPS.get(op_name(binding.value))
+        weight = binding.value.args[1] if kind else None
+        if kind and (isinstance(weight, tvm.ir.expr.GenericConst) or weight in dequantized):
+            names[binding.var] = f"{kind}_{seen.get(kind, 0)}"
+            seen[kind] = seen.get(kind, 0) + 1
+    return names
+
+
 class _Lowering:
     def __init__(self, mod: tvm.IRModule):
         self.mod = mod
@@ -142,6 +159,7 @@ class _Lowering:
         self.boundary: list[relax.Var] | None = None  # float arithmetic emitted for the island being built
         self.island_vars: set[relax.Var] = set()  # original vars of those ops
         self.anchor_values: dict[str, str] = {}  # QDQ integer tensor name -> lowered integer tensor name
+        self.layer_names = _layer_names(self.block)  # conv2d / matmul binding -> the plan's layer name
 
     def run(self) -> tvm.IRModule:
         output = self.func.body.body
@@ -178,7 +196,7 @@ class _Lowering:
         if name in ("relax.nn.conv2d", "relax.matmul") and isinstance(args[1], Weight):
             if not isinstance(args[0], Quant):
                 raise PassError(f"lower_integer: {name} ({var.name}) has an integer weight but a float input")
-            return self.layer(value, args[0], args[1])
+            return self.layer(value, args[0], args[1], self.layer_names.get(var, QUANTIZABLE_OPS[name]))
         if name == "relax.add":
             lowered = self.add(value, args)
             if lowered is not None:
@@ -243,8 +261,10 @@ class _Lowering:
         total = emit(relax.op.minimum(emit(relax.op.maximum(total, _i64(lo))), _i64(hi)))
         return Quant(emit(relax.op.astype(total, dtype)), scale, zero, lo, hi, dtype)
 
-    def layer(self, call: relax.Call, x: Quant, weight: Weight) -> Linear:
-        """int conv2d / matmul with int32 accumulation; the input zero point becomes a per-channel offset."""
+    def layer(self, call: relax.Call, x: Quant, weight: Weight, name: str) -> Linear:
+        """int conv2d / matmul with int32 accumulation; the input zero point becomes a per-channel offset.
+        The accumulator (or the int4 kernel) is named after the layer (``name``, e.g. ``conv2d_3``), a name
+        ``pack_int8_layers`` and fusion carry into the kernel's name."""
         emit = self.builder.emit
         is_conv = op_name(call) == "relax.nn.conv2d"
         data = x.var
@@ -258,18 +278,18 @@ class _Lowering:
                 data = emit(relax.op.nn.pad(data, [0, 0, 0, 0, top, bottom, left, right], pad_value=float(x.zero)))
                 padding = [0, 0, 0, 0]
             if packed:
-                acc = self._packed_int4(call, data, weight)
+                acc = self._packed_int4(call, data, weight, name)
             else:
                 acc = emit(relax.op.nn.conv2d(data, relax.const(weight.values), strides=attrs.strides,
                                               padding=padding, dilation=attrs.dilation, groups=int(attrs.groups),
-                                              out_dtype="int32"))
+                                              out_dtype="int32"), name_hint=name)
             weight_sums = weight.values.astype(np.int64).sum(axis=(1, 2, 3)).reshape(1, -1, 1, 1)
             scale = (x.scale * weight.scale).reshape(1, -1, 1, 1)
         else:
             if packed:
-                acc = self._packed_int4(call, data, weight)
+                acc = self._packed_int4(call, data, weight, name)
             else:
-                acc = emit(relax.op.matmul(data, relax.const(weight.values), out_dtype="int32"))
+                acc = emit(relax.op.matmul(data, relax.const(weight.values), out_dtype="int32"), name_hint=name)
             weight_sums = weight.values.astype(np.int64).sum(axis=-2)
             scale = x.scale * weight.scale
         _check_accumulator(call, x, weight)
@@ -280,20 +300,20 @@ class _Lowering:
             offset[channel] -= weight_sums[channel]
         return Linear((Term(acc, scale, offset),))
 
-    def _packed_int4(self, call: relax.Call, data: relax.Expr, weight: Weight) -> relax.Var:
+    def _packed_int4(self, call: relax.Call, data: relax.Expr, weight: Weight, name: str) -> relax.Var:
         """The layer as a kernel that reads its 4-bit weight packed two per byte (``data`` already padded)."""
         packed = relax.const(pack_int4(weight.values))
         shape = [int(d) for d in weight.values.shape]
         if op_name(call) == "relax.matmul":
             info = {"op": "matmul", "weight_shape": shape}
             return self.builder.emit_te(matmul_int4, data, packed, shape[0], shape[1],
-                                        primfunc_name_hint="matmul_int4", primfunc_attrs={PACKED_ATTRIBUTE: info})
+                                        primfunc_name_hint=f"{name}_int4", primfunc_attrs={PACKED_ATTRIBUTE: info})
         attrs = call.attrs
         strides, dilation = [int(v) for v in attrs.strides], [int(v) for v in attrs.dilation]
         info = {"op": "conv2d", "weight_shape": shape, "strides": strides, "dilation": dilation,
                 "groups": int(attrs.groups)}
         return self.builder.emit_te(conv2d_int4, data, packed, shape, strides, dilation, int(attrs.groups),
-                                    primfunc_name_hint="conv2d_int4", primfunc_attrs={PACKED_ATTRIBUTE: info})
+                                    primfunc_name_hint=f"{name}_int4", primfunc_attrs={PACKED_ATTRIBUTE: info})
 
     def add(self, call: relax.Call, args: list) -> Linear | None:
         constants = [a for a in args if isinstance(a, tvm.ir.expr.GenericConst)]

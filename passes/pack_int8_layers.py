@@ -25,6 +25,7 @@ explicitly with the zero point otherwise, leaving conv2d's padding 0).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import partial
 
@@ -43,6 +44,7 @@ KERNEL_ATTRIBUTE = "qc.int8_layout"  # on a packed kernel: what it computes, for
 IMAGE_SHAPE = "qc.image_shape"  # on the flat padded image stage: (channels, padded height, padded width)
 COLUMN_STRIDE = "qc.column_stride"  # on a depthwise block: its horizontal stride
 OUTPUT_WIDTH = "qc.output_width"  # on an im2col block: the output row length its pixel loop splits by
+LAYER_NAME = re.compile(r"(conv2d|matmul)_\d+")  # a layer of the quantization plan, as lower_integer names it
 OUT_ELEMWISE_FUSABLE = 4  # relax's OpPatternKind: fusion may append the elementwise epilogue (the gathers
 # through an offset table would otherwise make annotate_op_pattern call the kernel opaque)
 
@@ -210,6 +212,21 @@ def conv_kernel(geometry: ConvGeometry, out_channels: int):
 
 @mutator
 class _Packer(PyExprMutator):
+    """Each kernel is named after its binding when that is a layer name (``lower_integer`` names the
+    accumulators ``conv2d_3`` / ``matmul_0``), e.g. ``conv2d_3_u8i8``; fusion keeps it in the fused kernel's
+    name (``fused_conv2d_3_u8i8_add_...``), which is how ``compiler.profile`` finds a kernel's layer."""
+
+    def __init__(self, mod=None):
+        super().__init__(mod)
+        self.binding = ""
+
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:  # noqa: N802  (TVM's visitor naming)
+        self.binding = binding.var.name
+        super().visit_var_binding_(binding)
+
+    def _name(self, kind: str) -> str:
+        return f"{self.binding}_u8i8" if LAYER_NAME.fullmatch(self.binding) else f"{kind}_u8i8"
+
     def visit_call_(self, call: relax.Call) -> relax.Expr:  # noqa: N802  (TVM's visitor naming)
         call = super().visit_call_(call)
         name = op_name(call)
@@ -217,7 +234,7 @@ class _Packer(PyExprMutator):
             weight = call.args[1].value.numpy()
             info = {"op": "matmul", "weight_shape": list(weight.shape)}
             return self.builder_.call_te(matmul_packed, call.args[0], relax.const(pack_matmul_weight(weight)),
-                                         weight.shape[1], primfunc_name_hint="matmul_u8i8",
+                                         weight.shape[1], primfunc_name_hint=self._name("matmul"),
                                          primfunc_attrs={KERNEL_ATTRIBUTE: info, "op_pattern": OUT_ELEMWISE_FUSABLE})
         if name == "relax.nn.conv2d" and _packable_conv(call):
             weight = call.args[1].value.numpy()
@@ -226,14 +243,14 @@ class _Packer(PyExprMutator):
                     "padding": list(geometry.padding), "dilation": list(geometry.dilation)}
             return self.builder_.call_te(partial(conv2d_im2col, geometry=geometry), call.args[0],
                                          relax.const(flatten_conv_weight(weight)),
-                                         relax.const(geometry.reduce_offsets()), primfunc_name_hint="conv2d_u8i8",
+                                         relax.const(geometry.reduce_offsets()), primfunc_name_hint=self._name("conv2d"),
                                          primfunc_attrs={KERNEL_ATTRIBUTE: info, "op_pattern": OUT_ELEMWISE_FUSABLE})
         if name == "relax.nn.conv2d" and _depthwise(call):
             attrs = call.attrs
             strides, padding, dilation = ([int(v) for v in attrs.strides], [int(v) for v in attrs.padding],
                                           [int(v) for v in attrs.dilation])
             return self.builder_.call_te(depthwise_conv2d, call.args[0], call.args[1], strides, padding, dilation,
-                                         primfunc_name_hint="conv2d_depthwise_u8i8",
+                                         primfunc_name_hint=self._name("conv2d_depthwise"),
                                          primfunc_attrs={"op_pattern": OUT_ELEMWISE_FUSABLE})
         return call
 

@@ -19,11 +19,17 @@ def test_profile_of_a_quantized_model_times_its_int8_kernels_against_the_int8_pe
     model = compiler.compile(mnist_case.module, example_inputs=mnist_case.example_inputs,
                              input_names=mnist_case.input_names, quantize="w8a8", calibration=digits)
     info = model.manifest["kernel_info"]
-    convs = [name for name in info if "conv2d_u8i8" in name]
-    assert len(convs) == 2 and all(info[n]["integer"] and info[n]["ops"] > 0 for n in convs)
+    convs = sorted((name for name in info if "u8i8" in name and "conv2d" in name), key=lambda n: info[n]["layer"])
+    # each int8 kernel names its layer (carried through fusion), whatever order the VM calls them in
+    assert [info[n]["layer"] for n in convs] == ["conv2d_0", "conv2d_1"]
+    assert info[convs[0]]["args"][0].startswith("uint8[1x1x") and info[convs[1]]["args"][0].startswith("uint8[1x16x")
+    assert all(info[n]["integer"] and info[n]["ops"] > 0 for n in convs)
+    (dense,) = [n for n in info if "u8i8" in n and "matmul" in n]
+    assert info[dense]["layer"] == "matmul_0"
     report = compiler.profile(model, digits[0], repeat=5, warmup=1)
     rows = {row.name: row for row in report.rows}
     assert set(convs) <= set(rows) and all(rows[n].kind == "int8" and rows[n].calls == 1 for n in convs)
+    assert [rows[n].layer for n in convs] == ["conv2d_0", "conv2d_1"]
     assert all(rows[n].gops > 0 and 0 < rows[n].peak_fraction for n in convs)
     assert abs(sum(r.share for r in report.rows) - 1) < 1e-6 and report.total_ms > 0
     assert [r.ms for r in report.rows] == sorted((r.ms for r in report.rows), reverse=True)

@@ -7,9 +7,10 @@
 For each width the model is compiled with every layer at that width (integer-only, the backend's kernels
 as a real compile makes them: a tuning database in ``work_dir`` is applied). One inference runs with a VM
 instrument that records every kernel call and its arguments; each call is then timed alone (median of
-at least ``repeat`` calls after warm-up, more for short kernels). A quantized layer's kernel is the fused conv2d / matmul kernel reading an
-8-bit (or packed 4-bit) tensor; they run in program order, so the i-th one is ``quantizable_layers``' i-th
-layer. Everything else (quantize, pooling, residual adds, float islands, the VM's own work) is the
+at least ``repeat`` calls after warm-up, more for short kernels). A quantized layer's kernel is the one whose
+name carries the layer's name (``fused_conv2d_3_u8i8_...``: ``lower_integer`` names the accumulator after
+the layer, packing and fusion keep it; ``compiler.profile.layer_of``), never the i-th kernel called: on
+residual networks the call order is not the layers' order. Everything else (quantize, pooling, residual adds, float islands, the VM's own work) is the
 *overhead*: the uniform-W8 model's median latency minus its layers' kernels.
 
 Measurements are cached as JSON under ``cache_dir`` (default ``$QC_CACHE_DIR`` or ``~/.cache/qc``), keyed
@@ -37,13 +38,12 @@ from passes.quant_plan import quantizable_layers
 from passes.quant_policy import LayerSpec, QuantPolicy
 
 from ..bench import median_ms
+from ..profile import layer_of
 from .calibration import prepare
 from .quantize import compile_quantized
 from ..errors import CompilerError
 
-INTEGER_DTYPES = {"int8", "uint8"}
-LAYER_KERNEL_OPS = ("conv2d", "matmul")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 1 paired kernels with layers by call order
 
 
 @dataclass
@@ -95,14 +95,15 @@ def measure_layer_latency(imported: ImportedModel, samples: Iterable[Mapping[str
         model = compile_quantized(imported, samples, policy, target, work_dir)
         arrays = model.prepare(samples[0])
         kernels = layer_kernel_times(model, arrays, warmup, repeat)
-        if len(kernels) != len(names):
-            raise CompilerError(f"found {len(kernels)} layer kernels for {len(names)} quantized layers at "
-                                f"W{bits}: {[k for k, _ in kernels]}")
-        for name, (_, ms) in zip(names, kernels):
-            layer_ms[(name, bits)] = ms
+        missing = [name for name in names if name not in kernels]
+        if missing:
+            raise CompilerError(f"no kernel carries the name of layer(s) {missing} at W{bits}; layer kernels "
+                                f"found: {sorted(kernels)}")
+        for name in names:
+            layer_ms[(name, bits)] = kernels[name]
         uniform_ms[bits] = median_ms(lambda: model.call(arrays), repeat, warmup)
         if bits == max(widths):
-            overhead = max(0.0, uniform_ms[bits] - sum(ms for _, ms in kernels))
+            overhead = max(0.0, uniform_ms[bits] - sum(kernels.values()))
     table = LatencyTable(layer_ms, overhead, uniform_ms, seconds=time.perf_counter() - started)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp")
@@ -111,27 +112,23 @@ def measure_layer_latency(imported: ImportedModel, samples: Iterable[Mapping[str
     return table
 
 
-def layer_kernel_times(model, arrays: list, warmup: int, repeat: int) -> list[tuple[str, float]]:
-    """(kernel name, median ms) of every quantized layer's kernel, in the order the model calls them."""
+def layer_kernel_times(model, arrays: list, warmup: int, repeat: int) -> dict[str, float]:
+    """Median ms of each quantized layer's kernel, by the layer name the kernel carries (``conv2d_3``);
+    kernels without one (pooling's window sums, float matmuls, glue) are not layers."""
     vm = relax.VirtualMachine(model._library, tvm.cpu())
     calls: list[tuple[str, Any, list]] = []
 
     def instrument(func, symbol, before_run, _ret, *args) -> int:
-        if before_run and _is_layer_kernel(symbol, args):
-            calls.append((symbol, func, list(args)))
+        if before_run and layer_of(symbol) is not None:
+            calls.append((layer_of(symbol), func, list(args)))
         return 0  # VMInstrumentReturnKind.NO_OP: run the call as usual
 
     vm.set_instrument(instrument)
     vm["main"](*arrays)
-    return [(symbol, median_ms(lambda: func(*args), repeat, warmup)) for symbol, func, args in calls]
-
-
-def _is_layer_kernel(symbol: str, args: Sequence[Any]) -> bool:
-    """A fused conv2d / matmul kernel reading an integer operand (the last argument is its output): float
-    matmuls (attention) do not count, even when fusion quantizes their result."""
-    if not any(op in symbol for op in LAYER_KERNEL_OPS):
-        return False
-    return any(isinstance(a, tvm.runtime.Tensor) and str(a.dtype) in INTEGER_DTYPES for a in args[:-1])
+    times: dict[str, float] = {}
+    for layer, func, args in calls:
+        times[layer] = times.get(layer, 0.0) + median_ms(lambda: func(*args), repeat, warmup)
+    return times
 
 
 def _cache_file(imported: ImportedModel, target: Any, widths: Sequence[int], activation_bits: int,
