@@ -2,10 +2,12 @@
 
     OUT/
       model.so        the Relax VM executable (kernels + constants), from ``export_library``
-      manifest.json   inputs, outputs, target, pipeline, source, package versions, sha256 of model.so
+      manifest.json   inputs, outputs, target, pipeline, source, package versions, sha256 of model.so,
+                      and the sha256 of the manifest's own content (``manifest_sha256``)
 
 Writing is atomic: everything goes to a sibling temporary directory that is renamed into place, so a
-failure leaves no partial artifact. Loading verifies the library's checksum before loading it.
+failure leaves no partial artifact. Loading checks the manifest's keys, its own checksum (an edited input
+shape would make the library read the wrong memory) and the library's checksum before loading it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from typing import Any, Iterator
 
 from .errors import ArtifactError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the manifest checksums its own content
+REQUIRED_KEYS = ("inputs", "outputs", "library", "manifest_sha256")
 LIBRARY = "model.so"
 MANIFEST = "manifest.json"
 
@@ -69,7 +72,15 @@ def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
     library = directory / LIBRARY
     manifest = dict(manifest, format_version=FORMAT_VERSION,
                     library={"file": LIBRARY, "sha256": sha256(library), "bytes": library.stat().st_size})
+    manifest.pop("manifest_sha256", None)
+    manifest["manifest_sha256"] = _content_sha256(manifest)
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def _content_sha256(manifest: dict[str, Any]) -> str:
+    """sha256 of the manifest without its own checksum, keys sorted (formatting does not count)."""
+    content = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
 def read_manifest(path: Path, *, verify: bool = True) -> dict[str, Any]:
@@ -87,7 +98,13 @@ def read_manifest(path: Path, *, verify: bool = True) -> dict[str, Any]:
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ArtifactError(f"{path}: artifact format {manifest.get('format_version')!r}, "
                             f"this compiler reads format {FORMAT_VERSION}")
+    missing = [key for key in REQUIRED_KEYS if key not in manifest]
+    if missing:
+        raise ArtifactError(f"{manifest_path} lacks {', '.join(missing)}: the manifest was edited or is corrupt")
     if verify:
+        if manifest["manifest_sha256"] != _content_sha256(manifest):
+            raise ArtifactError(f"{manifest_path}: checksum mismatch: the manifest was edited after compilation "
+                                "(recompile rather than edit it)")
         library = path / manifest["library"]["file"]
         if not library.is_file():
             raise ArtifactError(f"{path}: library {library.name} is missing")

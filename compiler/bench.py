@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from .errors import CompilerError
 from .executable import CompiledModel
 from .sources import Source
 
@@ -83,7 +84,30 @@ def bench(compiled: CompiledModel, source: Source | None = None, *, model_name: 
           on_engine: Callable[[str], None] | None = None) -> list[Row]:
     """Time ``compiled`` and (with ``peers``) onnxruntime fp32 and PyTorch eager on the same inputs; with
     ``float_model``, our float compile of the same model too; with ``calibration``, onnxruntime int8
-    (``quantize_static``: QDQ, per-channel, uint8 activations x int8 weights, calibrated on those samples)."""
+    (``quantize_static``: QDQ, per-channel, uint8 activations x int8 weights, calibrated on those samples).
+    Every engine gets ``threads`` threads, qc's own TVM thread pool included (restored afterwards)."""
+    previous = qc_threads(threads)
+    try:
+        return _bench(compiled, source, model_name, warmup, repeat, threads, peers, float_model, calibration,
+                      on_engine)
+    finally:
+        qc_threads(previous)
+
+
+def qc_threads(count: int) -> int:
+    """Resize TVM's runtime thread pool to ``count`` threads; returns the size it had."""
+    import tvm
+
+    if count < 1:
+        raise CompilerError(f"threads must be >= 1, got {count}")
+    previous = int(tvm.get_global_func("runtime.NumThreads")())
+    if count != previous:
+        tvm.get_global_func("runtime.config_threadpool")(1, count)  # 1: all cores (no big.LITTLE here)
+    return previous
+
+
+def _bench(compiled, source, model_name, warmup, repeat, threads, peers, float_model, calibration,
+           on_engine) -> list[Row]:
     inputs = sample_inputs(compiled, source)
     engines: list[tuple[str, str, Callable[[], Any]]] = [(QC, precision(compiled.manifest),
                                                           _qc_runner(compiled, inputs))]

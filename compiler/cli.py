@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     _model_arguments(b, artifact_ok=True)
     b.add_argument("--warmup", type=int, default=5)
     b.add_argument("--repeat", type=int, default=30)
-    b.add_argument("--threads", type=int, default=2, help="threads for the peers (onnxruntime, PyTorch)")
+    b.add_argument("--threads", type=int, default=2, help="threads for every engine: qc's TVM thread pool, onnxruntime, PyTorch")
     b.add_argument("--no-peers", action="store_true", help="time only the compiled model")
     b.add_argument("--json", action="store_true", help="print the rows as JSON")
     b.set_defaults(handler=_bench)
@@ -241,15 +241,9 @@ def _tune(args: argparse.Namespace) -> int:
 
 
 def _npz_inputs(path: Path) -> dict[str, np.ndarray]:
-    from .errors import InputError
+    from .errors import read_npz
 
-    if not path.is_file():
-        raise InputError(f"input file not found: {path}")
-    try:
-        with np.load(path) as data:
-            return {name: data[name] for name in data.files}
-    except (ValueError, OSError) as exc:
-        raise InputError(f"{path} is not a readable .npz file: {exc}") from exc
+    return read_npz(path)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -476,7 +470,14 @@ def _passes(args: argparse.Namespace) -> int:
 
 def _target(args: argparse.Namespace) -> Any:
     """--target: 'host' or a JSON object."""
-    return json.loads(args.target) if args.target.strip().startswith("{") else args.target
+    if not args.target.strip().startswith("{"):
+        return args.target
+    from .errors import CompilerError
+
+    try:
+        return json.loads(args.target)
+    except json.JSONDecodeError as exc:
+        raise CompilerError(f"--target is not valid JSON ({exc.msg} at column {exc.colno}): {args.target}") from None
 
 
 def _shapes(items: list[str]) -> dict[str, tuple[int, ...]]:

@@ -135,7 +135,7 @@ def _check(spec: TensorSpec, value: Any) -> np.ndarray:
         raise InputError(f"input '{spec.name}': expected dtype {spec.dtype}, got {array.dtype}")
     if tuple(array.shape) != spec.shape:
         raise InputError(f"input '{spec.name}': expected shape {list(spec.shape)}, got {list(array.shape)}")
-    return np.ascontiguousarray(array)
+    return array if array.flags.c_contiguous else array.copy(order="C")  # (ascontiguousarray makes 0-d 1-d)
 
 
 def flatten_result(result: Any) -> list[tvm.runtime.Tensor]:

@@ -49,6 +49,26 @@ def test_tampered_library_is_refused_on_load(mnist_artifact, tmp_path):
         compiler.load(copy)
 
 
+@pytest.mark.parametrize("edit", ["input shape", "missing key"])
+def test_an_edited_manifest_is_refused_on_load(mnist_artifact, tmp_path, edit):
+    import shutil
+
+    copy = tmp_path / "edited"
+    shutil.copytree(mnist_artifact, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    if edit == "input shape":  # the library would read 4x the memory it was compiled for
+        manifest["inputs"][0]["shape"] = [1, 1, 56, 56]
+        expected = "the manifest was edited after compilation"
+    else:
+        del manifest["outputs"]
+        expected = "lacks outputs"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(compiler.ArtifactError, match=expected):
+        compiler.load(copy)
+    result = qc("run", str(copy), "--input", str(tmp_path / "none.npz"))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and expected in result.stderr
+
+
 def test_saving_over_an_existing_artifact_replaces_it(mnist_artifact, tmp_path):
     model = compiler.load(mnist_artifact)
     model.save(tmp_path / "a")

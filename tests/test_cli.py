@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 
+import compiler
+
 from .conftest import qc
 
 
@@ -47,3 +49,13 @@ def test_bench_an_artifact_finds_its_onnx_source(mnist_artifact):
     result = qc("bench", str(mnist_artifact), "--repeat", "3", "--warmup", "1", "--json")
     assert result.returncode == 0, result.stderr
     assert [r["engine"] for r in json.loads(result.stdout)] == ["qc (TVM)", "onnxruntime"]
+
+
+def test_bench_runs_qc_on_the_same_threads_as_its_peers_and_restores_the_pool(mnist_artifact):
+    import tvm
+
+    pool = tvm.get_global_func("runtime.NumThreads")
+    before, during = pool(), []
+    compiler.benchmark(compiler.load(mnist_artifact), None, repeat=2, warmup=1, threads=1, peers=False,
+                       on_engine=lambda engine: during.append(pool()))
+    assert during == [1] and pool() == before

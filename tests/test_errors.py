@@ -121,3 +121,42 @@ def test_torch_module_without_example_inputs_is_refused():
 
     with pytest.raises(compiler.CompilerError, match="example_inputs"):
         compiler.compile(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("kind, fragment", [
+    ("text", "not a readable .npz"), ("npy", "is an .npy array, not an .npz"), ("object", "object (pickled)"),
+    ("missing", "calibration file not found")])
+def test_bad_calibration_files_are_one_line_errors(tmp_path, kind, fragment):
+    onnx.save(_tiny_onnx(), tmp_path / "tiny.onnx")
+    calib = tmp_path / f"calib.{'npy' if kind == 'npy' else 'npz'}"
+    if kind == "text":
+        calib.write_text("not numbers\n")
+    elif kind == "npy":
+        np.save(calib, np.zeros((2, 1, 4), np.float32))
+    elif kind == "object":
+        np.savez(calib, x=np.array([object(), 1], dtype=object))
+    result = qc("compile", str(tmp_path / "tiny.onnx"), "--quantize", "w8a8", "--calib", str(calib),
+                "-o", str(tmp_path / "out"))
+    _assert_clean_failure(result, tmp_path / "out", fragment, calib.name)
+
+
+def test_malformed_target_json_is_a_one_line_error(tmp_path):
+    onnx.save(_tiny_onnx(), tmp_path / "tiny.onnx")
+    result = qc("compile", str(tmp_path / "tiny.onnx"), "--target", '{"kind": llvm}', "-o", str(tmp_path / "out"))
+    _assert_clean_failure(result, tmp_path / "out", "--target is not valid JSON")
+
+
+def test_a_scalar_input_runs(tmp_path):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])
+    s = helper.make_tensor_value_info("s", TensorProto.FLOAT, [])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "s"], ["y"])], "scaled", [x, s], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), tmp_path / "scaled.onnx")
+    model = compiler.compile(tmp_path / "scaled.onnx")
+    out = model.run({"x": np.arange(4, dtype=np.float32), "s": np.array(2.5, np.float32)})["y"]
+    np.testing.assert_array_equal(out, np.arange(4, dtype=np.float32) * 2.5)
+    model.save(tmp_path / "art")
+    np.savez(tmp_path / "in.npz", x=np.ones(4, np.float32), s=np.array(3.0, np.float32))
+    result = qc("run", str(tmp_path / "art"), "--input", str(tmp_path / "in.npz"), "-o", str(tmp_path / "out.npz"))
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npz")["y"], np.full(4, 3.0, np.float32))

@@ -24,7 +24,7 @@ from passes.observers import ObserverError, make_observer
 from passes.quant_plan import plan_quantization, quantizable_layers
 from passes.quant_policy import LayerSpec, QuantPolicy
 
-from ..errors import CompilerError, InputError
+from ..errors import CompilerError, InputError, read_npz
 from ..executable import CompiledModel, flatten_result
 from ..pipeline import Pipeline, Step
 
@@ -118,12 +118,10 @@ class ExposedRunner:
 def samples_from_npz(path: str | Path, inputs: list[TensorSpec]) -> Iterator[dict[str, np.ndarray]]:
     """Samples from an .npz holding, per input name, the samples stacked on a leading axis."""
     path = Path(path)
-    if not path.is_file():
-        raise CalibrationError(f"calibration file not found: {path}")
-    data = np.load(path)
-    missing = [s.name for s in inputs if s.name not in data.files]
+    data = read_npz(path, CalibrationError, "calibration")
+    missing = [s.name for s in inputs if s.name not in data]
     if missing:
-        raise CalibrationError(f"{path} lacks input(s) {missing}; it holds {data.files}")
+        raise CalibrationError(f"{path} lacks input(s) {missing}; it holds {sorted(data)}")
     stacks = {s.name: _as_stack(data[s.name], s, path) for s in inputs}
     counts = {len(v) for v in stacks.values()}
     if len(counts) != 1:
