@@ -252,13 +252,29 @@ def _run(args: argparse.Namespace) -> int:
     compiled = load(args.artifact)
     outputs = compiled.run(_npz_inputs(args.input))
     if args.output:
-        np.savez(args.output, **outputs)
+        _savez_atomically(args.output, outputs)
         print(f"wrote {args.output} ({', '.join(outputs)})")
     else:
         for name, value in outputs.items():
             print(f"{name}: shape {list(value.shape)} {value.dtype}, mean {value.mean():.6g}, "
                   f"argmax {int(value.argmax())}")
     return 0
+
+
+def _savez_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez`` to a temporary sibling renamed into place: a failure leaves no partial file."""
+    import tempfile
+
+    path = Path(path) if str(path).endswith(".npz") else Path(f"{path}.npz")  # np.savez's own naming
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def _profile(args: argparse.Namespace) -> int:
@@ -386,7 +402,18 @@ def _pareto(args: argparse.Namespace) -> int:
         raise CompilerError("pareto needs --calib CALIB.npz")
     imported = api.import_model(resolve(args.model), shapes=_shapes(args.shape))
     calibration = list(samples_from_npz(args.calib, imported.inputs))
-    evaluation = list(samples_from_npz(args.eval, imported.inputs)) if args.eval else None
+    if args.eval:
+        evaluation = list(samples_from_npz(args.eval, imported.inputs))
+    else:  # never score on what was calibrated on
+        if len(calibration) < 2:
+            raise CompilerError(f"{args.calib} holds {len(calibration)} sample(s); without --eval, pareto holds "
+                                "out half of --calib for evaluation and needs at least 2")
+        order = np.random.default_rng(0).permutation(len(calibration))
+        half = len(calibration) // 2
+        evaluation = [calibration[i] for i in sorted(order[:half])]
+        calibration = [calibration[i] for i in sorted(order[half:])]
+        print(f"no --eval: evaluating on {len(evaluation)} of the {len(calibration) + len(evaluation)} --calib "
+              f"samples (a seeded half), calibrating on the other {len(calibration)}", file=sys.stderr)
     points = pareto_sweep(imported, calibration, evaluation, budgets=args.points, max_latency=args.max_latency,
                           observer=args.observer, target=_target(args), work_dir=args.work_dir,
                           on_point=lambda label: print(f"compiling {label} ...", file=sys.stderr))
@@ -397,7 +424,7 @@ def _pareto(args: argparse.Namespace) -> int:
     else:
         header, rows = table_rows(points)
         _print_table(f"{args.model}: mixed precision (W?A8, {args.observer}), quality vs float on "
-                     f"{len(evaluation or calibration)} samples", header, rows)
+                     f"{len(evaluation)} held-out samples", header, rows)
         if args.plot:
             print(f"wrote {args.plot}")
     return 0

@@ -123,6 +123,8 @@ def test_cli_latency_budget_and_pareto_sweep(tmp_path):
     result = qc("pareto", "mnist-cnn", "--calib", str(tmp_path / "calib.npz"), "--points", "2", "--json",
                 "--plot", str(tmp_path / "pareto.png"), env=env)
     assert result.returncode == 0, result.stderr
+    # no --eval: scored on a seeded half of the 8 calibration digits, calibrated on the other half
+    assert "no --eval: evaluating on 4 of the 8 --calib samples" in result.stderr
     points = {p["label"]: p for p in json.loads(result.stdout)}
     w8, w4 = points.pop("uniform W8"), points.pop("uniform W4")
     assert w8["sqnr_db"] > w4["sqnr_db"] and w4["size_bytes"] < w8["size_bytes"]
