@@ -89,6 +89,10 @@ def test_packed_kernels_are_exact_on_this_cpu_and_without_vnni(case):
 
 def test_each_instruction_set_gets_its_own_dot_product_step():
     assert [instruction_set(t) for t in (VNNI_TARGET, AVX2_TARGET, PLAIN_TARGET)] == [VNNI, AVX2, PLAIN]
+    # AVX-512 without VNNI takes the exact AVX2 step (built only: this CPU may lack AVX-512)
+    skylake = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})
+    assert instruction_set(skylake) == AVX2
+    assert "vpmaddwd" in build_kernel(matmul_case(8, 32, 32)[0], skylake).mod.inspect_source("asm")
     for func, _, _ in (matmul_case(8, 32, 32), conv_case(4, 16, 3, 1, 1, 6)):
         assert "vpdpbusd" in build_kernel(func, VNNI_TARGET).mod.inspect_source("asm")
         avx2 = build_kernel(func, AVX2_TARGET).mod.inspect_source("asm")
