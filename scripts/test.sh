@@ -5,6 +5,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # the extended tests (W4A8 oracle on the large models) run with: bash scripts/test.sh -m extended
 if [[ " $* " == *" -m "* ]]; then
-  exec .venv/bin/python -m pytest -q --durations=15 "$@"
+  exec .venv/bin/python -m pytest -q --durations=30 "$@"
 fi
-exec .venv/bin/python -m pytest -q --durations=15 -m "not extended" "$@"
+exec .venv/bin/python -m pytest -q --durations=30 -m "not extended" "$@"

@@ -19,10 +19,25 @@ TOLERANCE = 1e-4
 PREPROCESS = {"mobilenet-v3-small": mobilenet_v3_small.preprocess, "efficientnet-b0": efficientnet_b0.preprocess}
 
 
+@pytest.fixture(scope="module")
+def imported():
+    """Each model loaded and imported once for the module's tests (torch.export of EfficientNet-B0 is slow)."""
+    cache = {}
+
+    def get(name: str):
+        if name not in cache:
+            case = models.get(name)
+            cache[name] = case, compiler.import_model(case.module, example_inputs=case.example_inputs,
+                                                      input_names=case.input_names)
+        return cache[name]
+
+    return get
+
+
 @pytest.mark.parametrize("name", list(PREPROCESS))
-def test_float_compile_matches_pytorch(name):
-    case = models.get(name)
-    compiled = compiler.compile(case.module, example_inputs=case.example_inputs, input_names=case.input_names)
+def test_float_compile_matches_pytorch(name, imported):
+    case, model = imported(name)
+    compiled = compiler.compile(model)
     inputs = [case.example_inputs[0].numpy()] + [PREPROCESS[name](v) for v in data.held_out_views(2).values()]
     for x in inputs:
         with torch.no_grad():
@@ -62,13 +77,12 @@ itself reaches 0.9701 / 0.9198 there: the loss is W8A8 on random weights, not th
 
 
 @pytest.mark.parametrize("name", list(PREPROCESS))
-def test_w8a8_is_integer_only_passes_the_oracle_and_follows_float_on_held_out_photos(name):
+def test_w8a8_is_integer_only_passes_the_oracle_and_follows_float_on_held_out_photos(name, imported):
     from compiler.build import build
     from compiler.quantization.oracle import check, run_oracle
     from compiler.quantization.quantize import lower, quantize
 
-    case = models.get(name)
-    imported = compiler.import_model(case.module, example_inputs=case.example_inputs, input_names=case.input_names)
+    case, imported = imported(name)
     samples = calibration.samples(name)
     quantized = quantize(imported, samples, "w8a8")
     lowered, _ = lower(quantized, strict=True)  # any float island would raise
