@@ -107,8 +107,9 @@ def default_knobs(target: tvm.target.Target) -> Knobs:
     return DEFAULT_KNOBS_BY_SET[instruction_set(target)]
 
 
-def _vnni_intrinsics():
-    """(description, implementation) pairs for the two orientations of the 16x4 step."""
+def _descriptions():
+    """What the 16x4 step computes, in both orientations: ``c[i] += sum_k a[k] * b[i, k]`` (row: lanes over
+    the weight's columns) and ``c[i] += sum_k a[i, k] * b[k]`` (col: lanes over the data's pixels)."""
 
     @T.prim_func(s_tir=True)
     def row_desc(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((16, 4), "int8", offset_factor=1),
@@ -122,18 +123,6 @@ def _vnni_intrinsics():
                     c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(b[vi, vk], "int32")
 
     @T.prim_func(s_tir=True)
-    def row_impl(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((16, 4), "int8", offset_factor=1),
-                 c: T.Buffer((16,), "int32", offset_factor=1)) -> None:
-        with T.sblock("root"):
-            T.reads(c[0:16], a[0:4], b[0:16, 0:4])
-            T.writes(c[0:16])
-            c[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(_VPDPBUSD), c.vload([0], dtype="int32x16"),
-                T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], "uint8x4"), dtype="int32"), 16),
-                              dtype="int8x64"),
-                b.vload([0, 0], dtype="int8x64"), dtype="int32x16")
-
-    @T.prim_func(s_tir=True)
     def col_desc(a: T.Buffer((16, 4), "uint8", offset_factor=1), b: T.Buffer((4,), "int8", offset_factor=1),
                  c: T.Buffer((16,), "int32", offset_factor=1)) -> None:
         with T.sblock("root"):
@@ -144,53 +133,12 @@ def _vnni_intrinsics():
                     vi, vk = T.axis.remap("SR", [i, k])
                     c[vi] = c[vi] + T.cast(a[vi, vk], "int32") * T.cast(b[vk], "int32")
 
-    @T.prim_func(s_tir=True)
-    def col_impl(a: T.Buffer((16, 4), "uint8", offset_factor=1), b: T.Buffer((4,), "int8", offset_factor=1),
-                 c: T.Buffer((16,), "int32", offset_factor=1)) -> None:
-        with T.sblock("root"):
-            T.reads(c[0:16], a[0:16, 0:4], b[0:4])
-            T.writes(c[0:16])
-            c[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(_VPDPBUSD), c.vload([0], dtype="int32x16"),
-                T.reinterpret(a.vload([0, 0], dtype="uint8x64"), dtype="int8x64"),
-                T.reinterpret(T.broadcast(T.reinterpret(b.vload([0], "int8x4"), dtype="int32"), 16),
-                              dtype="int8x64"), dtype="int32x16")
-
-    return {VNNI_ROW_INTRIN: (row_desc, row_impl), VNNI_COL_INTRIN: (col_desc, col_impl)}
+    return row_desc, col_desc
 
 
-AVX2_ROW_INTRIN = "qc_avx2_16x4_lanes_from_weight"
-AVX2_COL_INTRIN = "qc_avx2_16x4_lanes_from_data"
-_PMADDWD, _PHADDD = "llvm.x86.avx2.pmadd.wd", "llvm.x86.avx2.phadd.d"
-_COLUMN_ORDER = [0, 1, 4, 5, 2, 3, 6, 7]  # vphaddd leaves [c0 c1 c4 c5 | c2 c3 c6 c7]: back to c0..c7
-
-
-def _avx2_sums(chunks, pair):
-    """Sixteen int32 dot products of four: ``chunks`` are the 16x4 operand's rows 4j..4j+3 widened to int16
-    (16 lanes each), ``pair`` the 4-element operand widened and repeated. ``vpmaddwd`` adds adjacent
-    products (lane pairs k0k1, k2k3), ``vphaddd`` adds those pairs per row (within 128-bit halves), the
-    shuffle restores the row order. Returns the two int32x8 halves."""
-    def madd(chunk):
-        return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(_PMADDWD), chunk, pair, dtype="int32x8")
-
-    def hadd(x, y):
-        return T.Shuffle([T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(_PHADDD), x, y, dtype="int32x8")],
-                         _COLUMN_ORDER)
-
-    products = [madd(chunk) for chunk in chunks]
-    return hadd(products[0], products[1]), hadd(products[2], products[3])
-
-
-def _widened_pair(four, dtype: str):
-    """Four 8-bit values as int16, the 64 bits repeated over 16 int16 lanes."""
-    as_int64 = T.reinterpret(T.cast(four.vload([0], f"{dtype}x4"), "int16x4"), dtype="int64")
-    return T.reinterpret(T.broadcast(as_int64, 4), dtype="int16x16")
-
-
-def _avx2_intrinsics(descriptions):
-    """The 16x4 step with AVX2 only: operands widened to int16 (``vpmovzxbw`` / ``vpmovsxbw``) and
-    ``vpmaddwd``, exact (each int32 lane sums two products of at most 255 * 128), unlike ``vpmaddubsw``,
-    whose int16 sums saturate."""
+def _implementations(row_step, col_step):
+    """(row, col) implementations of the step: ``c[0:16] = step(c[0:16], a, b)``, each ``step`` returning the
+    new int32x16 accumulator from the old one and the two operand buffers."""
 
     @T.prim_func(s_tir=True)
     def row_impl(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((16, 4), "int8", offset_factor=1),
@@ -198,10 +146,7 @@ def _avx2_intrinsics(descriptions):
         with T.sblock("root"):
             T.reads(c[0:16], a[0:4], b[0:16, 0:4])
             T.writes(c[0:16])
-            low, high = _avx2_sums([T.cast(b.vload([4 * j, 0], dtype="int8x16"), "int16x16") for j in range(4)],
-                                   _widened_pair(a, "uint8"))
-            c[T.ramp(T.int32(0), 1, 8)] = c.vload([0], dtype="int32x8") + low
-            c[T.ramp(T.int32(8), 1, 8)] = c.vload([8], dtype="int32x8") + high
+            c[T.ramp(T.int32(0), 1, 16)] = row_step(c.vload([0], dtype="int32x16"), a, b)
 
     @T.prim_func(s_tir=True)
     def col_impl(a: T.Buffer((16, 4), "uint8", offset_factor=1), b: T.Buffer((4,), "int8", offset_factor=1),
@@ -209,15 +154,57 @@ def _avx2_intrinsics(descriptions):
         with T.sblock("root"):
             T.reads(c[0:16], a[0:16, 0:4], b[0:4])
             T.writes(c[0:16])
-            low, high = _avx2_sums([T.cast(a.vload([4 * j, 0], dtype="uint8x16"), "int16x16") for j in range(4)],
-                                   _widened_pair(b, "int8"))
-            c[T.ramp(T.int32(0), 1, 8)] = c.vload([0], dtype="int32x8") + low
-            c[T.ramp(T.int32(8), 1, 8)] = c.vload([8], dtype="int32x8") + high
+            c[T.ramp(T.int32(0), 1, 16)] = col_step(c.vload([0], dtype="int32x16"), a, b)
 
-    return {AVX2_ROW_INTRIN: (descriptions[VNNI_ROW_INTRIN][0], row_impl),
-            AVX2_COL_INTRIN: (descriptions[VNNI_COL_INTRIN][0], col_impl)}
+    return row_impl, col_impl
 
 
+def _vnni_dot(acc, data, weight):
+    """One ``vpdpbusd``: 16 int32 lanes, each += 4 uint8 x int8 products (both int8x64 operands)."""
+    return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(_VPDPBUSD), acc, data, weight, dtype="int32x16")
+
+
+def _repeated(four, dtype: str):
+    """Four 8-bit values as one int32, repeated over 64 byte lanes."""
+    return T.reinterpret(T.broadcast(T.reinterpret(four.vload([0], f"{dtype}x4"), dtype="int32"), 16),
+                         dtype="int8x64")
+
+
+_PMADDWD, _PHADDD = "llvm.x86.avx2.pmadd.wd", "llvm.x86.avx2.phadd.d"
+_COLUMN_ORDER = [0, 1, 4, 5, 2, 3, 6, 7]  # vphaddd leaves [c0 c1 c4 c5 | c2 c3 c6 c7]: back to c0..c7
+
+
+def _avx2_dot(acc, sixteen, four, sixteen_dtype: str, four_dtype: str):
+    """``acc`` + sixteen dot products of four with AVX2 only: the 16x4 operand ``sixteen`` widened to int16 in
+    four chunks of 4 rows (``vpmovzxbw`` / ``vpmovsxbw``), the 4-element ``four`` widened and repeated;
+    ``vpmaddwd`` adds adjacent products (k0k1, k2k3), ``vphaddd`` adds those pairs per row (within 128-bit
+    halves), the shuffle restores the row order. Exact: each int32 lane sums two products of at most 255 * 128,
+    unlike ``vpmaddubsw``, whose int16 sums saturate."""
+    pair = T.reinterpret(T.broadcast(T.reinterpret(T.cast(four.vload([0], f"{four_dtype}x4"), "int16x4"),
+                                                   dtype="int64"), 4), dtype="int16x16")
+    products = [T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(_PMADDWD),
+                                        T.cast(sixteen.vload([4 * j, 0], dtype=f"{sixteen_dtype}x16"), "int16x16"),
+                                        pair, dtype="int32x8") for j in range(4)]
+    halves = [T.Shuffle([T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(_PHADDD), x, y, dtype="int32x8")],
+                        _COLUMN_ORDER) for x, y in (products[:2], products[2:])]
+    return acc + T.Shuffle(halves, list(range(16)))
+
+
+def _intrinsics() -> dict:
+    """Every tensorized 16x4 step by name: (description, implementation)."""
+    row_desc, col_desc = _descriptions()
+    vnni_row, vnni_col = _implementations(
+        lambda acc, a, b: _vnni_dot(acc, _repeated(a, "uint8"), b.vload([0, 0], dtype="int8x64")),
+        lambda acc, a, b: _vnni_dot(acc, T.reinterpret(a.vload([0, 0], dtype="uint8x64"), dtype="int8x64"),
+                                    _repeated(b, "int8")))
+    avx2_row, avx2_col = _implementations(lambda acc, a, b: _avx2_dot(acc, b, a, "int8", "uint8"),
+                                          lambda acc, a, b: _avx2_dot(acc, a, b, "uint8", "int8"))
+    return {VNNI_ROW_INTRIN: (row_desc, vnni_row), VNNI_COL_INTRIN: (col_desc, vnni_col),
+            AVX2_ROW_INTRIN: (row_desc, avx2_row), AVX2_COL_INTRIN: (col_desc, avx2_col)}
+
+
+AVX2_ROW_INTRIN = "qc_avx2_16x4_lanes_from_weight"
+AVX2_COL_INTRIN = "qc_avx2_16x4_lanes_from_data"
 STEPS = {VNNI: (VNNI_ROW_INTRIN, VNNI_COL_INTRIN), AVX2: (AVX2_ROW_INTRIN, AVX2_COL_INTRIN), PLAIN: (None, None)}
 """Per instruction set, the tensorized 16x4 step of the matmul (lanes over columns) and of the convolution
 (lanes over pixels); ``plain`` leaves the step to LLVM's loop vectorizer."""
@@ -230,8 +217,7 @@ def register_intrinsics() -> None:
     global _registered
     if _registered:
         return
-    vnni = _vnni_intrinsics()
-    for name, (desc, impl) in {**vnni, **_avx2_intrinsics(vnni)}.items():
+    for name, (desc, impl) in _intrinsics().items():
         try:
             TensorIntrin.register(name, desc, impl)
         except Exception:  # noqa: BLE001  (already registered by an earlier import of this module's copy)
