@@ -1,9 +1,9 @@
 """The CPU backend: LLVM code for the host (or a given x86/ARM CPU), optionally tuned by MetaSchedule.
 
 Requires: a Relax module after the pipeline's ``legalize_ops`` / ``fuse_tir`` steps (TIR PrimFuncs called
-from ``main``). Guarantees: a Relax VM executable for ``target``. The packed int8 kernels of
-``pack_int8_layers`` always get the schedules of ``backends.x86_int8`` (default register tiles, or the
-tuned ones of the work directory's ``int8_knobs.json``); the other kernels get the best schedule of the work
+from ``main``). Guarantees: a Relax VM executable for ``target``. The packed kernels of
+``pack_int8_layers`` and ``pack_float_layers`` always get the schedules of ``backends.x86_packed`` (default
+register tiles, or the tuned ones of the work directory's ``int8_knobs.json``); the other kernels get the best schedule of the work
 directory's MetaSchedule database when it has one, else ``backends.cpu_default``'s (parallel outer loops,
 vector lanes). A tuning budget goes to the int8 tiles first, the rest to MetaSchedule, each tuning only what
 its database lacks.
@@ -25,7 +25,7 @@ from .errors import BackendError
 from .intrinsics import import_cpu_intrinsics
 from .cpu_default import schedule_defaults
 from .int8_tuning import KnobDatabase, tune_int8
-from .x86_int8 import schedule_int8_kernels
+from .x86_packed import schedule_packed_kernels
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
 
@@ -73,7 +73,7 @@ def build(mod: tvm.IRModule, target: Target, tuning: TuningOptions | None = None
         database = KnobDatabase(tuning.work_dir)
         report = tune_int8(mod, target, database, tuning.trials, progress=progress)
         choose = lambda func: database.lookup(target, func)  # noqa: E731
-    mod = schedule_int8_kernels(mod, target, choose=choose)  # the packed int8 layers: our own schedules
+    mod = schedule_packed_kernels(mod, target, choose=choose)  # the packed layers: our own schedules
     if tuning is not None:
         if tuning.trials > report.get("int8_trials", 0):
             report.update(tune(mod, target, TuningOptions(tuning.trials - report["int8_trials"], tuning.work_dir),

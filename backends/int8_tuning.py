@@ -1,6 +1,6 @@
 """Tuning the int8 kernels' knobs: measure candidate register tiles per kernel, keep the best in a database.
 
-The int8 schedules of ``backends.x86_int8`` have one knob, the register tile (``Knobs``: rows x blocks of 16
+The int8 schedules of ``backends.x86_packed`` have one knob, the register tile (``Knobs``: rows x blocks of 16
 lanes). ``tune_int8`` builds each packed kernel of a module alone with each candidate tile, times it on
 zero-filled arguments (the kernels' work does not depend on the values) and records the fastest in
 ``work_dir/int8_knobs.json``, keyed by target and by the kernel's structural hash, so a later compile of any
@@ -20,7 +20,7 @@ import numpy as np
 import tvm
 import tvm_ffi
 
-from .x86_int8 import MAX_ACCUMULATORS, Knobs, default_knobs, instruction_set, is_int8_kernel, schedule_int8_kernels
+from .x86_packed import MAX_ACCUMULATORS, Knobs, default_knobs, instruction_set, is_packed_kernel, schedule_packed_kernels
 
 CANDIDATES = tuple(Knobs(rows, blocks) for rows in (1, 2, 4, 6, 8, 12, 16) for blocks in (1, 2, 3, 4, 6)
                    if rows * blocks <= 28)
@@ -69,7 +69,7 @@ def tune_int8(mod: tvm.IRModule, target: tvm.target.Target, database: KnobDataba
     The budget is split evenly over the missing kernels, at least ``MIN_PER_KERNEL`` candidates each (so a
     small budget tunes the heaviest few), the default tile always among them."""
     kernels = {kernel_key(f): f for f in mod.functions.values()
-               if isinstance(f, tvm.tirx.PrimFunc) and is_int8_kernel(f)}
+               if isinstance(f, tvm.tirx.PrimFunc) and is_packed_kernel(f)}
     pending = {key: f for key, f in kernels.items() if database.lookup(target, f) is None}
     report = {"int8_kernels": len(kernels), "int8_reused": len(kernels) - len(pending), "int8_tuned": 0,
               "int8_trials": 0}
@@ -98,7 +98,7 @@ def tune_int8(mod: tvm.IRModule, target: tvm.target.Target, database: KnobDataba
 def measure(func: tvm.tirx.PrimFunc, target: tvm.target.Target, knobs: Knobs, repeat: int = 5) -> float:
     """Median seconds of one call of ``func`` scheduled with ``knobs`` (inf when the tile does not apply)."""
     try:
-        scheduled = schedule_int8_kernels(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
+        scheduled = schedule_packed_kernels(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
                                           target, knobs)
         lib = tvm.compile(scheduled, target=target)
     except Exception:  # noqa: BLE001  (a tile the kernel's shape cannot take)

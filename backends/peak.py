@@ -4,7 +4,7 @@ Each microkernel runs ``iterations`` rounds of ``ACCUMULATORS`` independent vect
 operands stay in registers (no memory traffic), once per core in parallel: ``vpdpbusd`` on 512-bit
 registers (16 lanes x 4 uint8 x int8 products = 128 int8 ops) where the CPU has AVX-512 VNNI, else
 ``vpmaddwd`` + ``vpaddd`` on 256-bit registers (16 int16 products = 32 ops, the AVX2 int8 step's core, see
-``backends.x86_int8``) where it has AVX2, and ``vfmadd`` on 512-bit (AVX-512) or 256-bit (AVX2) registers. The best of ``repeat`` timed runs is the peak;
+``backends.x86_packed``) where it has AVX2, and ``vfmadd`` on 512-bit (AVX-512) or 256-bit (AVX2) registers. The best of ``repeat`` timed runs is the peak;
 benchmarks report their kernels as a fraction of it.
 """
 
@@ -79,7 +79,7 @@ def measure_peak(target=None, cores: int | None = None, iterations: int = 200_00
     from tvm.target.codegen import target_has_features
 
     from .cpu import host_target
-    from .x86_int8 import has_avx2, has_vnni
+    from .x86_packed import has_avx2, has_vnni
 
     target = target or host_target(cores)
     cores = int(target.attrs.get("num-cores", cores or 1))

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/int8_kernels.py [--threads 2] [--rows 8 --blocks 3]
 
 Each kernel is built alone from ``pack_int8_layers``' compute (uint8 x int8 -> int32, weights packed) and
-scheduled by ``backends.x86_int8`` with the default knobs (no tuning), checked bit for bit against numpy, then
+scheduled by ``backends.x86_packed`` with the default knobs (no tuning), checked bit for bit against numpy, then
 timed (median of 7 repeats of 20 calls). GOP/s counts a multiply-add as two operations; the peak is the
 ``vpdpbusd`` microkernel of ``backends.peak`` measured in the same run.
 """
@@ -17,8 +17,8 @@ import tvm
 
 from backends import host_target
 from backends.peak import measure_peak
-from backends.x86_int8 import Knobs, build_kernel, default_knobs, instruction_set
-from passes.pack_int8_layers import ConvGeometry, conv_kernel, flatten_conv_weight, matmul_kernel, pack_matmul_weight
+from backends.x86_packed import Knobs, build_kernel, default_knobs, instruction_set
+from passes.packed_layouts import ConvGeometry, conv_kernel, flatten_conv_weight, matmul_kernel, pack_matmul_weight
 
 RESNET18_CONVS = {  # (channels in, out, kernel, stride, padding, input size): the largest by MACs
     "resnet18 conv1 7x7/2 3->64 @224": (3, 64, 7, 2, 3, 224),

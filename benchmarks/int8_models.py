@@ -3,7 +3,7 @@ PyTorch eager fp32, then the int8 model's heaviest layers as GOP/s and a fractio
 
     .venv/bin/python benchmarks/int8_models.py [--models resnet18,efficientnet-lite0,minilm] [--repeat 30]
 
-Batch 1, 2 threads for every engine, untuned (the int8 layers use ``backends.x86_int8``'s default knobs).
+Batch 1, 2 threads for every engine, untuned (the int8 layers use ``backends.x86_packed``'s default knobs).
 Calibration: EfficientNet-Lite0 and ResNet-18 on the 5 bundled photos and their mirror images (ResNet-18's
 weights are random: speed only), MiniLM on 8 of its sentences at sequence length 128; onnxruntime int8 is its
 ``quantize_static`` (QDQ, per-channel, uint8 activations x int8 weights) on the same samples.

@@ -14,9 +14,9 @@ import compiler
 import models
 from backends import host_target
 from backends.peak import measure_peak
-from backends.x86_int8 import AVX2, PLAIN, VNNI, build_kernel, has_vnni, instruction_set
+from backends.x86_packed import AVX2, PLAIN, VNNI, build_kernel, has_vnni, instruction_set
 from models import mnist_cnn
-from passes.pack_int8_layers import (
+from passes.packed_layouts import (
     ConvGeometry,
     conv_kernel,
     depthwise_conv2d,

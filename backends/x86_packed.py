@@ -1,25 +1,28 @@
-"""Int8 kernels for x86: schedules for the packed layouts of ``pack_int8_layers``, on AVX-512 VNNI or AVX2.
+"""Packed kernels for x86: register-tile schedules for the layouts of ``passes.packed_layouts``.
 
-``passes/pack_int8_layers.py`` rewrites each uint8 x int8 layer into one of two compute blocks whose reduction
-comes in groups of four (the width of ``vpdpbusd``: 16 int32 lanes, each += 4 uint8 x int8 products):
+``pack_int8_layers`` and ``pack_float_layers`` rewrite layers into compute blocks (``packed_layouts``) with 16
+output elements in the vector lanes and the reduction in groups of ``g`` (4 for int8: the width of
+``vpdpbusd``, 16 int32 lanes each += 4 uint8 x int8 products; 1 for float32: one FMA):
 
-- ``qc_int8_matmul``: ``acc[m, n] += data[m, k] * W[n // 16, k // 4, n % 16, k % 4]``: 16 output columns in
-  the lanes, four activations broadcast, the weight pre-packed so each step loads 64 contiguous bytes;
-- ``qc_int8_conv``: ``acc[o, p] += col[r // 4, p, r % 4] * W[o, r]``: 16 output pixels in the lanes (im2col in
-  groups of four reduction elements, ``qc_int8_im2col``), four weights broadcast, the output already NCHW.
+- ``qc_*_matmul``: ``acc[m, n] += data[m, k] * W[n // 16, k // g, n % 16, k % g]``: 16 output columns in the
+  lanes, activations broadcast, the weight pre-packed so each step loads one contiguous vector;
+- ``qc_*_conv``: ``acc[o, p] += col[r // g, p, r % g] * W[o, r]``: 16 output pixels in the lanes (im2col in
+  groups of ``g`` reduction elements, ``qc_*_im2col``), weights broadcast, the output already NCHW;
+- ``qc_*_depthwise``: one output row per task, the columns in the lanes.
 
-``schedule_int8_kernels`` schedules every kernel holding one of them: register tiles of ``rows`` x
+``schedule_packed_kernels`` schedules every kernel holding one of them: register tiles of ``rows`` x
 ``blocks`` accumulators (16 lanes each) kept in registers across the whole reduction, the tile loop parallel,
-the 16 x 4 inner step tensorized for the target's instruction set (``instruction_set``):
+the 16 x g inner step, for int8 tensorized for the target's instruction set (``instruction_set``):
 
 - ``avx512-vnni``: one ``vpdpbusd``;
 - ``avx2``: the 8-bit operands widened to int16 (``vpmovsxbw`` / ``vpmovzxbw``), four ``vpmaddwd``, two
   ``vphaddd`` and a lane shuffle; never ``vpmaddubsw``, whose int16 sums saturate and would change results;
-- ``plain`` (neither): LLVM's loop vectorizer on the unrolled step.
+- ``plain`` (neither), and every float32 kernel: LLVM's loop vectorizer on the unrolled step (FMAs where
+  the target has them).
 
-The requantize / bias / clamp / cast epilogue that fusion put in the same kernel is folded into the write-back
-of each tile and vectorized. Integer arithmetic is exact on every path, so every schedule returns the untuned
-kernel's bits.
+The epilogue that fusion put in the same kernel (requantize / bias / clamp / cast; bias / residual add /
+ReLU) is folded into the write-back of each tile and vectorized. Integer arithmetic is exact on every path,
+so every int8 schedule returns the untuned kernel's bits; float sums keep their order along the reduction.
 
 Knobs (``Knobs``) are the register tile; defaults per instruction set were measured on a 128x768x768 matmul
 (``benchmarks/int8_kernels.py``). The VNNI intrinsic is TVM's ``dot_16x4_vnni`` repaired for LLVM 22,
@@ -35,18 +38,7 @@ from tvm import s_tir
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
-from passes.pack_int8_layers import (
-    COLUMN_STRIDE,
-    CONV_BLOCK,
-    DEPTHWISE_BLOCK,
-    GROUP,
-    IM2COL_BLOCK,
-    LANES,
-    MATMUL_BLOCK,
-    OUTPUT_WIDTH,
-    IMAGE_SHAPE,
-    PAD_BLOCK,
-)
+from passes.packed_layouts import COLUMN_STRIDE, FP32, IMAGE_SHAPE, INT8, LANES, OUTPUT_WIDTH, Packing
 
 VNNI_ROW_INTRIN = "qc_vnni_16x4_lanes_from_weight"   # matmul: lanes over output columns
 VNNI_COL_INTRIN = "qc_vnni_16x4_lanes_from_data"     # conv: lanes over output pixels
@@ -225,11 +217,16 @@ def register_intrinsics() -> None:
     _registered = True
 
 
-def kernel_kind(sch: s_tir.Schedule) -> str | None:
-    """``matmul`` / ``conv`` / ``depthwise`` when the function holds one of the packed int8 blocks, else None."""
-    for kind, name in (("matmul", MATMUL_BLOCK), ("conv", CONV_BLOCK), ("depthwise", DEPTHWISE_BLOCK)):
-        if _block_or_none(sch, name) is not None:
-            return kind
+PACKINGS = (INT8, FP32)
+KINDS = ("matmul", "conv", "depthwise")
+
+
+def kernel_kind(sch: s_tir.Schedule) -> tuple[str, Packing] | None:
+    """(``matmul`` / ``conv`` / ``depthwise``, its packing) when the function holds a packed block, else None."""
+    for packing in PACKINGS:
+        for kind in KINDS:
+            if _block_or_none(sch, packing.block(kind)) is not None:
+                return kind, packing
     return None
 
 
@@ -240,16 +237,16 @@ def _block_or_none(sch: s_tir.Schedule, name: str):
         return None
 
 
-def is_int8_kernel(func: tvm.tirx.PrimFunc) -> bool:
-    """Whether ``func`` holds one of the packed int8 blocks (and so gets a schedule here)."""
+def is_packed_kernel(func: tvm.tirx.PrimFunc) -> bool:
+    """Whether ``func`` holds one of the packed blocks (and so gets a schedule here)."""
     return kernel_kind(s_tir.Schedule(tvm.IRModule({"main": func}))) is not None
 
 
-def schedule_int8_kernels(mod: tvm.IRModule, target: tvm.target.Target, knobs: Knobs | None = None,
-                          choose: Callable[[tvm.tirx.PrimFunc], Knobs | None] | None = None) -> tvm.IRModule:
-    """``mod`` with every packed int8 kernel scheduled for ``target``'s instruction set (VNNI, AVX2 or plain
-    vector code); others untouched. ``choose`` may give a kernel its own tile (a tuning database's); else
-    ``knobs``, else the instruction set's default."""
+def schedule_packed_kernels(mod: tvm.IRModule, target: tvm.target.Target, knobs: Knobs | None = None,
+                            choose: Callable[[tvm.tirx.PrimFunc], Knobs | None] | None = None) -> tvm.IRModule:
+    """``mod`` with every packed kernel scheduled for ``target``'s instruction set (int8: VNNI, AVX2 or plain
+    vector code; float32: vector FMAs); others untouched. ``choose`` may give a kernel its own tile (a
+    tuning database's); else ``knobs``, else the instruction set's default."""
     isa = instruction_set(target)
     knobs = knobs or DEFAULT_KNOBS_BY_SET[isa]
     if isa != PLAIN:
@@ -259,55 +256,58 @@ def schedule_int8_kernels(mod: tvm.IRModule, target: tvm.target.Target, knobs: K
         if not isinstance(func, tvm.tirx.PrimFunc):
             continue
         sch = s_tir.Schedule(tvm.IRModule({"main": func}))
-        kind = kernel_kind(sch)
-        if kind is None:
+        found = kernel_kind(sch)
+        if found is None:
             continue
-        SCHEDULES[kind](sch, (choose(func) if choose else None) or knobs, isa)
+        kind, packing = found
+        SCHEDULES[kind](sch, packing, (choose(func) if choose else None) or knobs, isa if packing is INT8 else PLAIN)
         result[gvar] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
     return result
 
 
-def schedule_matmul(sch: s_tir.Schedule, knobs: Knobs, isa: str) -> None:
-    """Tile ``qc_int8_matmul`` into register blocks of rows x (blocks x 16) columns, reduce in groups of 4."""
-    block = sch.get_sblock(MATMUL_BLOCK)
+def schedule_matmul(sch: s_tir.Schedule, packing: Packing, knobs: Knobs, isa: str) -> None:
+    """Tile the matmul into register blocks of rows x (blocks x 16) columns, reduce in groups of g."""
+    block = sch.get_sblock(packing.block("matmul"))
     loops = sch.get_loops(block)
     *rows, col, red = loops
     row = sch.fuse(*rows) if len(rows) > 1 else rows[0]
-    _tile(sch, block, row, col, red, knobs, STEPS[isa][0])
+    _tile(sch, block, row, col, red, packing.group, knobs, STEPS[isa][0])
 
 
-def schedule_conv(sch: s_tir.Schedule, knobs: Knobs, isa: str) -> None:
-    """im2col (parallel, vectorized), then ``qc_int8_conv`` tiled like the matmul with pixels in the lanes."""
-    pad = _block_or_none(sch, PAD_BLOCK)  # flat padded image (none for a pointwise convolution): split back
+def schedule_conv(sch: s_tir.Schedule, packing: Packing, knobs: Knobs, isa: str) -> None:
+    """im2col (parallel, vectorized), then the conv block tiled like the matmul with pixels in the lanes."""
+    pad = _block_or_none(sch, packing.block("pad"))  # flat padded image (none for a pointwise convolution): split back
     if pad is not None:  # into (channel, row, column), which makes its div/mod vanish
         channel, _, _ = sch.split(sch.get_loops(pad)[0], _image_shape(sch, pad))
         sch.parallel(channel)
-    im2col = sch.get_sblock(IM2COL_BLOCK)
+    im2col = sch.get_sblock(packing.block("im2col"))
     r4, pixel, t = sch.get_loops(im2col)
     sch.split(pixel, [None, int(sch.get(im2col).annotations[OUTPUT_WIDTH])])  # p -> (row, column): no division
     sch.parallel(r4)
-    sch.unroll(t)  # four bytes per pixel, interleaved: LLVM vectorizes the column loop around them
-    block = sch.get_sblock(CONV_BLOCK)
+    sch.unroll(t)  # g elements per pixel, interleaved: LLVM vectorizes the column loop around them
+    block = sch.get_sblock(packing.block("conv"))
     out, pix, red = sch.get_loops(block)
-    _tile(sch, block, out, pix, red, knobs, STEPS[isa][1])
+    _tile(sch, block, out, pix, red, packing.group, knobs, STEPS[isa][1])
 
 
-def _tile(sch, block, rows, lanes, reduction, knobs: Knobs, intrin: str | None) -> None:
-    """Split ``rows`` by the tile's rows, ``lanes`` into blocks of 16 and ``reduction`` into groups of 4, order
-    them tile by tile (rows, lane blocks, reduction outside; the 16 x 4 step inside), then finish."""
-    ro, ri = sch.split(rows, [None, _divisor_at_most(_extent(sch, rows), knobs.rows)])
-    lo, lb, li = sch.split(lanes, [None, _divisor_at_most(_extent(sch, lanes) // LANES, knobs.blocks), LANES])
-    go, gi = sch.split(reduction, [None, GROUP])
+def _tile(sch, block, rows, lanes, reduction, group: int, knobs: Knobs, intrin: str | None) -> None:
+    """Split ``rows`` by the tile's rows, ``lanes`` into blocks of 16 and ``reduction`` into groups of
+    ``group``, order them tile by tile (rows, lane blocks, reduction outside; the 16 x g step inside), then
+    finish."""
+    tile_rows, tile_blocks = fit_tile(knobs, _extent(sch, rows), _extent(sch, lanes) // LANES)
+    ro, ri = sch.split(rows, [None, tile_rows])
+    lo, lb, li = sch.split(lanes, [None, tile_blocks, LANES])
+    go, gi = sch.split(reduction, [None, group])
     sch.reorder(ro, lo, go, ri, lb, li, gi)
     _finish(sch, block, outer=(ro, lo), reduction=go, unrolled=(ri, lb), lanes=li, group=gi, intrin=intrin)
 
 
-def schedule_depthwise(sch: s_tir.Schedule, knobs: Knobs, isa: str) -> None:
+def schedule_depthwise(sch: s_tir.Schedule, packing: Packing, knobs: Knobs, isa: str) -> None:
     """One output row per task: accumulate the row over the filter taps with the columns in vector lanes."""
-    pad = _block_or_none(sch, PAD_BLOCK)
+    pad = _block_or_none(sch, packing.block("pad"))
     if pad is not None:
         sch.parallel(sch.fuse(*sch.get_loops(pad)[:2]))
-    block = sch.get_sblock(DEPTHWISE_BLOCK)
+    block = sch.get_sblock(packing.block("depthwise"))
     batch, channel, row, col, i, j = sch.get_loops(block)
     sch.reorder(batch, channel, row, i, j, col)
     outer = sch.fuse(batch, channel, row)
@@ -390,7 +390,7 @@ def _parallel_vectorized(sch, block) -> None:
 
 
 def _image_shape(sch, pad_block) -> list[int]:
-    """(channels, padded height, padded width) of a flat ``qc_int8_pad`` stage (its block annotation)."""
+    """(channels, padded height, padded width) of a flat ``pad`` stage (its block annotation)."""
     return [int(v) for v in sch.get(pad_block).annotations[IMAGE_SHAPE]]
 
 
@@ -398,12 +398,19 @@ def _extent(sch, loop) -> int:
     return int(sch.get(loop).extent)
 
 
-def _divisor_at_most(n: int, limit: int) -> int:
-    return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
+def fit_tile(knobs: Knobs, rows: int, blocks: int) -> tuple[int, int]:
+    """The register tile used on a kernel of ``rows`` x ``blocks`` lane blocks: ``knobs`` when it divides
+    both, else the dividing tile with the most accumulators within ``knobs``' count, nearest ``knobs`` in
+    shape. (A tile must divide the loops: a ragged edge would put bounds tests inside the step.) E.g. 2x3 on
+    28x28 pixels (49 blocks) and 128 channels becomes 4x1, not 2x1."""
+    budget = knobs.rows * knobs.blocks
+    tiles = [(r, b) for r in range(1, min(rows, budget) + 1) if rows % r == 0
+             for b in range(1, min(blocks, budget // r) + 1) if blocks % b == 0]
+    return max(tiles, key=lambda t: (t[0] * t[1], -abs(t[0] - knobs.rows) - abs(t[1] - knobs.blocks)))
 
 
 def build_kernel(func: tvm.tirx.PrimFunc, target: tvm.target.Target, knobs: Knobs | None = None):
-    """Schedule and compile one standalone kernel (a PrimFunc made from ``pack_int8_layers``' computes),
-    for microbenchmarks and tests; returns the built module (``inspect_source("asm")`` shows its code)."""
-    scheduled = schedule_int8_kernels(tvm.IRModule({"main": func}), target, knobs)
+    """Schedule and compile one standalone kernel (a PrimFunc made from ``packed_layouts``' computes), for
+    microbenchmarks and tests; returns the built module (``inspect_source("asm")`` shows its code)."""
+    scheduled = schedule_packed_kernels(tvm.IRModule({"main": func}), target, knobs)
     return tvm.compile(scheduled, target=target)

@@ -1,0 +1,324 @@
+"""Packed kernel layouts shared by ``pack_int8_layers`` and ``pack_float_layers`` (a library, not a pass).
+
+A ``Packing`` names one family of kernels: its block names (``qc_int8_conv``, ``qc_fp32_conv``, ...), the
+reduction elements one vector step consumes (``group``: 4 for ``vpdpbusd``, 1 for an FMA) and the accumulator
+type. Every family computes the same layouts, with 16 output elements in the vector lanes:
+
+- matmul: ``acc[m, n] = sum_k data[m, k] * P[n // 16, k // g, n % 16, k % g]`` with P the weight packed once
+  at compile time ([N/16, K/g, 16, g], one contiguous vector per step; N padded to 16 with zero columns,
+  which the result drops);
+- conv2d (groups 1, batch 1, NCHW): ``col[r // g, p, r % g] = data[c, y*sy + i*dy - top, x*sx + j*dx - left]``
+  (0 outside the image and past the ends; r = (c*KH + i)*KW + j, p = y*OW + x, padded to a multiple of g and
+  16; gathered from the image laid out flat with its padding, through an int32 table of each r's offset), then
+  ``acc[o, p] = sum_r col[r // g, p, r % g] * W'[o, r]`` with W' the flattened, zero-padded weight, then
+  ``out[0, o, y, x] = acc[o, y*OW + x]``;
+- depthwise conv2d: the plain arithmetic with the zero padding made a stage of its own, so the backend can
+  vectorize along output columns (no packing: each output reads one filter).
+
+The backends (``backends.x86_packed``) find the blocks by these names. Numerics: padding the reduction with
+zero weights adds 0; the conv's zero padding is that of ``conv2d`` (for integer layers ``lower_integer``
+guarantees an activation zero point of 0 there).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
+
+from .dataflow import op_name
+
+LANES = 16
+IMAGE_SHAPE = "qc.image_shape"  # on the flat padded image stage: (channels, padded height, padded width)
+COLUMN_STRIDE = "qc.column_stride"  # on a depthwise block: its horizontal stride
+OUTPUT_WIDTH = "qc.output_width"  # on an im2col block: the output row length its pixel loop splits by
+KERNEL_ATTRIBUTE = "qc.packed_layout"  # on a packed kernel: what it computes (op, weight shape, geometry)
+LAYER_NAME = re.compile(r"(conv2d|matmul)_\d+")  # a layer of the quantization plan, as lower_integer names it
+OUT_ELEMWISE_FUSABLE = 4  # relax's OpPatternKind: fusion may append the elementwise epilogue (the gathers
+# through an offset table would otherwise make annotate_op_pattern call the kernel opaque)
+
+
+@dataclass(frozen=True)
+class Packing:
+    """One family of packed kernels: block names ``qc_{name}_{role}``, ``group`` reduction elements per
+    vector step, ``accumulator`` dtype, and the suffix of its kernels' names (``conv2d_3_u8i8``)."""
+
+    name: str
+    group: int
+    accumulator: str
+    suffix: str
+
+    def block(self, role: str) -> str:
+        """The block of one role: ``matmul``, ``conv``, ``im2col``, ``pad``, ``depthwise``."""
+        return f"qc_{self.name}_{role}"
+
+
+INT8 = Packing("int8", 4, "int32", "u8i8")  # uint8 x int8 -> int32, four products per lane per step
+FP32 = Packing("fp32", 1, "float32", "f32")  # float32 FMA, one product per lane per step
+
+
+def pack_matmul_weight(weight: np.ndarray, group: int = INT8.group) -> np.ndarray:
+    """[K, N] -> [N'/16, K/g, 16, g] with N' = N rounded up to 16 (zero columns):
+    ``P[a, b, c, d] = W[g*b + d, 16a + c]``."""
+    k, n = weight.shape
+    padded = np.pad(weight, ((0, 0), (0, -n % LANES)))
+    return np.ascontiguousarray(padded.T.reshape(-1, LANES, k // group, group).transpose(0, 2, 1, 3))
+
+
+def flatten_conv_weight(weight: np.ndarray, group: int = INT8.group) -> np.ndarray:
+    """OIHW -> [O, R'] with R' = C*KH*KW rounded up to a multiple of ``group`` (zeros past the end)."""
+    out = weight.reshape(weight.shape[0], -1)
+    return np.ascontiguousarray(np.pad(out, ((0, 0), (0, -out.shape[1] % group))))
+
+
+def matmul_packed(data, packed, n_size, packing: Packing = INT8):
+    """TE: ``data[..., K] @ W[K, n_size]`` with W packed by ``pack_matmul_weight``; accumulator-typed."""
+    from tvm import te
+
+    padded, g, acc_type = int(packed.shape[0]) * LANES, packing.group, packing.accumulator
+    k = te.reduce_axis((0, int(data.shape[-1])), "k")
+
+    def compute(*index):
+        n = index[-1]
+        return te.sum(data[tuple(index[:-1]) + (k,)].astype(acc_type)
+                      * packed[n // LANES, k // g, n % LANES, k % g].astype(acc_type), axis=k)
+
+    acc = te.compute(tuple(data.shape[:-1]) + (padded,), compute, name=packing.block("matmul"))
+    if padded == n_size:
+        return acc
+    return te.compute(tuple(data.shape[:-1]) + (n_size,), lambda *index: acc[index], name=packing.block("columns"))
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """A conv2d's shapes (batch 1, groups 1) and the offset table that makes its im2col division-free."""
+
+    channels: int
+    height: int
+    width: int
+    kernel: tuple[int, int]
+    strides: tuple[int, int]
+    padding: tuple[int, int, int, int]  # top, left, bottom, right
+    dilation: tuple[int, int]
+
+    @property
+    def padded(self) -> tuple[int, int]:
+        top, left, bottom, right = self.padding
+        return self.height + top + bottom, self.width + left + right
+
+    @property
+    def out(self) -> tuple[int, int]:
+        (ph, pw), (kh, kw), (sy, sx), (dy, dx) = self.padded, self.kernel, self.strides, self.dilation
+        return (ph - (kh - 1) * dy - 1) // sy + 1, (pw - (kw - 1) * dx - 1) // sx + 1
+
+    @property
+    def pointwise(self) -> bool:
+        """A 1x1 convolution with stride 1 and no padding: im2col reads the image as it is, no copy first."""
+        return self.kernel == (1, 1) and self.strides == (1, 1) and not any(self.padding)
+
+    @property
+    def padded_pixels(self) -> int:
+        """Output pixels rounded up to a multiple of 16 (the lanes of a step)."""
+        oh, ow = self.out
+        return -(-oh * ow // LANES) * LANES
+
+    def reduce_offsets(self, group: int = INT8.group) -> np.ndarray:
+        """int32 [R rounded up to ``group``]: where reduction element r = (c*KH + i)*KW + j sits in a window."""
+        (ph, pw), (kh, kw), (dy, dx) = self.padded, self.kernel, self.dilation
+        c, i, j = np.meshgrid(np.arange(self.channels), np.arange(kh), np.arange(kw), indexing="ij")
+        offsets = (c * ph * pw + i * dy * pw + j * dx).ravel()
+        return np.pad(offsets, (0, -offsets.size % group)).astype(np.int32)
+
+
+def conv2d_im2col(data, flat, reduce_offsets, geometry: ConvGeometry, packing: Packing = INT8):
+    """TE: NCHW conv2d (batch 1, groups 1) of ``data`` with the flattened weight, via im2col in groups of
+    ``packing.group``; accumulator-typed NCHW result. The image is first laid out flat with its zero padding
+    (the ``pad`` block), so gathering a column is a table lookup (hoisted out of the pixel loops) and an add;
+    the pixel's row and column (``p // OW``, ``p % OW``) become loop variables once the schedule splits ``p``
+    by OW. A pointwise convolution (1x1, stride 1, unpadded) gathers from the image directly."""
+    from tvm import te, tirx
+
+    g, group, acc_type = geometry, packing.group, packing.accumulator
+    (ph, pw), (oh, ow) = g.padded, g.out
+    top, left = g.padding[:2]
+    reduce, pixels = g.channels * g.kernel[0] * g.kernel[1], oh * ow
+    zero = tirx.const(0, data.dtype)
+
+    def pad(f):
+        c, y, x = f // (ph * pw), f % (ph * pw) // pw - top, f % pw - left
+        inside = tirx.all(y >= 0, y < g.height, x >= 0, x < g.width)
+        return tirx.if_then_else(inside, data[0, c, y, x], zero)
+
+    if g.pointwise:  # the image is its own im2col: column r of pixel p is data[r, p // OW, p % OW]
+        def gather(rg, p, t):
+            r = rg * group + t
+            return tirx.if_then_else(tirx.all(r < reduce, p < pixels), data[0, r, p // ow, p % ow], zero)
+    else:
+        image = te.compute((g.channels * ph * pw,), pad, name=packing.block("pad"),
+                           attrs={IMAGE_SHAPE: [g.channels, ph, pw]})
+
+        def gather(rg, p, t):
+            r = rg * group + t
+            start = p // ow * (g.strides[0] * pw) + p % ow * g.strides[1]
+            return tirx.if_then_else(tirx.all(r < reduce, p < pixels), image[start + reduce_offsets[r]], zero)
+
+    groups, padded_pixels = int(flat.shape[1]) // group, g.padded_pixels
+    col = te.compute((groups, padded_pixels, group), gather, name=packing.block("im2col"), attrs={OUTPUT_WIDTH: ow})
+    r = te.reduce_axis((0, groups * group), "r")
+    acc = te.compute((int(flat.shape[0]), padded_pixels),
+                     lambda o, p: te.sum(col[r // group, p, r % group].astype(acc_type) * flat[o, r].astype(acc_type),
+                                         axis=r), name=packing.block("conv"))
+    return te.compute((1, int(flat.shape[0]), oh, ow), lambda b, o, y, x: acc[o, y * ow + x],
+                      name=packing.block("nchw"))
+
+
+def depthwise_conv2d(data, weight, strides, padding, dilation, packing: Packing = INT8):
+    """TE: NCHW depthwise conv2d (batch 1, one filter per channel); accumulator-typed NCHW result.
+    Zero padding is materialised first (a ``pad`` block), so the inner loop has no bounds tests."""
+    from tvm import te, tirx
+
+    _, channels, height, width = (int(d) for d in data.shape)
+    kh, kw = (int(d) for d in weight.shape[2:])
+    (sy, sx), (dy, dx) = strides, dilation
+    top, left, bottom, right = padding
+    oh = (height + top + bottom - (kh - 1) * dy - 1) // sy + 1
+    ow = (width + left + right - (kw - 1) * dx - 1) // sx + 1
+    source, acc_type = data, packing.accumulator
+    if any(padding):
+        def pad(b, c, y, x):
+            inside = tirx.all(y >= top, y < top + height, x >= left, x < left + width)
+            return tirx.if_then_else(inside, data[b, c, y - top, x - left], tirx.const(0, data.dtype))
+
+        source = te.compute((1, channels, height + top + bottom, width + left + right), pad,
+                            name=packing.block("pad"))
+    i, j = te.reduce_axis((0, kh), "i"), te.reduce_axis((0, kw), "j")
+    return te.compute(
+        (1, channels, oh, ow),
+        lambda b, c, y, x: te.sum(source[b, c, y * sy + i * dy, x * sx + j * dx].astype(acc_type)
+                                  * weight[c, 0, i, j].astype(acc_type), axis=[i, j]),
+        name=packing.block("depthwise"), attrs={COLUMN_STRIDE: sx})
+
+
+def matmul_kernel(m: int, k: int, n: int, packing: Packing = INT8, dtypes: tuple[str, str] = ("uint8", "int8")):
+    """A standalone ``[m, k] @ packed -> [m, n]`` PrimFunc (benchmarks and tests)."""
+    from tvm import te
+
+    data = te.placeholder((m, k), dtypes[0], "data")
+    packed = te.placeholder((-(-n // LANES), k // packing.group, LANES, packing.group), dtypes[1], "packed")
+    return te.create_prim_func([data, packed, matmul_packed(data, packed, n, packing)])
+
+
+def conv_kernel(geometry: ConvGeometry, out_channels: int, packing: Packing = INT8,
+                dtypes: tuple[str, str] = ("uint8", "int8")):
+    """A standalone conv2d PrimFunc taking (data, flattened weight, reduce offsets) -> NCHW."""
+    from tvm import te
+
+    g, group = geometry, packing.group
+    data = te.placeholder((1, g.channels, g.height, g.width), dtypes[0], "data")
+    flat = te.placeholder((out_channels, -(-g.channels * g.kernel[0] * g.kernel[1] // group) * group), dtypes[1],
+                          "flat")
+    reduce = te.placeholder(g.reduce_offsets(group).shape, "int32", "reduce")
+    return te.create_prim_func([data, flat, reduce, conv2d_im2col(data, flat, reduce, g, packing)])
+
+
+@mutator
+class LayerPacker(PyExprMutator):
+    """Rewrites each accepted matmul / conv2d / depthwise conv2d into a packed kernel of ``packing``.
+
+    Each kernel is named after its binding when that is a layer name (``lower_integer`` names the
+    accumulators ``conv2d_3`` / ``matmul_0``), e.g. ``conv2d_3_u8i8``; fusion keeps it in the fused kernel's
+    name (``fused_conv2d_3_u8i8_add_...``), which is how ``compiler.profile`` finds a kernel's layer."""
+
+    def __init__(self, mod, packing: Packing, accepts: Callable[[relax.Call], bool]):
+        super().__init__(mod)
+        self.packing, self.accepts, self.binding = packing, accepts, ""
+
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:  # noqa: N802  (TVM's visitor naming)
+        self.binding = binding.var.name
+        super().visit_var_binding_(binding)
+
+    def _name(self, kind: str) -> str:
+        return f"{self.binding if LAYER_NAME.fullmatch(self.binding) else kind}_{self.packing.suffix}"
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:  # noqa: N802  (TVM's visitor naming)
+        call = super().visit_call_(call)
+        name, packing, group = op_name(call), self.packing, self.packing.group
+        if name not in ("relax.matmul", "relax.nn.conv2d") or not self.accepts(call):
+            return call
+        if name == "relax.matmul" and _packable_matmul(call, group):
+            weight = call.args[1].value.numpy()
+            info = {"op": "matmul", "weight_shape": list(weight.shape)}
+            return self.builder_.call_te(partial(matmul_packed, packing=packing), call.args[0],
+                                         relax.const(pack_matmul_weight(weight, group)), weight.shape[1],
+                                         primfunc_name_hint=self._name("matmul"),
+                                         primfunc_attrs={KERNEL_ATTRIBUTE: info, "op_pattern": OUT_ELEMWISE_FUSABLE})
+        if name == "relax.nn.conv2d" and _packable_conv(call):
+            weight, geometry = call.args[1].value.numpy(), _geometry(call)
+            info = {"op": "conv2d", "weight_shape": list(weight.shape), "strides": list(geometry.strides),
+                    "padding": list(geometry.padding), "dilation": list(geometry.dilation)}
+            return self.builder_.call_te(partial(conv2d_im2col, geometry=geometry, packing=packing), call.args[0],
+                                         relax.const(flatten_conv_weight(weight, group)),
+                                         relax.const(geometry.reduce_offsets(group)),
+                                         primfunc_name_hint=self._name("conv2d"),
+                                         primfunc_attrs={KERNEL_ATTRIBUTE: info, "op_pattern": OUT_ELEMWISE_FUSABLE})
+        if name == "relax.nn.conv2d" and _depthwise(call):
+            attrs = call.attrs
+            strides, padding, dilation = ([int(v) for v in attrs.strides], [int(v) for v in attrs.padding],
+                                          [int(v) for v in attrs.dilation])
+            return self.builder_.call_te(partial(depthwise_conv2d, packing=packing), call.args[0], call.args[1],
+                                         strides, padding, dilation, primfunc_name_hint=self._name("conv2d_depthwise"),
+                                         primfunc_attrs={"op_pattern": OUT_ELEMWISE_FUSABLE})
+        return call
+
+
+def pack_layers(mod: tvm.IRModule, packing: Packing, accepts: Callable[[relax.Call], bool]) -> tvm.IRModule:
+    """``mod`` with every conv2d / matmul that ``accepts`` takes rewritten by ``LayerPacker``."""
+    packer = LayerPacker(mod, packing, accepts)
+    for gvar, func in mod.functions.items():
+        if isinstance(func, relax.Function):
+            packer.builder_.update_func(gvar, packer.visit_expr(func))
+    return packer.builder_.get()
+
+
+def constant_weight_types(call: relax.Call) -> tuple[str, str, str] | None:
+    """(data dtype, weight dtype, result dtype) of a matmul / conv2d whose weight is a constant, else None."""
+    data, weight = call.args[0], call.args[1]
+    if not isinstance(weight, tvm.ir.expr.GenericConst) or not isinstance(data.ty, relax.TensorType):
+        return None
+    return str(data.ty.dtype), str(weight.value.dtype), str(call.ty.dtype)
+
+
+def _geometry(call: relax.Call) -> ConvGeometry:
+    attrs, shape = call.attrs, [int(d) for d in call.args[0].ty.shape]
+    pair = lambda values: tuple(int(v) for v in values)  # noqa: E731
+    return ConvGeometry(shape[1], shape[2], shape[3], pair(call.args[1].value.numpy().shape[2:]), pair(attrs.strides),
+                        pair(attrs.padding), pair(attrs.dilation))
+
+
+def _nchw_batch1(call: relax.Call) -> bool:
+    attrs = call.attrs
+    return (attrs.data_layout == "NCHW" and attrs.kernel_layout == "OIHW" and attrs.out_layout == "NCHW"
+            and int(call.args[0].ty.shape[0]) == 1)
+
+
+def _depthwise(call: relax.Call) -> bool:
+    """One filter per channel (groups == channels == filters), NCHW, batch 1."""
+    if not _nchw_batch1(call):
+        return False
+    channels, filters = int(call.args[0].ty.shape[1]), call.args[1].value.numpy().shape
+    return int(call.attrs.groups) == channels == filters[0] and filters[1] == 1
+
+
+def _packable_matmul(call: relax.Call, group: int) -> bool:
+    weight = call.args[1].value.numpy()
+    return weight.ndim == 2 and weight.shape[0] % group == 0 and int(call.args[0].ty.shape[-1]) == weight.shape[0]
+
+
+def _packable_conv(call: relax.Call) -> bool:
+    return int(call.attrs.groups) == 1 and _nchw_batch1(call)

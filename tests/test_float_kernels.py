@@ -1,0 +1,109 @@
+"""Float32 packed kernels (``pack_float_layers`` + ``backends.x86_packed``): results, FMA code, register tiles."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import tvm
+from tvm import te
+
+import compiler
+from backends import host_target
+from backends.x86_packed import Knobs, build_kernel, fit_tile
+from models import mnist_cnn
+from passes.packed_layouts import (
+    FP32,
+    ConvGeometry,
+    conv_kernel,
+    depthwise_conv2d,
+    flatten_conv_weight,
+    matmul_kernel,
+    pack_matmul_weight,
+)
+
+from .conftest import max_rel_err
+
+AVX2_TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "haswell", "num-cores": 2})
+PLAIN_TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64", "num-cores": 2})  # SSE2 only
+FLOATS = ("float32", "float32")
+RNG = np.random.default_rng(1)
+TOLERANCE = 1e-5  # max |ours - float64 reference| / max |reference|
+
+
+def normal(*shape) -> np.ndarray:
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+def matmul_case(m: int, k: int, n: int):
+    a, w = normal(m, k), normal(k, n)
+    return matmul_kernel(m, k, n, FP32, FLOATS), [a, pack_matmul_weight(w, FP32.group)], a.astype(np.float64) @ w
+
+
+def conv_case(cin: int, cout: int, kernel: int, stride: int, pad: int, size: int):
+    geometry = ConvGeometry(cin, size, size, (kernel, kernel), (stride, stride), (pad,) * 4, (1, 1))
+    x, w = normal(1, cin, size, size), normal(cout, cin, kernel, kernel)
+    inputs = [x, flatten_conv_weight(w, FP32.group), geometry.reduce_offsets(FP32.group)]
+    return conv_kernel(geometry, cout, FP32, FLOATS), inputs, _reference(x, w, stride, pad)
+
+
+def depthwise_case(channels: int, kernel: int, stride: int, pad: int, size: int):
+    data = te.placeholder((1, channels, size, size), "float32", "data")
+    weight = te.placeholder((channels, 1, kernel, kernel), "float32", "weight")
+    out = depthwise_conv2d(data, weight, (stride, stride), (pad,) * 4, (1, 1), FP32)
+    x, w = normal(1, channels, size, size), normal(channels, 1, kernel, kernel)
+    return te.create_prim_func([data, weight, out]), [x, w], _reference(x, w, stride, pad, groups=channels)
+
+
+def _reference(x, w, stride, pad, groups=1) -> np.ndarray:
+    return torch.nn.functional.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(), stride=stride,
+                                      padding=pad, groups=groups).numpy()
+
+
+def run(func, inputs, expected, target) -> np.ndarray:
+    lib = build_kernel(func, target)
+    args = [tvm.runtime.tensor(a) for a in inputs] + [tvm.runtime.tensor(np.zeros(expected.shape, "float32"))]
+    lib["main"](*args)
+    return args[-1].numpy()
+
+
+CASES = {
+    "matmul 24x64x40 (N padded to 48)": lambda: matmul_case(24, 64, 40),
+    "conv 3x3/1 pad 1, 5->24 @9": lambda: conv_case(5, 24, 3, 1, 1, 9),
+    "conv 7x7/2 pad 3, 3->16 @20": lambda: conv_case(3, 16, 7, 2, 3, 20),
+    "conv 1x1, 32->16 @7": lambda: conv_case(32, 16, 1, 1, 0, 7),
+    "depthwise 3x3/2 pad 1, 8 @15": lambda: depthwise_case(8, 3, 2, 1, 15),
+    "depthwise 5x5/1 pad 2, 6 @12": lambda: depthwise_case(6, 5, 1, 2, 12),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_float_kernels_match_a_float64_reference_on_each_instruction_set(case):
+    func, inputs, expected = CASES[case]()
+    for target in (host_target(2), AVX2_TARGET, PLAIN_TARGET):
+        assert max_rel_err(run(func, inputs, expected, target), expected) <= TOLERANCE, target
+
+
+def test_float_conv_is_vector_fma_code_with_avx2():
+    asm = build_kernel(conv_case(16, 32, 3, 1, 1, 12)[0], AVX2_TARGET).mod.inspect_source("asm")
+    assert "vfmadd231ps" in asm and "ymm" in asm
+
+
+def test_register_tile_fits_the_loops_without_collapsing():
+    default = Knobs(2, 3)
+    assert fit_tile(default, 128, 24) == (2, 3)  # it divides: kept
+    assert fit_tile(default, 128, 49) == (4, 1)  # 28x28 pixels = 49 blocks of 16: 4 accumulators, not 2
+    assert fit_tile(default, 64, 196) == (2, 2)  # 56x56
+    assert fit_tile(Knobs(8, 3), 256, 13) == (16, 1)  # 14x14 with the VNNI tile
+    assert fit_tile(default, 1, 1) == (1, 1)
+
+
+def test_float_model_packs_its_layers_and_keeps_its_outputs(mnist_imported):
+    packed = compiler.compile(mnist_imported)
+    plain = compiler.compile(mnist_imported, passes=[p for p in compiler.DEFAULT_PASSES if p != "pack_float_layers"])
+    kernels = packed.manifest["kernel_info"]
+    assert any("conv2d_f32" in name for name in kernels) and any("matmul_f32" in name for name in kernels)
+    assert not any("_f32" in name for name in plain.manifest["kernel_info"])
+    for digit in mnist_cnn.load_split()[0][:20]:
+        expected = plain.run(digit[None])["output_0"]
+        assert max_rel_err(packed.run(digit[None])["output_0"], expected) <= TOLERANCE
