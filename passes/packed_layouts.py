@@ -39,6 +39,7 @@ IMAGE_SHAPE = "qc.image_shape"  # on the flat padded image stage: (channels, pad
 COLUMN_STRIDE = "qc.column_stride"  # on a depthwise block: its horizontal stride
 OUTPUT_WIDTH = "qc.output_width"  # on an im2col block: the output row length its pixel loop splits by
 KERNEL_ATTRIBUTE = "qc.packed_layout"  # on a packed kernel: what it computes (op, weight shape, geometry)
+LAYER_ATTRIBUTE = "qc.layer"  # on a packed kernel of a named layer: the layer's name
 LAYER_NAME = re.compile(r"(conv2d|matmul)_\d+")  # a layer of the quantization plan, as lower_integer names it
 OUT_ELEMWISE_FUSABLE = 4  # relax's OpPatternKind: fusion may append the elementwise epilogue (the gathers
 # through an offset table would otherwise make annotate_op_pattern call the kernel opaque)
@@ -246,6 +247,16 @@ class LayerPacker(PyExprMutator):
     def _name(self, kind: str) -> str:
         return f"{self.binding if LAYER_NAME.fullmatch(self.binding) else kind}_{self.packing.suffix}"
 
+    def _attrs(self, info: dict | None = None) -> dict:
+        """The kernel's attributes: its layout (``info``), fusion's pattern kind, and its layer's name, which
+        also keeps two layers of the same shape from sharing one kernel (the builder merges equal kernels)."""
+        attrs = {"op_pattern": OUT_ELEMWISE_FUSABLE}
+        if info is not None:
+            attrs[KERNEL_ATTRIBUTE] = info
+        if LAYER_NAME.fullmatch(self.binding):
+            attrs[LAYER_ATTRIBUTE] = self.binding
+        return attrs
+
     def visit_call_(self, call: relax.Call) -> relax.Expr:  # noqa: N802  (TVM's visitor naming)
         call = super().visit_call_(call)
         name, packing, group = op_name(call), self.packing, self.packing.group
@@ -257,7 +268,7 @@ class LayerPacker(PyExprMutator):
             return self.builder_.call_te(partial(matmul_packed, packing=packing), call.args[0],
                                          relax.const(pack_matmul_weight(weight, group)), weight.shape[1],
                                          primfunc_name_hint=self._name("matmul"),
-                                         primfunc_attrs={KERNEL_ATTRIBUTE: info, "op_pattern": OUT_ELEMWISE_FUSABLE})
+                                         primfunc_attrs=self._attrs(info))
         if name == "relax.nn.conv2d" and _packable_conv(call):
             weight, geometry = call.args[1].value.numpy(), _geometry(call)
             info = {"op": "conv2d", "weight_shape": list(weight.shape), "strides": list(geometry.strides),
@@ -266,14 +277,14 @@ class LayerPacker(PyExprMutator):
                                          relax.const(flatten_conv_weight(weight, group)),
                                          relax.const(geometry.reduce_offsets(group)),
                                          primfunc_name_hint=self._name("conv2d"),
-                                         primfunc_attrs={KERNEL_ATTRIBUTE: info, "op_pattern": OUT_ELEMWISE_FUSABLE})
+                                         primfunc_attrs=self._attrs(info))
         if name == "relax.nn.conv2d" and _depthwise(call):
             attrs = call.attrs
             strides, padding, dilation = ([int(v) for v in attrs.strides], [int(v) for v in attrs.padding],
                                           [int(v) for v in attrs.dilation])
             return self.builder_.call_te(partial(depthwise_conv2d, packing=packing), call.args[0], call.args[1],
                                          strides, padding, dilation, primfunc_name_hint=self._name("conv2d_depthwise"),
-                                         primfunc_attrs={"op_pattern": OUT_ELEMWISE_FUSABLE})
+                                         primfunc_attrs=self._attrs())
         return call
 
 

@@ -49,3 +49,19 @@ def test_qc_profile_prints_json_for_an_artifact_and_refuses_bad_arguments(mnist_
     assert result.returncode == 2 and result.stderr.startswith("qc: error:")
     with pytest.raises(CompilerError, match="repeat must be >= 1"):
         compiler.profile(mnist_artifact, repeat=0)
+
+
+def test_layers_of_the_same_shape_keep_kernels_of_their_own():
+    import torch
+
+    from compiler.quantization.layer_latency import layer_kernel_times
+
+    torch.manual_seed(0)
+    conv = lambda: (torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU())  # noqa: E731
+    twins = torch.nn.Sequential(*conv(), *conv(), *conv()).eval()  # the 2nd and 3rd: same shapes and padding
+    x = np.random.default_rng(0).standard_normal((1, 8, 10, 10)).astype(np.float32)
+    model = compiler.compile(twins, example_inputs=(torch.from_numpy(x),), quantize="w8a8",
+                             calibration=[{"input": x}])
+    layers = sorted(v["layer"] for v in model.manifest["kernel_info"].values() if v.get("layer"))
+    assert layers == ["conv2d_0", "conv2d_1", "conv2d_2"]  # identical computations, not merged into one kernel
+    assert set(layer_kernel_times(model, model.prepare({"input": x}), 1, 3)) == set(layers)
