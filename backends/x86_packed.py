@@ -89,14 +89,17 @@ DEFAULT_KNOBS = Knobs()
 DEFAULT_KNOBS_BY_SET = {VNNI: DEFAULT_KNOBS, AVX2: Knobs(2, 3), PLAIN: Knobs(2, 3)}
 """Measured on the 128x768x768 matmul (``benchmarks/int8_kernels.py``): 8x3 on znver4 with VNNI; with AVX2
 (16 ymm registers, two per accumulator) 2x3 on znver3."""
+FLOAT_KNOBS_BY_SET = {VNNI: DEFAULT_KNOBS, AVX2: Knobs(2, 2), PLAIN: Knobs(2, 2)}
+"""Float32 tiles: with AVX2 2x2 (8 ymm of accumulators) measured best on ResNet-18's 3x3 convs and a 128x384x384
+matmul on znver3 (2x3: 63-98 GFLOP/s, 2x2: 85-119); with AVX-512 the int8 tile (not measured for float)."""
 MAX_ACCUMULATORS = {VNNI: 28, AVX2: 6, PLAIN: 6}
 """Accumulators a tile may keep in registers: 32 zmm hold 28 and the operands; 16 ymm hold 6 (12 ymm) and
 the widened operands."""
 
 
-def default_knobs(target: tvm.target.Target) -> Knobs:
+def default_knobs(target: tvm.target.Target, packing: Packing = INT8) -> Knobs:
     """The register tile the schedules use on ``target`` when no tuning database names one."""
-    return DEFAULT_KNOBS_BY_SET[instruction_set(target)]
+    return (DEFAULT_KNOBS_BY_SET if packing is INT8 else FLOAT_KNOBS_BY_SET)[instruction_set(target)]
 
 
 def _descriptions():
@@ -195,6 +198,58 @@ def _intrinsics() -> dict:
             AVX2_ROW_INTRIN: (row_desc, avx2_row), AVX2_COL_INTRIN: (col_desc, avx2_col)}
 
 
+def _float_intrinsics() -> dict:
+    """The float32 16 x 1 steps: ``c[i] += a * b[i]`` (row: lanes over the weight's columns, the activation
+    broadcast) and ``c[i] += a[i] * b`` (col: lanes over the pixels, the weight broadcast), as one vector
+    multiply and add that LLVM contracts into FMAs (``vfmadd231ps``; two ymm or one zmm per 16 lanes)."""
+
+    @T.prim_func(s_tir=True)
+    def row_desc(a: T.Buffer((1,), "float32", offset_factor=1), b: T.Buffer((16, 1), "float32", offset_factor=1),
+                 c: T.Buffer((16,), "float32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:16], a[0:1], b[0:16, 0:1])
+            T.writes(c[0:16])
+            for i, _k in T.grid(16, 1):  # the group loop of extent 1 binds no block variable
+                with T.sblock("update"):
+                    vi = T.axis.spatial(16, i)
+                    c[vi] = c[vi] + a[0] * b[vi, 0]
+
+    @T.prim_func(s_tir=True)
+    def row_impl(a: T.Buffer((1,), "float32", offset_factor=1), b: T.Buffer((16, 1), "float32", offset_factor=1),
+                 c: T.Buffer((16,), "float32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:16], a[0:1], b[0:16, 0:1])
+            T.writes(c[0:16])
+            c[T.ramp(T.int32(0), 1, 16)] = (c.vload([0], dtype="float32x16")
+                                            + T.broadcast(a[0], 16) * b.vload([0, 0], dtype="float32x16"))
+
+    @T.prim_func(s_tir=True)
+    def col_desc(a: T.Buffer((16, 1), "float32", offset_factor=1), b: T.Buffer((1,), "float32", offset_factor=1),
+                 c: T.Buffer((16,), "float32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:16], a[0:16, 0:1], b[0:1])
+            T.writes(c[0:16])
+            for i, _k in T.grid(16, 1):  # the group loop of extent 1 binds no block variable
+                with T.sblock("update"):
+                    vi = T.axis.spatial(16, i)
+                    c[vi] = c[vi] + a[vi, 0] * b[0]
+
+    @T.prim_func(s_tir=True)
+    def col_impl(a: T.Buffer((16, 1), "float32", offset_factor=1), b: T.Buffer((1,), "float32", offset_factor=1),
+                 c: T.Buffer((16,), "float32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:16], a[0:16, 0:1], b[0:1])
+            T.writes(c[0:16])
+            c[T.ramp(T.int32(0), 1, 16)] = (c.vload([0], dtype="float32x16")
+                                            + a.vload([0, 0], dtype="float32x16") * T.broadcast(b[0], 16))
+
+    return {FP32_ROW_INTRIN: (row_desc, row_impl), FP32_COL_INTRIN: (col_desc, col_impl)}
+
+
+FP32_ROW_INTRIN = "qc_fp32_16x1_lanes_from_weight"
+FP32_COL_INTRIN = "qc_fp32_16x1_lanes_from_data"
+FLOAT_STEPS = (FP32_ROW_INTRIN, FP32_COL_INTRIN)
+"""The float32 16 x 1 steps of the matmul and of the convolution, on every x86 CPU."""
 AVX2_ROW_INTRIN = "qc_avx2_16x4_lanes_from_weight"
 AVX2_COL_INTRIN = "qc_avx2_16x4_lanes_from_data"
 STEPS = {VNNI: (VNNI_ROW_INTRIN, VNNI_COL_INTRIN), AVX2: (AVX2_ROW_INTRIN, AVX2_COL_INTRIN), PLAIN: (None, None)}
@@ -205,11 +260,11 @@ _registered = False
 
 
 def register_intrinsics() -> None:
-    """Register the 16x4 steps (VNNI and AVX2) with TVM (once per process)."""
+    """Register the int8 16x4 steps (VNNI and AVX2) and the float32 16x1 steps with TVM (once per process)."""
     global _registered
     if _registered:
         return
-    for name, (desc, impl) in _intrinsics().items():
+    for name, (desc, impl) in {**_intrinsics(), **_float_intrinsics()}.items():
         try:
             TensorIntrin.register(name, desc, impl)
         except Exception:  # noqa: BLE001  (already registered by an earlier import of this module's copy)
@@ -248,9 +303,7 @@ def schedule_packed_kernels(mod: tvm.IRModule, target: tvm.target.Target, knobs:
     vector code; float32: vector FMAs); others untouched. ``choose`` may give a kernel its own tile (a
     tuning database's); else ``knobs``, else the instruction set's default."""
     isa = instruction_set(target)
-    knobs = knobs or DEFAULT_KNOBS_BY_SET[isa]
-    if isa != PLAIN:
-        register_intrinsics()
+    register_intrinsics()
     result = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
     for gvar, func in mod.functions.items():
         if not isinstance(func, tvm.tirx.PrimFunc):
@@ -260,21 +313,23 @@ def schedule_packed_kernels(mod: tvm.IRModule, target: tvm.target.Target, knobs:
         if found is None:
             continue
         kind, packing = found
-        SCHEDULES[kind](sch, packing, (choose(func) if choose else None) or knobs, isa if packing is INT8 else PLAIN)
+        steps = STEPS[isa] if packing is INT8 else FLOAT_STEPS
+        tile = (choose(func) if choose else None) or knobs or default_knobs(target, packing)
+        SCHEDULES[kind](sch, packing, tile, steps)
         result[gvar] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
     return result
 
 
-def schedule_matmul(sch: s_tir.Schedule, packing: Packing, knobs: Knobs, isa: str) -> None:
+def schedule_matmul(sch: s_tir.Schedule, packing: Packing, knobs: Knobs, steps: tuple) -> None:
     """Tile the matmul into register blocks of rows x (blocks x 16) columns, reduce in groups of g."""
     block = sch.get_sblock(packing.block("matmul"))
     loops = sch.get_loops(block)
     *rows, col, red = loops
     row = sch.fuse(*rows) if len(rows) > 1 else rows[0]
-    _tile(sch, block, row, col, red, packing.group, knobs, STEPS[isa][0])
+    _tile(sch, block, row, col, red, packing.group, knobs, steps[0])
 
 
-def schedule_conv(sch: s_tir.Schedule, packing: Packing, knobs: Knobs, isa: str) -> None:
+def schedule_conv(sch: s_tir.Schedule, packing: Packing, knobs: Knobs, steps: tuple) -> None:
     """im2col (parallel, vectorized), then the conv block tiled like the matmul with pixels in the lanes."""
     pad = _block_or_none(sch, packing.block("pad"))  # flat padded image (none for a pointwise convolution): split back
     if pad is not None:  # into (channel, row, column), which makes its div/mod vanish
@@ -287,7 +342,7 @@ def schedule_conv(sch: s_tir.Schedule, packing: Packing, knobs: Knobs, isa: str)
     sch.unroll(t)  # g elements per pixel, interleaved: LLVM vectorizes the column loop around them
     block = sch.get_sblock(packing.block("conv"))
     out, pix, red = sch.get_loops(block)
-    _tile(sch, block, out, pix, red, packing.group, knobs, STEPS[isa][1])
+    _tile(sch, block, out, pix, red, packing.group, knobs, steps[1])
 
 
 def _tile(sch, block, rows, lanes, reduction, group: int, knobs: Knobs, intrin: str | None) -> None:
@@ -302,7 +357,7 @@ def _tile(sch, block, rows, lanes, reduction, group: int, knobs: Knobs, intrin: 
     _finish(sch, block, outer=(ro, lo), reduction=go, unrolled=(ri, lb), lanes=li, group=gi, intrin=intrin)
 
 
-def schedule_depthwise(sch: s_tir.Schedule, packing: Packing, knobs: Knobs, isa: str) -> None:
+def schedule_depthwise(sch: s_tir.Schedule, packing: Packing, knobs: Knobs, steps: tuple) -> None:
     """One output row per task: accumulate the row over the filter taps with the columns in vector lanes."""
     pad = _block_or_none(sch, packing.block("pad"))
     if pad is not None:
