@@ -35,6 +35,7 @@ DEFAULT_PASSES: tuple[str, ...] = (
     "fold_constant",            # pre-compute weight-only subgraphs
     "pack_int8_layers",         # uint8 x int8 layers -> kernels over weights packed for 4-wide dot products
     "pack_float_layers",        # float32 conv2d / constant-weight matmul -> kernels for FMA register tiles
+    "fast_math",                # float32 exp / erf / tanh / GELU / softmax -> vectorizable approximations
     "legalize_ops",             # every Relax op -> a TIR loop nest
     "annotate_op_pattern",      # label each loop nest for fusion
     "fold_constant",            # fold what legalization exposed

@@ -7,6 +7,7 @@ entry-point group (see ``passes.registry``).
 from . import (  # noqa: F401  (registers the passes)
     check_integer_only,
     expose_activations,
+    fast_math,
     fold_batchnorm,
     insert_qdq,
     lower_integer,

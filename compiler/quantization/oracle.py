@@ -37,7 +37,10 @@ on every anchor, integer weights dequantized), which never went through ``lower_
                   compute in float32 (numpy here, TVM there): the input error times the op's gain
                   (1 for most, max|gamma| / min std for layernorm, K * max|other operand| for a matmul of
                   activations, max|exp| for exp) plus gamma_(n+8) * max|output| (n: its reduction length),
-                  the magnitudes measured on the sample, and counted twice (both sides round).
+                  the magnitudes measured on the sample, and counted twice (both sides round);
+                  exp / erf / tanh / GELU / softmax add the error of ``passes.fast_math``'s approximations
+                  (``MAX_RELATIVE_ERROR`` of the larger of input and output magnitude per approximated
+                  result: ``APPROXIMATED``).
                   Clamps (ReLU / clip) are 1-Lipschitz and add nothing.
 4. End to end: the production outputs against the QDQ simulation run end to end (no pins) must reach
    SQNR >= ``MIN_SQNR_DB`` and cosine >= ``MIN_COSINE``. Measured with a correct lowering (2-4 samples):
@@ -68,6 +71,7 @@ import tvm
 from tvm import relax
 
 from passes import quant_plan
+from passes.fast_math import MAX_RELATIVE_ERROR
 from passes.lower_integer import ANCHOR_VALUES_ATTRIBUTE
 
 from ..errors import CompilerError
@@ -79,6 +83,10 @@ U = 2.0**-24
 PASS_THROUGH = quant_plan.PASS_THROUGH | {"relax.broadcast_to", "relax.take", "relax.strided_slice", "relax.astype",
                                           "relax.split", "relax.concat"}
 """Ops that move values without adding error: the plan's integer pass-through ops and a few more."""
+APPROXIMATED = {"relax.exp": 1, "relax.erf": 1, "relax.tanh": 1, "relax.nn.gelu": 1, "relax.nn.gelu_tanh": 1,
+                "relax.nn.softmax": 3}
+"""Results of ``passes.fast_math``'s approximations each op's output carries (softmax: its exps, their sum and
+the quotient); each adds ``MAX_RELATIVE_ERROR`` of the larger of the op's input and output magnitudes."""
 GAINS = {"relax.nn.softmax": 1.0, "relax.nn.gelu": 1.13, "relax.erf": 1.13, "relax.sigmoid": 0.25,
          "relax.tanh": 1.0, "relax.nn.silu": 1.1, "relax.nn.relu": 1.0, "relax.clip": 1.0}
 
@@ -505,6 +513,7 @@ def _island(name, value, args, ins, measured, var) -> _Info:
     else:
         propagated = GAINS.get(name, 1.0) * sum(errs)
         own = _gamma(8) * out_mag
+    own += APPROXIMATED.get(name, 0) * MAX_RELATIVE_ERROR * max(out_mag, max(mags, default=0.0))
     terms = 1 if any(i is not None and (i.terms or i.island) for i in ins) else 0
     return _Info(terms, 0.0, propagated + own, out_mag, 0.0, True)
 
