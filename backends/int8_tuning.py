@@ -20,6 +20,8 @@ import numpy as np
 import tvm
 import tvm_ffi
 
+from passes.packed_layouts import INT8
+
 from .x86_packed import MAX_ACCUMULATORS, Knobs, default_knobs, instruction_set, is_packed_kernel, schedule_packed_kernels
 
 CANDIDATES = tuple(Knobs(rows, blocks) for rows in (1, 2, 4, 6, 8, 12, 16) for blocks in (1, 2, 3, 4, 6)
@@ -64,12 +66,13 @@ def kernel_key(func: tvm.tirx.PrimFunc) -> str:
 
 def tune_int8(mod: tvm.IRModule, target: tvm.target.Target, database: KnobDatabase, trials: int,
               progress: Progress | None = None) -> dict:
-    """Search tiles for the packed int8 kernels of ``mod`` missing from ``database``; returns counts.
+    """Search tiles for the packed int8 kernels of ``mod`` missing from ``database``; returns counts. (The
+    float kernels of ``pack_float_layers`` keep their default tiles.)
 
     The budget is split evenly over the missing kernels, at least ``MIN_PER_KERNEL`` candidates each (so a
     small budget tunes the heaviest few), the default tile always among them."""
     kernels = {kernel_key(f): f for f in mod.functions.values()
-               if isinstance(f, tvm.tirx.PrimFunc) and is_packed_kernel(f)}
+               if isinstance(f, tvm.tirx.PrimFunc) and is_packed_kernel(f, INT8)}
     pending = {key: f for key, f in kernels.items() if database.lookup(target, f) is None}
     report = {"int8_kernels": len(kernels), "int8_reused": len(kernels) - len(pending), "int8_tuned": 0,
               "int8_trials": 0}

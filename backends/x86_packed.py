@@ -12,20 +12,22 @@ output elements in the vector lanes and the reduction in groups of ``g`` (4 for 
 
 ``schedule_packed_kernels`` schedules every kernel holding one of them: register tiles of ``rows`` x
 ``blocks`` accumulators (16 lanes each) kept in registers across the whole reduction, the tile loop parallel,
-the 16 x g inner step, for int8 tensorized for the target's instruction set (``instruction_set``):
+the 16 x g inner step tensorized:
 
-- ``avx512-vnni``: one ``vpdpbusd``;
-- ``avx2``: the 8-bit operands widened to int16 (``vpmovsxbw`` / ``vpmovzxbw``), four ``vpmaddwd``, two
-  ``vphaddd`` and a lane shuffle; never ``vpmaddubsw``, whose int16 sums saturate and would change results;
-- ``plain`` (neither), and every float32 kernel: LLVM's loop vectorizer on the unrolled step (FMAs where
-  the target has them).
+- int8 with ``avx512-vnni`` (``instruction_set``): one ``vpdpbusd``;
+- int8 with ``avx2``: the 8-bit operands widened to int16 (``vpmovsxbw`` / ``vpmovzxbw``) and four
+  ``vpmaddwd``, whose lanes hold sums of two products; the tile keeps those half sums apart (``rfactor``: two
+  int32 per output) and adds them once, in the write-back. Never ``vpmaddubsw``, whose int16 sums saturate;
+- int8 ``plain`` (neither): LLVM's loop vectorizer on the unrolled step;
+- float32: one vector multiply-add of 16 lanes, which LLVM contracts into FMAs.
 
 The epilogue that fusion put in the same kernel (requantize / bias / clamp / cast; bias / residual add /
 ReLU) is folded into the write-back of each tile and vectorized. Integer arithmetic is exact on every path,
 so every int8 schedule returns the untuned kernel's bits; float sums keep their order along the reduction.
 
 Knobs (``Knobs``) are the register tile; defaults per instruction set were measured on a 128x768x768 matmul
-(``benchmarks/int8_kernels.py``). The VNNI intrinsic is TVM's ``dot_16x4_vnni`` repaired for LLVM 22,
+and ResNet-18's convolutions (``benchmarks/int8_kernels.py``); a tile that does not divide a kernel's loops
+becomes the dividing one with the most accumulators (``fit_tile``). The VNNI intrinsic is TVM's ``dot_16x4_vnni`` repaired for LLVM 22,
 whose ``vpdpbusd`` takes ``<64 x i8>`` operands (DESIGN.md section 3)."""
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from tvm import s_tir
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
-from passes.packed_layouts import COLUMN_STRIDE, FP32, IMAGE_SHAPE, INT8, LANES, OUTPUT_WIDTH, Packing
+from passes.packed_layouts import FP32, IMAGE_SHAPE, INT8, LANES, OUTPUT_WIDTH, Packing
 
 VNNI_ROW_INTRIN = "qc_vnni_16x4_lanes_from_weight"   # matmul: lanes over output columns
 VNNI_COL_INTRIN = "qc_vnni_16x4_lanes_from_data"     # conv: lanes over output pixels
@@ -86,15 +88,16 @@ class Knobs:
 
 
 DEFAULT_KNOBS = Knobs()
-DEFAULT_KNOBS_BY_SET = {VNNI: DEFAULT_KNOBS, AVX2: Knobs(2, 3), PLAIN: Knobs(2, 3)}
-"""Measured on the 128x768x768 matmul (``benchmarks/int8_kernels.py``): 8x3 on znver4 with VNNI; with AVX2
-(16 ymm registers, two per accumulator) 2x3 on znver3."""
+DEFAULT_KNOBS_BY_SET = {VNNI: DEFAULT_KNOBS, AVX2: Knobs(2, 1), PLAIN: Knobs(2, 3)}
+"""Measured on the 128x768x768 matmul and ResNet-18's 3x3 convs (``benchmarks/int8_kernels.py``): 8x3 on
+znver4 with VNNI; with AVX2 2x1 on znver3 (16 ymm registers; an accumulator of two half sums per lane takes
+four)."""
 FLOAT_KNOBS_BY_SET = {VNNI: DEFAULT_KNOBS, AVX2: Knobs(2, 2), PLAIN: Knobs(2, 2)}
 """Float32 tiles: with AVX2 2x2 (8 ymm of accumulators) measured best on ResNet-18's 3x3 convs and a 128x384x384
 matmul on znver3 (2x3: 63-98 GFLOP/s, 2x2: 85-119); with AVX-512 the int8 tile (not measured for float)."""
-MAX_ACCUMULATORS = {VNNI: 28, AVX2: 6, PLAIN: 6}
-"""Accumulators a tile may keep in registers: 32 zmm hold 28 and the operands; 16 ymm hold 6 (12 ymm) and
-the widened operands."""
+MAX_ACCUMULATORS = {VNNI: 28, AVX2: 3, PLAIN: 6}
+"""Accumulators a tile may keep in registers: 32 zmm hold 28 and the operands; 16 ymm hold 3 AVX2 pair
+accumulators (12 ymm) or 6 plain ones (two ymm each) and the widened operands."""
 
 
 def default_knobs(target: tvm.target.Target, packing: Packing = INT8) -> Knobs:
@@ -165,24 +168,71 @@ def _repeated(four, dtype: str):
                          dtype="int8x64")
 
 
-_PMADDWD, _PHADDD = "llvm.x86.avx2.pmadd.wd", "llvm.x86.avx2.phadd.d"
-_COLUMN_ORDER = [0, 1, 4, 5, 2, 3, 6, 7]  # vphaddd leaves [c0 c1 c4 c5 | c2 c3 c6 c7]: back to c0..c7
+_PMADDWD = "llvm.x86.avx2.pmadd.wd"
 
 
-def _avx2_dot(acc, sixteen, four, sixteen_dtype: str, four_dtype: str):
-    """``acc`` + sixteen dot products of four with AVX2 only: the 16x4 operand ``sixteen`` widened to int16 in
-    four chunks of 4 rows (``vpmovzxbw`` / ``vpmovsxbw``), the 4-element ``four`` widened and repeated;
-    ``vpmaddwd`` adds adjacent products (k0k1, k2k3), ``vphaddd`` adds those pairs per row (within 128-bit
-    halves), the shuffle restores the row order. Exact: each int32 lane sums two products of at most 255 * 128,
-    unlike ``vpmaddubsw``, whose int16 sums saturate."""
-    pair = T.reinterpret(T.broadcast(T.reinterpret(T.cast(four.vload([0], f"{four_dtype}x4"), "int16x4"),
-                                                   dtype="int64"), 4), dtype="int16x16")
-    products = [T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(_PMADDWD),
-                                        T.cast(sixteen.vload([4 * j, 0], dtype=f"{sixteen_dtype}x16"), "int16x16"),
-                                        pair, dtype="int32x8") for j in range(4)]
-    halves = [T.Shuffle([T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(_PHADDD), x, y, dtype="int32x8")],
-                        _COLUMN_ORDER) for x, y in (products[:2], products[2:])]
-    return acc + T.Shuffle(halves, list(range(16)))
+def _pair_descriptions():
+    """What the AVX2 16x4 step computes: the same products as the 16x4 step, summed in two halves kept apart
+    (``c[i, h] += sum_t a[2h + t] * b[i, 2h + t]``, row; ``c[i, h] += sum_t a[i, 2h + t] * b[2h + t]``, col);
+    the write-back adds the halves (``rfactor``). The block's variables come in rfactor's order: h first."""
+
+    @T.prim_func(s_tir=True)
+    def row_desc(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((16, 4), "int8", offset_factor=1),
+                 c: T.Buffer((16, 2), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:16, 0:2], a[0:4], b[0:16, 0:4])
+            T.writes(c[0:16, 0:2])
+            for i, h, t in T.grid(16, 2, 2):
+                with T.sblock("update"):
+                    vh, vi, vt = T.axis.remap("SSR", [h, i, t])
+                    c[vi, vh] = c[vi, vh] + T.cast(a[vh * 2 + vt], "int32") * T.cast(b[vi, vh * 2 + vt], "int32")
+
+    @T.prim_func(s_tir=True)
+    def col_desc(a: T.Buffer((16, 4), "uint8", offset_factor=1), b: T.Buffer((4,), "int8", offset_factor=1),
+                 c: T.Buffer((16, 2), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:16, 0:2], a[0:16, 0:4], b[0:4])
+            T.writes(c[0:16, 0:2])
+            for i, h, t in T.grid(16, 2, 2):
+                with T.sblock("update"):
+                    vh, vi, vt = T.axis.remap("SSR", [h, i, t])
+                    c[vi, vh] = c[vi, vh] + T.cast(a[vi, vh * 2 + vt], "int32") * T.cast(b[vh * 2 + vt], "int32")
+
+    return row_desc, col_desc
+
+
+def _pair_implementations():
+    """(row, col) AVX2 steps: the 16x4 operand widened to int16 in four chunks of 4 rows (``vpmovzxbw`` /
+    ``vpmovsxbw``), the 4-element operand widened and repeated, four ``vpmaddwd``: each int32 lane gets the
+    sum of two adjacent products, [i0h0 i0h1 i1h0 i1h1 ...], which is ``c``'s layout, so the 32 lanes add to
+    the accumulator as they are. Exact: each lane adds two products of at most 255 * 128, unlike
+    ``vpmaddubsw``, whose int16 sums saturate."""
+
+    def step(acc, sixteen, four, sixteen_dtype: str, four_dtype: str):
+        pair = T.reinterpret(T.broadcast(T.reinterpret(T.cast(four.vload([0], f"{four_dtype}x4"), "int16x4"),
+                                                       dtype="int64"), 4), dtype="int16x16")
+        products = [T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(_PMADDWD),
+                                            T.cast(sixteen.vload([4 * j, 0], dtype=f"{sixteen_dtype}x16"),
+                                                   "int16x16"), pair, dtype="int32x8") for j in range(4)]
+        return acc + T.Shuffle(products, list(range(32)))
+
+    @T.prim_func(s_tir=True)
+    def row_impl(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((16, 4), "int8", offset_factor=1),
+                 c: T.Buffer((16, 2), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:16, 0:2], a[0:4], b[0:16, 0:4])
+            T.writes(c[0:16, 0:2])
+            c[0, T.ramp(T.int32(0), 1, 32)] = step(c.vload([0, 0], dtype="int32x32"), b, a, "int8", "uint8")
+
+    @T.prim_func(s_tir=True)
+    def col_impl(a: T.Buffer((16, 4), "uint8", offset_factor=1), b: T.Buffer((4,), "int8", offset_factor=1),
+                 c: T.Buffer((16, 2), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:16, 0:2], a[0:16, 0:4], b[0:4])
+            T.writes(c[0:16, 0:2])
+            c[0, T.ramp(T.int32(0), 1, 32)] = step(c.vload([0, 0], dtype="int32x32"), a, b, "uint8", "int8")
+
+    return row_impl, col_impl
 
 
 def _intrinsics() -> dict:
@@ -192,10 +242,9 @@ def _intrinsics() -> dict:
         lambda acc, a, b: _vnni_dot(acc, _repeated(a, "uint8"), b.vload([0, 0], dtype="int8x64")),
         lambda acc, a, b: _vnni_dot(acc, T.reinterpret(a.vload([0, 0], dtype="uint8x64"), dtype="int8x64"),
                                     _repeated(b, "int8")))
-    avx2_row, avx2_col = _implementations(lambda acc, a, b: _avx2_dot(acc, b, a, "int8", "uint8"),
-                                          lambda acc, a, b: _avx2_dot(acc, a, b, "uint8", "int8"))
+    (pair_row_desc, pair_col_desc), (avx2_row, avx2_col) = _pair_descriptions(), _pair_implementations()
     return {VNNI_ROW_INTRIN: (row_desc, vnni_row), VNNI_COL_INTRIN: (col_desc, vnni_col),
-            AVX2_ROW_INTRIN: (row_desc, avx2_row), AVX2_COL_INTRIN: (col_desc, avx2_col)}
+            AVX2_ROW_INTRIN: (pair_row_desc, avx2_row), AVX2_COL_INTRIN: (pair_col_desc, avx2_col)}
 
 
 def _float_intrinsics() -> dict:
@@ -253,6 +302,8 @@ FLOAT_STEPS = (FP32_ROW_INTRIN, FP32_COL_INTRIN)
 AVX2_ROW_INTRIN = "qc_avx2_16x4_lanes_from_weight"
 AVX2_COL_INTRIN = "qc_avx2_16x4_lanes_from_data"
 STEPS = {VNNI: (VNNI_ROW_INTRIN, VNNI_COL_INTRIN), AVX2: (AVX2_ROW_INTRIN, AVX2_COL_INTRIN), PLAIN: (None, None)}
+PAIR_STEPS = (AVX2_ROW_INTRIN, AVX2_COL_INTRIN)
+"""The steps that accumulate two half sums per lane (``_pair_descriptions``): their blocks are rfactored."""
 """Per instruction set, the tensorized 16x4 step of the matmul (lanes over columns) and of the convolution
 (lanes over pixels); ``plain`` leaves the step to LLVM's loop vectorizer."""
 
@@ -292,9 +343,10 @@ def _block_or_none(sch: s_tir.Schedule, name: str):
         return None
 
 
-def is_packed_kernel(func: tvm.tirx.PrimFunc) -> bool:
-    """Whether ``func`` holds one of the packed blocks (and so gets a schedule here)."""
-    return kernel_kind(s_tir.Schedule(tvm.IRModule({"main": func}))) is not None
+def is_packed_kernel(func: tvm.tirx.PrimFunc, packing: Packing | None = None) -> bool:
+    """Whether ``func`` holds one of the packed blocks (of ``packing``, if given), which get a schedule here."""
+    found = kernel_kind(s_tir.Schedule(tvm.IRModule({"main": func})))
+    return found is not None and (packing is None or found[1] is packing)
 
 
 def schedule_packed_kernels(mod: tvm.IRModule, target: tvm.target.Target, knobs: Knobs | None = None,
@@ -348,13 +400,25 @@ def schedule_conv(sch: s_tir.Schedule, packing: Packing, knobs: Knobs, steps: tu
 def _tile(sch, block, rows, lanes, reduction, group: int, knobs: Knobs, intrin: str | None) -> None:
     """Split ``rows`` by the tile's rows, ``lanes`` into blocks of 16 and ``reduction`` into groups of
     ``group``, order them tile by tile (rows, lane blocks, reduction outside; the 16 x g step inside), then
-    finish."""
+    finish. For a pair step the reduction splits into (groups, half, pair) and ``rfactor`` makes the half a
+    dimension of its own: the tile accumulates two partial sums per lane and the write-back adds them."""
+    final = None
+    if intrin in PAIR_STEPS:
+        go, half, gi = sch.split(reduction, [None, 2, group // 2])
+        final, block = block, sch.rfactor(half, factor_axis=len(sch.get(block).writes[0].region))
+        rows, lanes, go, half, gi = sch.get_loops(block)[-5:]
     tile_rows, tile_blocks = fit_tile(knobs, _extent(sch, rows), _extent(sch, lanes) // LANES)
     ro, ri = sch.split(rows, [None, tile_rows])
     lo, lb, li = sch.split(lanes, [None, tile_blocks, LANES])
-    go, gi = sch.split(reduction, [None, group])
-    sch.reorder(ro, lo, go, ri, lb, li, gi)
-    _finish(sch, block, outer=(ro, lo), reduction=go, unrolled=(ri, lb), lanes=li, group=gi, intrin=intrin)
+    if final is not None:
+        sch.reorder(ro, lo, go, ri, lb, li, half, gi)
+    elif group == 1:  # one product per lane and step: the group loop has extent 1
+        go, gi = sch.split(reduction, [None, 1])
+        sch.reorder(ro, lo, go, ri, lb, li, gi)
+    else:
+        go, gi = sch.split(reduction, [None, group])
+        sch.reorder(ro, lo, go, ri, lb, li, gi)
+    _finish(sch, block, final, outer=(ro, lo), reduction=go, unrolled=(ri, lb), lanes=li, group=gi, intrin=intrin)
 
 
 def schedule_depthwise(sch: s_tir.Schedule, packing: Packing, knobs: Knobs, steps: tuple) -> None:
@@ -368,10 +432,8 @@ def schedule_depthwise(sch: s_tir.Schedule, packing: Packing, knobs: Knobs, step
     outer = sch.fuse(batch, channel, row)
     _write_back_at(sch, block, outer)
     sch.parallel(outer)
-    if int(sch.get(block).annotations.get(COLUMN_STRIDE, 1)) == 1:
-        # contiguous taps: vectorize here (before decompose_reduction, while the block has its init, as TIR
-        # requires); strided taps are left to LLVM's loop vectorizer, 3x faster than TIR's lane-by-lane loads
-        sch.vectorize(col)
+    sch.vectorize(col)  # consecutive columns (stride 1, or a phase of a strided row); before
+    # decompose_reduction, while the block has its init, as TIR requires
     init = sch.decompose_reduction(block, i)
     sch.vectorize(sch.get_loops(init)[-1])
     sch.unroll(i)
@@ -381,15 +443,18 @@ def schedule_depthwise(sch: s_tir.Schedule, packing: Packing, knobs: Knobs, step
 SCHEDULES = {"matmul": schedule_matmul, "conv": schedule_conv, "depthwise": schedule_depthwise}
 
 
-def _finish(sch, block, *, outer, reduction, unrolled, lanes, group, intrin) -> None:
-    """Accumulate the tile in a small buffer (registers after LLVM), write it back through the epilogue,
-    run the tiles in parallel, and tensorize the 16 x 4 step (without VNNI: the four products unrolled and
-    the 16 lanes innermost, for LLVM's loop vectorizer; TIR will not vectorize a spatial loop that encloses
-    a reduction)."""
-    _write_back_at(sch, block, outer[1])
+def _finish(sch, block, final, *, outer, reduction, unrolled, lanes, group, intrin) -> None:
+    """Accumulate the tile in a small buffer (registers after LLVM), write it back through the epilogue
+    (after ``final`` adds the half sums of a pair step), run the tiles in parallel, and tensorize the 16 x g
+    step (plain int8: the four products unrolled and the 16 lanes innermost, for LLVM's loop vectorizer;
+    TIR will not vectorize a spatial loop that encloses a reduction)."""
+    if final is not None:
+        sch.reverse_compute_at(final, outer[1])
+    _write_back_at(sch, final if final is not None else block, outer[1])
     sch.parallel(sch.fuse(*outer))
     init = sch.decompose_reduction(block, reduction)
-    sch.vectorize(sch.get_loops(init)[-1])
+    init_loops = sch.get_loops(init)
+    sch.vectorize(sch.fuse(*init_loops[-2:]) if final is not None else init_loops[-1])  # 16 lanes (x 2 halves)
     for loop in unrolled:
         sch.unroll(loop)
     if intrin is not None:

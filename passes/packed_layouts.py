@@ -36,7 +36,6 @@ from .dataflow import op_name
 
 LANES = 16
 IMAGE_SHAPE = "qc.image_shape"  # on the flat padded image stage: (channels, padded height, padded width)
-COLUMN_STRIDE = "qc.column_stride"  # on a depthwise block: its horizontal stride
 OUTPUT_WIDTH = "qc.output_width"  # on an im2col block: the output row length its pixel loop splits by
 KERNEL_ATTRIBUTE = "qc.packed_layout"  # on a packed kernel: what it computes (op, weight shape, geometry)
 LAYER_ATTRIBUTE = "qc.layer"  # on a packed kernel of a named layer: the layer's name
@@ -181,29 +180,39 @@ def conv2d_im2col(data, flat, reduce_offsets, geometry: ConvGeometry, packing: P
 
 def depthwise_conv2d(data, weight, strides, padding, dilation, packing: Packing = INT8):
     """TE: NCHW depthwise conv2d (batch 1, one filter per channel); accumulator-typed NCHW result.
-    Zero padding is materialised first (a ``pad`` block), so the inner loop has no bounds tests."""
+    The zero padding is materialised first (a ``pad`` block), so the inner loop has no bounds tests; with a
+    horizontal stride s > 1 that stage also splits each padded row into s phases (``[c, y, phase, x']`` holds
+    column ``x' * s + phase``), so every filter tap reads consecutive columns: output column x, tap j reads
+    phase ``(j*dx) % s`` at ``x + (j*dx) // s``."""
     from tvm import te, tirx
 
     _, channels, height, width = (int(d) for d in data.shape)
     kh, kw = (int(d) for d in weight.shape[2:])
     (sy, sx), (dy, dx) = strides, dilation
     top, left, bottom, right = padding
-    oh = (height + top + bottom - (kh - 1) * dy - 1) // sy + 1
-    ow = (width + left + right - (kw - 1) * dx - 1) // sx + 1
-    source, acc_type = data, packing.accumulator
-    if any(padding):
-        def pad(b, c, y, x):
-            inside = tirx.all(y >= top, y < top + height, x >= left, x < left + width)
-            return tirx.if_then_else(inside, data[b, c, y - top, x - left], tirx.const(0, data.dtype))
+    ph, pw = height + top + bottom, width + left + right
+    oh, ow = (ph - (kh - 1) * dy - 1) // sy + 1, (pw - (kw - 1) * dx - 1) // sx + 1
+    zero, acc_type = tirx.const(0, data.dtype), packing.accumulator
 
-        source = te.compute((1, channels, height + top + bottom, width + left + right), pad,
+    def padded(c, y, x):
+        inside = tirx.all(y >= top, y < top + height, x >= left, x < left + width)
+        return tirx.if_then_else(inside, data[0, c, y - top, x - left], zero)
+
+    if sx > 1:
+        phases = te.compute((channels, ph, sx, -(-pw // sx)), lambda c, y, p, x: padded(c, y, x * sx + p),
                             name=packing.block("pad"))
+        tap = lambda c, y, x, j: phases[c, y, j * dx % sx, x + j * dx // sx]  # noqa: E731
+    elif any(padding):
+        image = te.compute((channels, ph, pw), padded, name=packing.block("pad"))
+        tap = lambda c, y, x, j: image[c, y, x + j * dx]  # noqa: E731
+    else:
+        tap = lambda c, y, x, j: data[0, c, y, x + j * dx]  # noqa: E731
     i, j = te.reduce_axis((0, kh), "i"), te.reduce_axis((0, kw), "j")
     return te.compute(
         (1, channels, oh, ow),
-        lambda b, c, y, x: te.sum(source[b, c, y * sy + i * dy, x * sx + j * dx].astype(acc_type)
-                                  * weight[c, 0, i, j].astype(acc_type), axis=[i, j]),
-        name=packing.block("depthwise"), attrs={COLUMN_STRIDE: sx})
+        lambda b, c, y, x: te.sum(tap(c, y * sy + i * dy, x, j).astype(acc_type) * weight[c, 0, i, j].astype(acc_type),
+                                  axis=[i, j]),
+        name=packing.block("depthwise"))
 
 
 def matmul_kernel(m: int, k: int, n: int, packing: Packing = INT8, dtypes: tuple[str, str] = ("uint8", "int8")):
