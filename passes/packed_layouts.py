@@ -37,6 +37,7 @@ from .dataflow import op_name
 LANES = 16
 IMAGE_SHAPE = "qc.image_shape"  # on the flat padded image stage: (channels, padded height, padded width)
 OUTPUT_WIDTH = "qc.output_width"  # on an im2col block: the output row length its pixel loop splits by
+OPS = "qc.ops"  # on a packed block: its useful operations, 2 x MACs of the real outputs (no padding lanes)
 KERNEL_ATTRIBUTE = "qc.packed_layout"  # on a packed kernel: what it computes (op, weight shape, geometry)
 LAYER_ATTRIBUTE = "qc.layer"  # on a packed kernel of a named layer: the layer's name
 LAYER_NAME = re.compile(r"(conv2d|matmul)_\d+")  # a layer of the quantization plan, as lower_integer names it
@@ -89,7 +90,9 @@ def matmul_packed(data, packed, n_size, packing: Packing = INT8):
         return te.sum(data[tuple(index[:-1]) + (k,)].astype(acc_type)
                       * packed[n // LANES, k // g, n % LANES, k % g].astype(acc_type), axis=k)
 
-    acc = te.compute(tuple(data.shape[:-1]) + (padded,), compute, name=packing.block("matmul"))
+    rows = int(np.prod([int(d) for d in data.shape[:-1]]))
+    acc = te.compute(tuple(data.shape[:-1]) + (padded,), compute, name=packing.block("matmul"),
+                     attrs={OPS: 2 * rows * n_size * int(data.shape[-1])})
     if padded == n_size:
         return acc
     return te.compute(tuple(data.shape[:-1]) + (n_size,), lambda *index: acc[index], name=packing.block("columns"))
@@ -127,6 +130,12 @@ class ConvGeometry:
         """Output pixels rounded up to a multiple of 16 (the lanes of a step)."""
         oh, ow = self.out
         return -(-oh * ow // LANES) * LANES
+
+    @property
+    def macs(self) -> int:
+        """Multiply-adds per output channel."""
+        oh, ow = self.out
+        return oh * ow * self.channels * self.kernel[0] * self.kernel[1]
 
     def reduce_offsets(self, group: int = INT8.group) -> np.ndarray:
         """int32 [R rounded up to ``group``]: where reduction element r = (c*KH + i)*KW + j sits in a window."""
@@ -171,11 +180,11 @@ def conv2d_im2col(data, flat, reduce_offsets, geometry: ConvGeometry, packing: P
     groups, padded_pixels = int(flat.shape[1]) // group, g.padded_pixels
     col = te.compute((groups, padded_pixels, group), gather, name=packing.block("im2col"), attrs={OUTPUT_WIDTH: ow})
     r = te.reduce_axis((0, groups * group), "r")
-    acc = te.compute((int(flat.shape[0]), padded_pixels),
+    out_channels = int(flat.shape[0])
+    acc = te.compute((out_channels, padded_pixels),
                      lambda o, p: te.sum(col[r // group, p, r % group].astype(acc_type) * flat[o, r].astype(acc_type),
-                                         axis=r), name=packing.block("conv"))
-    return te.compute((1, int(flat.shape[0]), oh, ow), lambda b, o, y, x: acc[o, y * ow + x],
-                      name=packing.block("nchw"))
+                                         axis=r), name=packing.block("conv"), attrs={OPS: 2 * out_channels * g.macs})
+    return te.compute((1, out_channels, oh, ow), lambda b, o, y, x: acc[o, y * ow + x], name=packing.block("nchw"))
 
 
 def depthwise_conv2d(data, weight, strides, padding, dilation, packing: Packing = INT8):
@@ -212,7 +221,7 @@ def depthwise_conv2d(data, weight, strides, padding, dilation, packing: Packing 
         (1, channels, oh, ow),
         lambda b, c, y, x: te.sum(tap(c, y * sy + i * dy, x, j).astype(acc_type) * weight[c, 0, i, j].astype(acc_type),
                                   axis=[i, j]),
-        name=packing.block("depthwise"))
+        name=packing.block("depthwise"), attrs={OPS: 2 * channels * oh * ow * kh * kw})
 
 
 def matmul_kernel(m: int, k: int, n: int, packing: Packing = INT8, dtypes: tuple[str, str] = ("uint8", "int8")):

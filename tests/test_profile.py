@@ -9,6 +9,7 @@ import pytest
 
 import compiler
 from compiler.errors import CompilerError
+from compiler.quantization.bit_allocation import layer_costs
 from models import mnist_cnn
 
 from .conftest import qc
@@ -26,6 +27,10 @@ def test_profile_of_a_quantized_model_times_its_int8_kernels_against_the_int8_pe
     assert all(info[n]["integer"] and info[n]["ops"] > 0 for n in convs)
     (dense,) = [n for n in info if "u8i8" in n and "matmul" in n]
     assert info[dense]["layer"] == "matmul_0"
+    imported = compiler.import_model(mnist_case.module, example_inputs=mnist_case.example_inputs,
+                                     input_names=mnist_case.input_names)
+    macs = {cost.name: cost.macs for cost in layer_costs(imported)}
+    assert all(info[n]["ops"] == 2 * macs[info[n]["layer"]] for n in convs + [dense])  # not the padding lanes
     report = compiler.profile(model, digits[0], repeat=5, warmup=1)
     rows = {row.name: row for row in report.rows}
     assert set(convs) <= set(rows) and all(rows[n].kind == "int8" and rows[n].calls == 1 for n in convs)
