@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import numpy as np
 
@@ -54,7 +55,7 @@ def main() -> None:
     args = parser.parse_args()
     peak = measure_peak(host_target(2))
     print(f"peak, 2 threads: int8 {peak.int8_gops} GOP/s ({peak.int8_instruction}), fp32 {peak.fp32_gflops} "
-          f"GFLOP/s ({peak.fp32_instruction})", flush=True)
+          f"GFLOP/s ({peak.fp32_instruction})", flush=True, file=sys.stderr if args.json else sys.stdout)
     report = []
     for name in args.models.split(","):
         source = resolve(name)
