@@ -16,7 +16,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -86,34 +86,12 @@ def bench(compiled: CompiledModel, source: Source | None = None, *, model_name: 
     ``float_model``, our float compile of the same model too; with ``calibration``, onnxruntime int8
     (``quantize_static``: QDQ, per-channel, uint8 activations x int8 weights, calibrated on those samples).
     Every engine gets ``threads`` threads, qc's own TVM thread pool included (restored afterwards)."""
-    previous = qc_threads(threads)
-    try:
-        return _bench(compiled, source, model_name, warmup, repeat, threads, peers, float_model, calibration,
-                      on_engine)
-    finally:
-        qc_threads(previous)
-
-
-def qc_threads(count: int) -> int:
-    """Resize TVM's runtime thread pool to ``count`` threads; returns the size it had."""
-    import tvm
-
-    if count < 1:
-        raise CompilerError(f"threads must be >= 1, got {count}")
-    previous = int(tvm.get_global_func("runtime.NumThreads")())
-    if count != previous:
-        tvm.get_global_func("runtime.config_threadpool")(1, count)  # 1: all cores (no big.LITTLE here)
-    return previous
-
-
-def _bench(compiled, source, model_name, warmup, repeat, threads, peers, float_model, calibration,
-           on_engine) -> list[Row]:
-    inputs = sample_inputs(compiled, source)
-    engines: list[tuple[str, str, Callable[[], Any]]] = [(QC, precision(compiled.manifest),
-                                                          _qc_runner(compiled, inputs))]
-    if float_model is not None:
-        engines.append((QC, precision(float_model.manifest), _qc_runner(float_model, inputs)))
-    with tempfile.TemporaryDirectory() as tmp:
+    with qc_threads(threads), tempfile.TemporaryDirectory() as tmp:
+        inputs = sample_inputs(compiled, source)
+        engines: list[tuple[str, str, Callable[[], Any]]] = [(QC, precision(compiled.manifest),
+                                                              _qc_runner(compiled, inputs))]
+        if float_model is not None:
+            engines.append((QC, precision(float_model.manifest), _qc_runner(float_model, inputs)))
         if peers and source is not None:
             onnx_path = source.onnx_path or _export(source, Path(tmp) / "model.onnx")
             engines.append(("onnxruntime", "fp32", _ort_runner(onnx_path, inputs, threads)))
@@ -131,6 +109,24 @@ def _bench(compiled, source, model_name, warmup, repeat, threads, peers, float_m
     ours = results[0][2]
     return [Row(model_name, name, kind, round(median, 4), round(p90, 4), repeat,
                 None if i == 0 else round(median / ours, 3)) for i, (name, kind, median, p90) in enumerate(results)]
+
+
+@contextlib.contextmanager
+def qc_threads(count: int) -> Iterator[None]:
+    """TVM's runtime thread pool resized to ``count`` threads for the ``with`` block, then restored."""
+    import tvm
+
+    if count < 1:
+        raise CompilerError(f"threads must be >= 1, got {count}")
+    configure = tvm.get_global_func("runtime.config_threadpool")  # (1: all cores, no big.LITTLE here; count)
+    previous = int(tvm.get_global_func("runtime.NumThreads")())
+    if count != previous:
+        configure(1, count)
+    try:
+        yield
+    finally:
+        if count != previous:
+            configure(1, previous)
 
 
 def ort_quantize_static(float_path: Path, calibration: Sequence[Mapping[str, np.ndarray]], path: Path) -> Path:

@@ -2,6 +2,11 @@
 
 Weights may be initializers, Constant nodes or external data next to the file. Every input must have a
 static shape: symbolic dimensions need a user-given shape. All unsupported operators are reported at once.
+
+Before TVM's importer, ``fold_shapes`` runs onnxslim's constant folding and shape inference with the inputs'
+concrete shapes (no fusions: every remaining node is one of the file's own ops), so a ``Reshape`` whose
+target is computed by a ``Shape -> Gather -> Concat`` subgraph gets a constant target, which TVM's importer
+requires.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ def from_onnx(model: str | os.PathLike | onnx.ModelProto, shapes: Shapes | None 
     proto, source = _load(model)
     _check_ops(proto.graph)
     inputs = _input_specs(proto.graph, dict(shapes or {}))
+    proto = fold_shapes(proto, inputs)
     from tvm.relax.frontend.onnx import from_onnx as tvm_from_onnx
 
     try:
@@ -49,6 +55,28 @@ def from_onnx(model: str | os.PathLike | onnx.ModelProto, shapes: Shapes | None 
                             f"{type(exc).__name__}: {_first_line(exc)}") from exc
     outputs = output_specs(mod, [o.name for o in proto.graph.output])
     return ImportedModel(mod, inputs, outputs, source)
+
+
+SEMANTIC_PRESERVING_ONLY = ["graph_fusion", "weight_tying"]
+"""onnxslim optimizations ``fold_shapes`` skips: fusions (which may emit ops TVM does not import) and weight
+tying; constant folding, dead-node and common-subexpression elimination stay."""
+
+
+def fold_shapes(proto: onnx.ModelProto, inputs: Sequence[TensorSpec]) -> onnx.ModelProto:
+    """``proto`` with its inputs' shapes fixed to ``inputs`` and every subgraph that depends only on shapes and
+    constants folded into constants (onnxslim), the same function of the inputs."""
+    import logging
+
+    import onnxslim
+
+    logging.getLogger("onnxslim").setLevel(logging.ERROR)
+    shapes = [f"{spec.name}:{','.join(str(d) for d in spec.shape)}" for spec in inputs
+              if spec.shape]  # a 0-d input has no dimension to fix (and onnxslim cannot parse "name:")
+    try:
+        return onnxslim.slim(proto, input_shapes=shapes or None, skip_optimizations=SEMANTIC_PRESERVING_ONLY)
+    except Exception as exc:  # onnxslim raises many types: say which step failed, in one line
+        raise FrontendError(f"folding the model's shape computations failed: {type(exc).__name__}: "
+                            f"{_first_line(exc)}") from exc
 
 
 def _load(model: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
