@@ -412,10 +412,7 @@ def _tile(sch, block, rows, lanes, reduction, group: int, knobs: Knobs, intrin: 
     lo, lb, li = sch.split(lanes, [None, tile_blocks, LANES])
     if final is not None:
         sch.reorder(ro, lo, go, ri, lb, li, half, gi)
-    elif group == 1:  # one product per lane and step: the group loop has extent 1
-        go, gi = sch.split(reduction, [None, 1])
-        sch.reorder(ro, lo, go, ri, lb, li, gi)
-    else:
+    else:  # float32: group 1, a loop of extent 1 that the float step's description expects
         go, gi = sch.split(reduction, [None, group])
         sch.reorder(ro, lo, go, ri, lb, li, gi)
     _finish(sch, block, final, outer=(ro, lo), reduction=go, unrolled=(ri, lb), lanes=li, group=gi, intrin=intrin)

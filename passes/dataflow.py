@@ -83,3 +83,11 @@ def with_main(mod: tvm.IRModule, builder: relax.BlockBuilder) -> tvm.IRModule:
         if gvar.name_hint not in taken:  # the new main and the builder's kernels, under their own GlobalVars
             functions[gvar] = func
     return tvm.IRModule(functions, attrs=mod.attrs)
+
+
+def rewrite_functions(mod: tvm.IRModule, mutator) -> tvm.IRModule:
+    """``mod`` with every Relax function visited by ``mutator`` (a ``PyExprMutator`` built on ``mod``)."""
+    for gvar, func in mod.functions.items():
+        if isinstance(func, relax.Function):
+            mutator.builder_.update_func(gvar, mutator.visit_expr(func))
+    return mutator.builder_.get()

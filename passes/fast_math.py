@@ -20,7 +20,7 @@ import tvm
 from tvm import relax, tirx, topi
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from .dataflow import op_name
+from .dataflow import op_name, rewrite_functions
 from .registry import register_pass
 
 MAX_RELATIVE_ERROR = 4e-7
@@ -68,8 +68,4 @@ class _FastMath(PyExprMutator):
 @register_pass("fast_math")
 def fast_math(mod: tvm.IRModule) -> tvm.IRModule:
     """Relax -> Relax: float32 exp / erf / tanh / GELU / softmax through vectorizable approximations."""
-    rewriter = _FastMath(mod)
-    for gvar, func in mod.functions.items():
-        if isinstance(func, relax.Function):
-            rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
-    return rewriter.builder_.get()
+    return rewrite_functions(mod, _FastMath(mod))

@@ -32,7 +32,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from .dataflow import op_name
+from .dataflow import op_name, rewrite_functions
 
 LANES = 16
 IMAGE_SHAPE = "qc.image_shape"  # on the flat padded image stage: (channels, padded height, padded width)
@@ -308,11 +308,7 @@ class LayerPacker(PyExprMutator):
 
 def pack_layers(mod: tvm.IRModule, packing: Packing, accepts: Callable[[relax.Call], bool]) -> tvm.IRModule:
     """``mod`` with every conv2d / matmul that ``accepts`` takes rewritten by ``LayerPacker``."""
-    packer = LayerPacker(mod, packing, accepts)
-    for gvar, func in mod.functions.items():
-        if isinstance(func, relax.Function):
-            packer.builder_.update_func(gvar, packer.visit_expr(func))
-    return packer.builder_.get()
+    return rewrite_functions(mod, LayerPacker(mod, packing, accepts))
 
 
 def constant_weight_types(call: relax.Call) -> tuple[str, str, str] | None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tvm
 
 import compiler
 import models
@@ -20,6 +21,20 @@ ROOT = Path(__file__).resolve().parents[1]
 def max_rel_err(actual: np.ndarray, expected: np.ndarray) -> float:
     """max |actual - expected| / max |expected|: the figure the float compile must keep <= 1e-4."""
     return float(np.abs(actual - expected).max() / max(np.abs(expected).max(), 1e-12))
+
+
+AVX2_TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "haswell", "num-cores": 2})  # AVX2, no AVX-512
+PLAIN_TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64", "num-cores": 2})  # SSE2 only
+
+
+def run_kernel(func, inputs: list[np.ndarray], out_shape, out_dtype: str, target) -> np.ndarray:
+    """Build one packed kernel (``backends.x86_packed.build_kernel``) for ``target``, run it on ``inputs`` and
+    return its output."""
+    from backends.x86_packed import build_kernel
+
+    args = [tvm.runtime.tensor(a) for a in inputs] + [tvm.runtime.tensor(np.zeros(out_shape, out_dtype))]
+    build_kernel(func, target)["main"](*args)
+    return args[-1].numpy()
 
 
 def qc(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

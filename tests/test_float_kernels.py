@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import tvm
 from tvm import te
 
 import compiler
@@ -22,10 +21,8 @@ from passes.packed_layouts import (
     pack_matmul_weight,
 )
 
-from .conftest import max_rel_err
+from .conftest import AVX2_TARGET, PLAIN_TARGET, max_rel_err, run_kernel
 
-AVX2_TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "haswell", "num-cores": 2})
-PLAIN_TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64", "num-cores": 2})  # SSE2 only
 FLOATS = ("float32", "float32")
 RNG = np.random.default_rng(1)
 TOLERANCE = 1e-5  # max |ours - float64 reference| / max |reference|
@@ -60,13 +57,6 @@ def _reference(x, w, stride, pad, groups=1) -> np.ndarray:
                                       padding=pad, groups=groups).numpy()
 
 
-def run(func, inputs, expected, target) -> np.ndarray:
-    lib = build_kernel(func, target)
-    args = [tvm.runtime.tensor(a) for a in inputs] + [tvm.runtime.tensor(np.zeros(expected.shape, "float32"))]
-    lib["main"](*args)
-    return args[-1].numpy()
-
-
 CASES = {
     "matmul 24x64x40 (N padded to 48)": lambda: matmul_case(24, 64, 40),
     "conv 3x3/1 pad 1, 5->24 @9": lambda: conv_case(5, 24, 3, 1, 1, 9),
@@ -83,7 +73,7 @@ CASES = {
 def test_float_kernels_match_a_float64_reference_on_each_instruction_set(case):
     func, inputs, expected = CASES[case]()
     for target in (host_target(2), AVX2_TARGET, PLAIN_TARGET):
-        assert max_rel_err(run(func, inputs, expected, target), expected) <= TOLERANCE, target
+        assert max_rel_err(run_kernel(func, inputs, expected.shape, "float32", target), expected) <= TOLERANCE, target
 
 
 def test_float_conv_is_vector_fma_code_with_avx2():

@@ -25,11 +25,9 @@ from passes.packed_layouts import (
     pack_matmul_weight,
 )
 
-from .conftest import qc
+from .conftest import AVX2_TARGET, PLAIN_TARGET, qc, run_kernel
 
 VNNI_TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "znver4", "num-cores": 2})
-AVX2_TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "haswell", "num-cores": 2})
-PLAIN_TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64", "num-cores": 2})  # SSE2 only
 RNG = np.random.default_rng(0)
 
 
@@ -62,13 +60,6 @@ def _torch_conv(x, w, stride, pad, groups=1) -> np.ndarray:
                                       groups=groups).numpy().astype(np.int64)
 
 
-def run(func, inputs, expected, target) -> np.ndarray:
-    lib = build_kernel(func, target)
-    args = [tvm.runtime.tensor(a) for a in inputs] + [tvm.runtime.tensor(np.zeros(expected.shape, "int32"))]
-    lib["main"](*args)
-    return args[-1].numpy()
-
-
 CASES = {
     "matmul 24x64x40 (N padded to 48)": lambda: matmul_case(24, 64, 40),
     "conv 3x3/1 pad 1, 5->24 @9 (K=45 padded to 48)": lambda: conv_case(5, 24, 3, 1, 1, 9),
@@ -86,7 +77,7 @@ def test_packed_kernels_are_exact_on_this_cpu_and_without_vnni(case):
     func, inputs, expected = CASES[case]()
     # this CPU's own code, then the AVX2 and the plain (SSE2) code, which run on any x86-64 with AVX2
     for target in (host_target(2), AVX2_TARGET, PLAIN_TARGET):
-        np.testing.assert_array_equal(run(func, inputs, expected, target), expected)
+        np.testing.assert_array_equal(run_kernel(func, inputs, expected.shape, "int32", target), expected)
 
 
 def test_each_instruction_set_gets_its_own_dot_product_step():
