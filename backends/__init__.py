@@ -15,5 +15,8 @@ os.environ.setdefault("TVM_BIND_THREADS", "0")
 
 from .cpu import TuningOptions, build, host_target, parse_target, tune  # noqa: E402
 from .errors import BackendError  # noqa: E402
+from .x86_amx import enable_amx  # noqa: E402
 
-__all__ = ["BackendError", "TuningOptions", "build", "host_target", "parse_target", "tune"]
+enable_amx()  # this process may run AMX tile kernels (Linux hands out the tile state only on request)
+
+__all__ = ["BackendError", "enable_amx", "TuningOptions", "build", "host_target", "parse_target", "tune"]

@@ -25,15 +25,20 @@ from .errors import BackendError
 from .intrinsics import import_cpu_intrinsics
 from .cpu_default import schedule_defaults
 from .int8_tuning import KnobDatabase, tune_int8
+from .x86_amx import has_amx, host_amx_features
 from .x86_packed import schedule_packed_kernels
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
 
 
 def host_target(num_cores: int | None = None) -> Target:
-    """An LLVM target for this machine's CPU (``mcpu`` as LLVM names it) using ``num_cores`` threads."""
+    """An LLVM target for this machine's CPU (``mcpu`` as LLVM names it, plus AMX where the CPU has it and
+    that name does not say so) using ``num_cores`` threads."""
     cores = num_cores or len(os.sched_getaffinity(0))
-    return Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": cores})
+    spec = {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": cores}
+    if not has_amx(Target(spec)) and host_amx_features():
+        spec["mattr"] = host_amx_features()
+    return Target(spec)
 
 
 def parse_target(target: str | dict | Target | None) -> Target:

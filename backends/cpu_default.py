@@ -5,10 +5,12 @@ every top-level block of every unscheduled kernel two cheap, always-legal change
 
 - the outer loops in parallel (the spatial loops in front of the innermost one, fused), when the block
   does enough work to pay for waking the thread pool (``MIN_PARALLEL_WORK`` iterations);
-- vector lanes for the innermost spatial loop: vectorized in TIR when its extent is a multiple of 16 (split
-  by 16) or at most 16. A reduction block whose last spatial index is the last index of every input that
-  depends on it (a matmul's output column) first moves its reduction loops outside that index, so the
-  lanes are contiguous; other reductions (softmax's row sums) keep their reduction innermost.
+- vector lanes for the innermost spatial loop: vectorized in TIR whole when its extent is at most 16 or a
+  power of two up to 64, else split by its largest power-of-two divisor (8 to 64; LLVM assembles
+  odd-sized strided vectors byte by byte). A reduction block whose last spatial index
+  is the last index of every input that depends on it (a matmul's output column), or whose reduction is a
+  small window (pooling, at most 49 taps: strided reads, which LLVM turns into shuffles), first moves its
+  reduction loops outside that index; other reductions (softmax's row sums) keep their reduction innermost.
 
 Each step is tried and skipped when TIR refuses it, so a block keeps whatever subset applies; results are
 unchanged (no reassociation of float sums: the reduction order per output element is the same). MetaSchedule
@@ -24,6 +26,8 @@ from tvm.tirx.analysis import undefined_vars
 
 MIN_PARALLEL_WORK = 1 << 14
 LANES = 16
+MAX_LANES, MIN_LANES = 64, 8  # vector widths: powers of two from 8 to 64
+MAX_WINDOW = 49  # taps of a pooling window (7x7) below which a reduction may go outside the lanes
 SPATIAL, REDUCE = 0, 2  # IterVar kinds
 
 
@@ -56,7 +60,7 @@ def _schedule_block(sch: s_tir.Schedule, block) -> None:
         return
     work = int(np.prod([_extent(sch, loop) for loop in loops]))
     lanes = spatial[-1]
-    if reduce and not _contiguous_in_last_spatial(node, kinds):
+    if reduce and not (_contiguous_in_last_spatial(node, kinds) or _window(sch, reduce)):
         lanes = None  # keep the reduction innermost (a row reduction)
     elif reduce:
         _try(sch.reorder, *spatial[:-1], *reduce, spatial[-1])
@@ -68,12 +72,20 @@ def _schedule_block(sch: s_tir.Schedule, block) -> None:
     if lanes is None or any(str(r.source.dtype) == "bool" for r in list(node.reads) + list(node.writes)):
         return  # TVM 0.27 cannot vectorize bool buffers (stored as int8): "dtype mismatch on BufferStore"
     extent = _extent(sch, lanes)
-    if extent % LANES == 0 and extent > LANES:
-        split = _try(sch.split, lanes, [None, LANES])
+    width = extent & -extent  # the largest power of two dividing it: LLVM scalarizes odd-sized strided vectors
+    if extent <= LANES or (extent <= MAX_LANES and width == extent):
+        _try(sch.vectorize, lanes)
+    elif width >= MIN_LANES:
+        width = min(width, MAX_LANES)
+        split = _try(sch.split, lanes, [None, width])
         if split is not None:
             _try(sch.vectorize, split[1])
-    elif extent <= LANES:
-        _try(sch.vectorize, lanes)
+
+
+def _window(sch, reduce) -> bool:
+    """A small sliding-window reduction (pooling: at most ``MAX_WINDOW`` taps), which may run with the
+    output row in vector lanes around it even though its reads are strided."""
+    return int(np.prod([_extent(sch, loop) for loop in reduce])) <= MAX_WINDOW
 
 
 def _contiguous_in_last_spatial(node, kinds) -> bool:

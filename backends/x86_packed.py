@@ -42,6 +42,8 @@ from tvm.script import tirx as T
 
 from passes.packed_layouts import FP32, IMAGE_SHAPE, INT8, LANES, OUTPUT_WIDTH, Packing
 
+from .x86_amx import has_amx, schedule_amx
+
 VNNI_ROW_INTRIN = "qc_vnni_16x4_lanes_from_weight"   # matmul: lanes over output columns
 VNNI_COL_INTRIN = "qc_vnni_16x4_lanes_from_data"     # conv: lanes over output pixels
 _VPDPBUSD = "llvm.x86.avx512.vpdpbusd.512"
@@ -354,7 +356,7 @@ def schedule_packed_kernels(mod: tvm.IRModule, target: tvm.target.Target, knobs:
     """``mod`` with every packed kernel scheduled for ``target``'s instruction set (int8: VNNI, AVX2 or plain
     vector code; float32: vector FMAs); others untouched. ``choose`` may give a kernel its own tile (a
     tuning database's); else ``knobs``, else the instruction set's default."""
-    isa = instruction_set(target)
+    isa, amx = instruction_set(target), has_amx(target)
     register_intrinsics()
     result = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
     for gvar, func in mod.functions.items():
@@ -365,9 +367,10 @@ def schedule_packed_kernels(mod: tvm.IRModule, target: tvm.target.Target, knobs:
         if found is None:
             continue
         kind, packing = found
-        steps = STEPS[isa] if packing is INT8 else FLOAT_STEPS
-        tile = (choose(func) if choose else None) or knobs or default_knobs(target, packing)
-        SCHEDULES[kind](sch, packing, tile, steps)
+        if not (amx and packing is INT8 and _schedule_on_tiles(sch, kind, packing)):
+            steps = STEPS[isa] if packing is INT8 else FLOAT_STEPS
+            tile = (choose(func) if choose else None) or knobs or default_knobs(target, packing)
+            SCHEDULES[kind](sch, packing, tile, steps)
         result[gvar] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
     return result
 
@@ -383,6 +386,14 @@ def schedule_matmul(sch: s_tir.Schedule, packing: Packing, knobs: Knobs, steps: 
 
 def schedule_conv(sch: s_tir.Schedule, packing: Packing, knobs: Knobs, steps: tuple) -> None:
     """im2col (parallel, vectorized), then the conv block tiled like the matmul with pixels in the lanes."""
+    _schedule_im2col(sch, packing)
+    block = sch.get_sblock(packing.block("conv"))
+    out, pix, red = sch.get_loops(block)
+    _tile(sch, block, out, pix, red, packing.group, knobs, steps[1])
+
+
+def _schedule_im2col(sch: s_tir.Schedule, packing: Packing) -> None:
+    """The conv's padded image and im2col stages: parallel over channels / reduction groups, vectorized."""
     pad = _block_or_none(sch, packing.block("pad"))  # flat padded image (none for a pointwise convolution): split back
     if pad is not None:  # into (channel, row, column), which makes its div/mod vanish
         channel, _, _ = sch.split(sch.get_loops(pad)[0], _image_shape(sch, pad))
@@ -392,9 +403,6 @@ def schedule_conv(sch: s_tir.Schedule, packing: Packing, knobs: Knobs, steps: tu
     sch.split(pixel, [None, int(sch.get(im2col).annotations[OUTPUT_WIDTH])])  # p -> (row, column): no division
     sch.parallel(r4)
     sch.unroll(t)  # g elements per pixel, interleaved: LLVM vectorizes the column loop around them
-    block = sch.get_sblock(packing.block("conv"))
-    out, pix, red = sch.get_loops(block)
-    _tile(sch, block, out, pix, red, packing.group, knobs, steps[1])
 
 
 def _tile(sch, block, rows, lanes, reduction, group: int, knobs: Knobs, intrin: str | None) -> None:
@@ -437,6 +445,17 @@ def schedule_depthwise(sch: s_tir.Schedule, packing: Packing, knobs: Knobs, step
     sch.unroll(j)
 
 
+def _schedule_on_tiles(sch: s_tir.Schedule, kind: str, packing: Packing) -> bool:
+    """An int8 matmul or convolution on AMX tiles (``backends.x86_amx``) where its shape fits; False leaves
+    ``sch`` for the vector schedules."""
+    if kind == "matmul":
+        return schedule_amx(sch, kind, packing.block(kind), _write_back_at)
+    if kind == "conv" and schedule_amx(sch, kind, packing.block(kind), _write_back_at):
+        _schedule_im2col(sch, packing)
+        return True
+    return False
+
+
 SCHEDULES = {"matmul": schedule_matmul, "conv": schedule_conv, "depthwise": schedule_depthwise}
 
 
@@ -466,6 +485,7 @@ def _write_back_at(sch, block, loop) -> None:
     constant-sized: a stack array LLVM keeps in registers; TVM 0.27 makes ``local`` buffers heap workspaces),
     and write it back at the end of that iteration through the epilogue fusion put after ``block``,
     vectorized; an epilogue that is not elementwise over the tile runs after, over the whole output."""
+    _inline_side_inputs(sch)
     epilogue = _inline_epilogue(sch, block)
     tile = sch.cache_write(block, 0, "global")
     sch.reverse_compute_at(tile, loop)
@@ -475,6 +495,22 @@ def _write_back_at(sch, block, loop) -> None:
         except Exception:  # noqa: BLE001  (not elementwise over the tile)
             _parallel_vectorized(sch, epilogue)
     sch.vectorize(sch.get_loops(tile)[-1])
+
+
+def _inline_side_inputs(sch) -> None:
+    """Inline the elementwise blocks that feed the epilogue from outside the packed blocks (a residual
+    input's requantize: cast, multiply, add, shift) into their consumers, so the write-back computes them
+    per element instead of serial passes over whole int64 buffers before it."""
+    root = sch.get_sblock("root") if _block_or_none(sch, "root") is not None else None
+    blocks = sch.get_child_blocks(root) if root is not None else []
+    for candidate in blocks:
+        name = sch.get(candidate).name_hint
+        if name.startswith("qc_") or not sch.get_consumers(candidate):
+            continue
+        try:
+            sch.compute_inline(candidate)
+        except Exception:  # noqa: BLE001  (not injective, or feeds more than elementwise code: left as is)
+            pass
 
 
 def _inline_epilogue(sch, block):

@@ -42,9 +42,11 @@ def build(mod: tvm.IRModule, target: Any = None, *, pipeline: Pipeline | None = 
     """Run ``pipeline`` (default: ``DEFAULT_PASSES``) on ``mod`` and generate code for ``target``."""
     pipeline = pipeline or Pipeline.default()
     stage = on_stage or (lambda what, i, n: None)
-    mod, records = pipeline.run(mod, verify=verify, on_step=lambda i, n, name: stage(f"pass {name}", i, n))
+    target = backends.parse_target(target)
+    with target:  # target-dependent lowering (pack_int8_layers' AMX padding) reads Target.current()
+        mod, records = pipeline.run(mod, verify=verify, on_step=lambda i, n, name: stage(f"pass {name}", i, n))
     stage("generating code", 0, 0)
-    library, tuned = backends.build(mod, backends.parse_target(target), tuning, progress=stage)
+    library, tuned = backends.build(mod, target, tuning, progress=stage)
     return Built(library, mod, records, tuned)
 
 

@@ -234,15 +234,16 @@ def matmul_kernel(m: int, k: int, n: int, packing: Packing = INT8, dtypes: tuple
 
 
 def conv_kernel(geometry: ConvGeometry, out_channels: int, packing: Packing = INT8,
-                dtypes: tuple[str, str] = ("uint8", "int8")):
-    """A standalone conv2d PrimFunc taking (data, flattened weight, reduce offsets) -> NCHW."""
+                dtypes: tuple[str, str] = ("uint8", "int8"), reduce_multiple: int | None = None):
+    """A standalone conv2d PrimFunc taking (data, flattened weight, reduce offsets) -> NCHW, the reduction
+    padded to ``reduce_multiple`` (default: the packing's group)."""
     from tvm import te
 
-    g, group = geometry, packing.group
+    g, multiple = geometry, reduce_multiple or packing.group
     data = te.placeholder((1, g.channels, g.height, g.width), dtypes[0], "data")
-    flat = te.placeholder((out_channels, -(-g.channels * g.kernel[0] * g.kernel[1] // group) * group), dtypes[1],
-                          "flat")
-    reduce = te.placeholder(g.reduce_offsets(group).shape, "int32", "reduce")
+    flat = te.placeholder((out_channels, -(-g.channels * g.kernel[0] * g.kernel[1] // multiple) * multiple),
+                          dtypes[1], "flat")
+    reduce = te.placeholder(g.reduce_offsets(multiple).shape, "int32", "reduce")
     return te.create_prim_func([data, flat, reduce, conv2d_im2col(data, flat, reduce, g, packing)])
 
 
@@ -254,9 +255,11 @@ class LayerPacker(PyExprMutator):
     accumulators ``conv2d_3`` / ``matmul_0``), e.g. ``conv2d_3_u8i8``; fusion keeps it in the fused kernel's
     name (``fused_conv2d_3_u8i8_add_...``), which is how ``compiler.profile`` finds a kernel's layer."""
 
-    def __init__(self, mod, packing: Packing, accepts: Callable[[relax.Call], bool]):
+    def __init__(self, mod, packing: Packing, accepts: Callable[[relax.Call], bool],
+                 reduce_multiple: Callable[[ConvGeometry, int], int] | None = None):
         super().__init__(mod)
         self.packing, self.accepts, self.binding = packing, accepts, ""
+        self.reduce_multiple = reduce_multiple or (lambda geometry, out_channels: packing.group)
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:  # noqa: N802  (TVM's visitor naming)
         self.binding = binding.var.name
@@ -289,11 +292,12 @@ class LayerPacker(PyExprMutator):
                                          primfunc_attrs=self._attrs(info))
         if name == "relax.nn.conv2d" and _packable_conv(call):
             weight, geometry = call.args[1].value.numpy(), _geometry(call)
+            multiple = self.reduce_multiple(geometry, weight.shape[0])
             info = {"op": "conv2d", "weight_shape": list(weight.shape), "strides": list(geometry.strides),
                     "padding": list(geometry.padding), "dilation": list(geometry.dilation)}
             return self.builder_.call_te(partial(conv2d_im2col, geometry=geometry, packing=packing), call.args[0],
-                                         relax.const(flatten_conv_weight(weight, group)),
-                                         relax.const(geometry.reduce_offsets(group)),
+                                         relax.const(flatten_conv_weight(weight, multiple)),
+                                         relax.const(geometry.reduce_offsets(multiple)),
                                          primfunc_name_hint=self._name("conv2d"),
                                          primfunc_attrs=self._attrs(info))
         if name == "relax.nn.conv2d" and _depthwise(call):
@@ -306,9 +310,11 @@ class LayerPacker(PyExprMutator):
         return call
 
 
-def pack_layers(mod: tvm.IRModule, packing: Packing, accepts: Callable[[relax.Call], bool]) -> tvm.IRModule:
-    """``mod`` with every conv2d / matmul that ``accepts`` takes rewritten by ``LayerPacker``."""
-    return rewrite_functions(mod, LayerPacker(mod, packing, accepts))
+def pack_layers(mod: tvm.IRModule, packing: Packing, accepts: Callable[[relax.Call], bool],
+                reduce_multiple: Callable[[ConvGeometry, int], int] | None = None) -> tvm.IRModule:
+    """``mod`` with every conv2d / matmul that ``accepts`` takes rewritten by ``LayerPacker``; a conv2d's
+    flattened reduction is padded to ``reduce_multiple(geometry, out_channels)`` (default: the group)."""
+    return rewrite_functions(mod, LayerPacker(mod, packing, accepts, reduce_multiple))
 
 
 def constant_weight_types(call: relax.Call) -> tuple[str, str, str] | None:
