@@ -32,6 +32,7 @@ whose ``vpdpbusd`` takes ``<64 x i8>`` operands (DESIGN.md section 3)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -484,9 +485,18 @@ def _write_back_at(sch, block, loop) -> None:
     """Accumulate ``block``'s output for one iteration of ``loop`` in a small buffer (``global`` scope and
     constant-sized: a stack array LLVM keeps in registers; TVM 0.27 makes ``local`` buffers heap workspaces),
     and write it back at the end of that iteration through the epilogue fusion put after ``block``,
-    vectorized; an epilogue that is not elementwise over the tile runs after, over the whole output."""
+    vectorized; an epilogue that is not elementwise over the tile runs after, over the whole output.
+
+    Where the tile is padded past the output (pixels or columns rounded up to 16), the write-back is guarded
+    by ``p < P``. TVM cannot vectorize a guarded loop (it scalarizes it) and LLVM if-converts the guarded
+    store into masked stores; where the bound is a constant, LLVM 22 lowered a one-lane masked int64 -> uint8
+    store as an 8-byte ``vmovq``: seven zero bytes over the next channel's first pixels (another thread's)
+    or past the output's end. So that loop is left to TIR's ``LoopPartition`` (hinted), which splits it at a
+    constant bound, leaving LLVM a plain loop; a bound that moves with the tile keeps its runtime masks
+    (``tests/test_int8_kernels.py::test_requantized_write_back_is_exact_and_stays_inside_its_output``)."""
     _inline_side_inputs(sch)
     epilogue = _inline_epilogue(sch, block)
+    padded = _padded(sch, block, epilogue)
     tile = sch.cache_write(block, 0, "global")
     sch.reverse_compute_at(tile, loop)
     if epilogue is not None:
@@ -494,7 +504,17 @@ def _write_back_at(sch, block, loop) -> None:
             sch.reverse_compute_inline(epilogue)
         except Exception:  # noqa: BLE001  (not elementwise over the tile)
             _parallel_vectorized(sch, epilogue)
-    sch.vectorize(sch.get_loops(tile)[-1])
+    lanes = sch.get_loops(tile)[-1]
+    if padded:
+        sch.annotate(lanes, "pragma_loop_partition_hint", True)
+    else:
+        sch.vectorize(lanes)
+
+
+def _padded(sch, block, epilogue) -> bool:
+    """Whether ``block`` accumulates more elements than the kernel writes (pixels or columns padded to 16)."""
+    size = lambda region: math.prod(int(d) for d in region.source.shape)  # noqa: E731
+    return epilogue is not None and size(sch.get(block).writes[0]) > size(sch.get(epilogue).writes[0])
 
 
 def _inline_side_inputs(sch) -> None:

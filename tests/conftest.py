@@ -27,14 +27,23 @@ AVX2_TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "haswell", "num-cores":
 PLAIN_TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64", "num-cores": 2})  # SSE2 only
 
 
+GUARD = 4096  # bytes checked after a kernel's output: nothing may be written past its end
+
+
 def run_kernel(func, inputs: list[np.ndarray], out_shape, out_dtype: str, target) -> np.ndarray:
     """Build one packed kernel (``backends.x86_packed.build_kernel``) for ``target``, run it on ``inputs`` and
-    return its output."""
+    return its output, which lies 64-byte aligned in a larger buffer whose bytes after it must stay untouched."""
     from backends.x86_packed import build_kernel
 
-    args = [tvm.runtime.tensor(a) for a in inputs] + [tvm.runtime.tensor(np.zeros(out_shape, out_dtype))]
+    size = int(np.prod(out_shape)) * np.dtype(out_dtype).itemsize
+    memory = np.full(size + GUARD + 64, 0xA5, np.uint8)
+    start = -memory.ctypes.data % 64  # TVM's kernels assume 64-byte aligned arguments
+    out = memory[start:start + size].view(out_dtype).reshape(out_shape)
+    args = [tvm.runtime.tensor(a) for a in inputs] + [tvm.runtime.from_dlpack(out)]
     build_kernel(func, target)["main"](*args)
-    return args[-1].numpy()
+    written_past = np.flatnonzero(memory[start + size:start + size + GUARD] != 0xA5)
+    assert written_past.size == 0, f"kernel wrote {written_past.size} bytes past its output"
+    return out.copy()
 
 
 def qc(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

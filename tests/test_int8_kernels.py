@@ -18,10 +18,12 @@ from backends.x86_packed import AVX2, PLAIN, VNNI, build_kernel, has_vnni, instr
 from models import mnist_cnn
 from passes.packed_layouts import (
     ConvGeometry,
+    conv2d_im2col,
     conv_kernel,
     depthwise_conv2d,
     flatten_conv_weight,
     matmul_kernel,
+    matmul_packed,
     pack_matmul_weight,
 )
 
@@ -54,6 +56,58 @@ def depthwise_case(channels: int, kernel: int, stride: int, pad: int, size: int)
     return func, [x, w], _torch_conv(x, w, stride, pad, groups=channels)
 
 
+def requantized_conv_case(cin: int, cout: int, size: int, reduce_multiple: int = 4):
+    """A 1x1 conv with the dyadic requantize after it (int64 add, multiply, rounding shift, clamp to uint8), as
+    ``lower_integer`` fuses it: the write-back narrows int64 to bytes over the real pixels of a padded tile."""
+    geometry = ConvGeometry(cin, size, size, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1))
+    data = te.placeholder((1, cin, size, size), "uint8", "data")
+    flat = te.placeholder((cout, -(-cin // reduce_multiple) * reduce_multiple), "int8", "flat")
+    offsets = te.placeholder(geometry.reduce_offsets(reduce_multiple).shape, "int32", "offsets")
+    acc = conv2d_im2col(data, flat, offsets, geometry)
+    scales = [te.placeholder((1, cout, 1, 1), "int64", f"scale{i}") for i in range(4)]
+    out = _requantize(acc, lambda b, o, y, x: (b, o, 0, 0), scales)
+    x = RNG.integers(0, 256, (1, cin, size, size), dtype=np.uint8)
+    w = RNG.integers(-128, 128, (cout, cin, 1, 1), dtype=np.int8)
+    values = _scale_values((1, cout, 1, 1))
+    inputs = [x, flatten_conv_weight(w, reduce_multiple), geometry.reduce_offsets(reduce_multiple), *values]
+    return (te.create_prim_func([data, flat, offsets, *scales, out]), inputs,
+            _requantized(_torch_conv(x, w, 1, 0), values))
+
+
+def requantized_matmul_case(m: int, k: int, n: int):
+    """A matmul whose N is padded to 16 lanes, with the dyadic requantize after it."""
+    data = te.placeholder((m, k), "uint8", "data")
+    packed = te.placeholder((-(-n // 16), k // 4, 16, 4), "int8", "packed")
+    scales = [te.placeholder((n,), "int64", f"scale{i}") for i in range(4)]
+    out = _requantize(matmul_packed(data, packed, n), lambda row, col: (col,), scales)
+    a = RNG.integers(0, 256, (m, k), dtype=np.uint8)
+    w = RNG.integers(-128, 128, (k, n), dtype=np.int8)
+    values = _scale_values((n,))
+    return (te.create_prim_func([data, packed, *scales, out]), [a, pack_matmul_weight(w), *values],
+            _requantized(a.astype(np.int64) @ w.astype(np.int64), values))
+
+
+def _requantize(acc, scale_index, scales):
+    from tvm import tirx
+
+    def compute(*index):
+        bias, multiplier, rounding, shift = (s[scale_index(*index)] for s in scales)
+        value = ((acc[index].astype("int64") + bias) * multiplier + rounding) >> shift
+        return tirx.Cast("uint8", tirx.min(tirx.max(value, tirx.const(0, "int64")), tirx.const(255, "int64")))
+
+    return te.compute(acc.shape, compute, name="requantize")
+
+
+def _scale_values(shape) -> list[np.ndarray]:
+    bias, multiplier = RNG.integers(-1000, 1000, shape), RNG.integers(1, 2**15, shape)
+    return [bias, multiplier, np.full(shape, 2**21), np.full(shape, 22)]
+
+
+def _requantized(acc: np.ndarray, values: list[np.ndarray]) -> np.ndarray:
+    bias, multiplier, rounding, shift = values
+    return np.clip(((acc + bias) * multiplier + rounding) >> shift, 0, 255).astype(np.uint8)
+
+
 def _torch_conv(x, w, stride, pad, groups=1) -> np.ndarray:
     as_float = lambda a: torch.from_numpy(a.astype(np.float64))  # noqa: E731  (exact: sums stay below 2^53)
     return torch.nn.functional.conv2d(as_float(x), as_float(w), stride=stride, padding=pad,
@@ -78,6 +132,24 @@ def test_packed_kernels_are_exact_on_this_cpu_and_without_vnni(case):
     # this CPU's own code, then the AVX2 and the plain (SSE2) code, which run on any x86-64 with AVX2
     for target in (host_target(2), AVX2_TARGET, PLAIN_TARGET):
         np.testing.assert_array_equal(run_kernel(func, inputs, expected.shape, "int32", target), expected)
+
+
+REQUANTIZED = {
+    # pixels 49 and 25 (a tail of one past a multiple of 4), several output-channel tiles per thread: LLVM 22 once
+    # turned the one-byte tail of the write-back into an 8-byte store over the next channel's first pixels
+    "conv 1x1 672->192 @7 + requantize": lambda: requantized_conv_case(672, 192, 7),
+    "conv 1x1 64->96 @5 + requantize": lambda: requantized_conv_case(64, 96, 5),
+    "conv 1x1 128->64 @7 + requantize (AMX where the host has it)": lambda: requantized_conv_case(128, 64, 7, 64),
+    "conv 1x1 112->672 @14 + requantize": lambda: requantized_conv_case(112, 672, 14),
+    "matmul 24x64x33 + requantize (N padded to 48)": lambda: requantized_matmul_case(24, 64, 33),
+}
+
+
+@pytest.mark.parametrize("case", REQUANTIZED)
+def test_requantized_write_back_is_exact_and_stays_inside_its_output(case):
+    func, inputs, expected = REQUANTIZED[case]()
+    for target in (host_target(2), AVX2_TARGET, PLAIN_TARGET):
+        np.testing.assert_array_equal(run_kernel(func, inputs, expected.shape, "uint8", target), expected)
 
 
 def test_each_instruction_set_gets_its_own_dot_product_step():
