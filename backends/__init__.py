@@ -6,6 +6,10 @@ on these virtual machines put both threads on one core in about half the process
 int8 at 17 ms instead of 9 ms in 2 of 4 fresh processes; 8.6-9.7 ms in 4 of 4 unpinned). Importing this
 package sets ``TVM_NUM_THREADS`` to the cores this process may run on and ``TVM_BIND_THREADS`` to 0, unless
 the user set them, before any kernel runs.
+
+Where the CPU has AMX (``backends.x86_amx``), importing this package also asks Linux for the process's tile
+state, without which the first tile instruction is fatal. An artifact whose code needs instructions this
+CPU lacks (AMX, AVX-512 VNNI, AVX2, ...: ``cpu.missing_features``) is refused at load time.
 """
 
 import os

@@ -41,6 +41,26 @@ def host_target(num_cores: int | None = None) -> Target:
     return Target(spec)
 
 
+KERNEL_FEATURES = ("amx-int8", "amx-tile", "avx512vnni", "avx512bw", "avx512f", "avx2", "fma")
+"""The instruction-set features qc's x86 kernels are chosen by: code built with one runs only where it exists."""
+
+
+def missing_features(target: Target) -> list[str]:
+    """The ``KERNEL_FEATURES`` of ``target`` that this machine lacks (AMX also needs Linux to grant the
+    tile state, ``enable_amx``); empty for non-x86 or non-LLVM targets, which this machine does not run."""
+    from tvm.target.codegen import target_has_features
+
+    from .x86_amx import enable_amx
+
+    if target.kind.name != "llvm" or "x86_64" not in str(target.attrs.get("mtriple", "x86_64")):
+        return []
+    host = host_target(1)
+    missing = [f for f in KERNEL_FEATURES if target_has_features(f, target) and not target_has_features(f, host)]
+    if has_amx(target) and not missing and not enable_amx():
+        missing.append("amx tile state (Linux refused arch_prctl)")
+    return missing
+
+
 def parse_target(target: str | dict | Target | None) -> Target:
     """A ``Target`` from ``None`` (the host), ``"host"``, a JSON dict, a JSON string or a Target."""
     if target is None or target == "host":

@@ -17,7 +17,7 @@ from tvm import relax
 from frontends.spec import TensorSpec
 
 from . import artifact
-from .errors import InputError
+from .errors import ArtifactError, InputError
 
 Inputs = Mapping[str, Any] | Sequence[Any] | Any
 
@@ -77,9 +77,22 @@ def load(path: str | Path) -> CompiledModel:
     """Load an artifact written by ``CompiledModel.save`` after verifying the library's checksum."""
     path = Path(path)
     manifest = artifact.read_manifest(path, verify=True)
+    _check_cpu(path, manifest)
     with _native_warnings_hidden():
         library = tvm.runtime.load_module(str(path / manifest["library"]["file"]))
         return CompiledModel(library, manifest, origin=path)
+
+
+def _check_cpu(path: Path, manifest: dict[str, Any]) -> None:
+    """Refuse an artifact whose code uses instructions this CPU lacks (it would die of SIGILL mid-run)."""
+    from backends.cpu import missing_features
+
+    target = tvm.target.Target(manifest["target"])
+    missing = missing_features(target)
+    if missing:
+        raise ArtifactError(
+            f"{path} was built for CPU {target.attrs.get('mcpu', '?')!r} with {', '.join(missing)}, which this "
+            f"machine lacks; compile the model again here (or with --target for this CPU)")
 
 
 def run(model: "CompiledModel | str | Path", inputs: Inputs = None, /, **named: Any) -> dict[str, np.ndarray]:

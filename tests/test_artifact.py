@@ -10,7 +10,7 @@ import pytest
 import compiler
 from models import data, efficientnet_lite0
 
-from .conftest import qc
+from .conftest import PLAIN_TARGET, qc
 
 
 def test_round_trip_in_a_fresh_process_gives_identical_outputs(effnet, tmp_path):
@@ -67,6 +67,14 @@ def test_an_edited_manifest_is_refused_on_load(mnist_artifact, tmp_path, edit):
         compiler.load(copy)
     result = qc("run", str(copy), "--input", str(tmp_path / "none.npz"))
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and expected in result.stderr
+
+
+def test_an_artifact_for_a_cpu_with_more_instructions_is_refused_on_load(mnist_artifact, monkeypatch):
+    import backends.cpu
+
+    monkeypatch.setattr(backends.cpu, "host_target", lambda num_cores=None: PLAIN_TARGET)  # an SSE2-only machine
+    with pytest.raises(compiler.ArtifactError, match=r"was built for CPU .* with .*avx2.*which this machine lacks"):
+        compiler.load(mnist_artifact)
 
 
 def test_saving_over_an_existing_artifact_replaces_it(mnist_artifact, tmp_path):

@@ -39,12 +39,12 @@ def matmul_case(m: int, k: int, n: int):
     return matmul_kernel(m, k, n), [a, pack_matmul_weight(w)], a.astype(np.int64) @ w.astype(np.int64)
 
 
-def conv_case(cin: int, cout: int, kernel: int, stride: int, pad: int, size: int):
+def conv_case(cin: int, cout: int, kernel: int, stride: int, pad: int, size: int, reduce_multiple: int = 4):
     geometry = ConvGeometry(cin, size, size, (kernel, kernel), (stride, stride), (pad,) * 4, (1, 1))
     w = RNG.integers(-128, 128, (cout, cin, kernel, kernel), dtype=np.int8)
     x = RNG.integers(0, 256, (1, cin, size, size), dtype=np.uint8)
-    inputs = [x, flatten_conv_weight(w), geometry.reduce_offsets()]
-    return conv_kernel(geometry, cout), inputs, _torch_conv(x, w, stride, pad)
+    inputs = [x, flatten_conv_weight(w, reduce_multiple), geometry.reduce_offsets(reduce_multiple)]
+    return conv_kernel(geometry, cout, reduce_multiple=reduce_multiple), inputs, _torch_conv(x, w, stride, pad)
 
 
 def depthwise_case(channels: int, kernel: int, stride: int, pad: int, size: int):
@@ -119,6 +119,9 @@ CASES = {
     "conv 3x3/1 pad 1, 5->24 @9 (K=45 padded to 48)": lambda: conv_case(5, 24, 3, 1, 1, 9),
     "conv 7x7/2 pad 3, 3->16 @20": lambda: conv_case(3, 16, 7, 2, 3, 20),
     "conv 1x1, 32->16 @7": lambda: conv_case(32, 16, 1, 1, 0, 7),
+    "conv 3x3/1 pad 1, 30->32 @7 (K=270 padded to 320: AMX tiles where the host has them)":
+        lambda: conv_case(30, 32, 3, 1, 1, 7, reduce_multiple=64),
+    "matmul 32x128x48 (AMX tiles where the host has them)": lambda: matmul_case(32, 128, 48),
     "depthwise 3x3/2 pad 1, 8 @15": lambda: depthwise_case(8, 3, 2, 1, 15),
     "depthwise 5x5/1 pad 2, 6 @12": lambda: depthwise_case(6, 5, 1, 2, 12),
     "depthwise 5x5/2 pad 2, 8 @13 (odd width: phases of 7 and 6 columns)": lambda: depthwise_case(8, 5, 2, 2, 13),
@@ -164,6 +167,23 @@ def test_each_instruction_set_gets_its_own_dot_product_step():
         assert "vpmaddwd" in avx2 and "vpdpbusd" not in avx2
         assert "vpmaddubsw" not in avx2  # its int16 sums saturate: never used
     assert has_vnni(VNNI_TARGET) and not has_vnni(AVX2_TARGET)
+
+
+AMX_TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "sapphirerapids", "num-cores": 2})
+
+
+def test_amx_targets_get_tile_kernels_where_the_shape_fits():
+    """Built only (any host): a matmul takes ``tdpbusd`` (data uint8 x packed weight int8), a convolution with
+    its reduction padded to 64 ``tdpbsud`` (flat weight int8 x im2col uint8); shapes that do not fit the tiles
+    keep ``vpdpbusd``. On an AMX host the requantized cases above run the tile code (bit-exact)."""
+    def asm(func):
+        return build_kernel(func, AMX_TARGET).mod.inspect_source("asm")
+
+    geometry = ConvGeometry(64, 7, 7, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1))
+    assert "tdpbusd" in asm(matmul_kernel(32, 128, 48))
+    assert "tdpbsud" in asm(conv_kernel(geometry, 32, reduce_multiple=64))
+    ragged = asm(matmul_kernel(24, 64, 40))  # 24 rows: not a multiple of 16
+    assert "tdpb" not in ragged and "vpdpbusd" in ragged
 
 
 def test_weight_packing_layouts():
