@@ -181,11 +181,12 @@ def _tiles(rows: int, cols: int) -> tuple[int, int]:
     return tuple(2 if blocks % 2 == 0 else 1 for blocks in (rows, cols))
 
 
-def schedule_amx(sch: s_tir.Schedule, kind: str, block_name: str, write_back_at, parallel_extent: int = 2) -> bool:
+def schedule_amx(sch: s_tir.Schedule, kind: str, block_name: str, write_back_at, lanes_outer: bool = False) -> bool:
     """Schedule the packed ``kind`` block (``matmul`` or ``conv``) of ``sch`` on AMX tiles; False (and
     ``sch`` untouched) when its shape does not fit: rows not a multiple of 16, a reduction not a multiple
     of 64, or (matmul) more than one non-unit row loop. ``write_back_at(sch, block, loop)`` places the
-    accumulator buffer and the fused epilogue at ``loop`` (``backends.x86_packed``'s write-back)."""
+    accumulator buffer and the fused epilogue at ``loop`` (``backends.x86_packed``'s write-back);
+    ``lanes_outer`` runs the tiles strip of columns by strip (``x86_packed.CACHED_IM2COL_BYTES``)."""
     block = sch.get_sblock(block_name)
     *spatial, lanes, reduction = sch.get_loops(block)
     if kind == "matmul":
@@ -201,9 +202,10 @@ def schedule_amx(sch: s_tir.Schedule, kind: str, block_name: str, write_back_at,
     tile_rows, tile_cols = _tiles(extent_rows // TILE_ROWS, extent_lanes // TILE_ROWS)
     ro, ri = sch.split(rows, [None, TILE_ROWS * tile_rows])
     co, ci = sch.split(lanes, [None, TILE_ROWS * tile_cols])
-    sch.reorder(ro, co, ri, ci, reduction)
-    write_back_at(sch, block, co)
-    sch.parallel(sch.fuse(ro, co))
+    outer = (co, ro) if lanes_outer else (ro, co)
+    sch.reorder(*outer, ri, ci, reduction)
+    write_back_at(sch, block, outer[1])
+    sch.parallel(sch.fuse(*outer))
     init = sch.decompose_reduction(block, ri)
     sch.vectorize(sch.get_loops(init)[-1])
     sch.tensorize(ri, intrinsic(kind, tile_rows, tile_cols, reduce))

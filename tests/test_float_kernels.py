@@ -62,6 +62,7 @@ CASES = {
     "conv 3x3/1 pad 1, 5->24 @9": lambda: conv_case(5, 24, 3, 1, 1, 9),
     "conv 7x7/2 pad 3, 3->16 @20": lambda: conv_case(3, 16, 7, 2, 3, 20),
     "conv 1x1, 32->16 @7": lambda: conv_case(32, 16, 1, 1, 0, 7),
+    "conv 3x3/1 pad 1, 16->24 @64 (a 2.4 MB im2col: read strip by strip)": lambda: conv_case(16, 24, 3, 1, 1, 64),
     "depthwise 3x3/2 pad 1, 8 @15": lambda: depthwise_case(8, 3, 2, 1, 15),
     "depthwise 5x5/1 pad 2, 6 @12": lambda: depthwise_case(6, 5, 1, 2, 12),
     "depthwise 5x5/2 pad 2, 8 @13 (odd width: phases of 7 and 6 columns)": lambda: depthwise_case(8, 5, 2, 2, 13),

@@ -119,6 +119,7 @@ CASES = {
     "conv 3x3/1 pad 1, 5->24 @9 (K=45 padded to 48)": lambda: conv_case(5, 24, 3, 1, 1, 9),
     "conv 7x7/2 pad 3, 3->16 @20": lambda: conv_case(3, 16, 7, 2, 3, 20),
     "conv 1x1, 32->16 @7": lambda: conv_case(32, 16, 1, 1, 0, 7),
+    "conv 3x3/1 pad 1, 64->24 @48 (a 1.3 MB im2col: read strip by strip)": lambda: conv_case(64, 24, 3, 1, 1, 48),
     "conv 3x3/1 pad 1, 30->32 @7 (K=270 padded to 320: AMX tiles where the host has them)":
         lambda: conv_case(30, 32, 3, 1, 1, 7, reduce_multiple=64),
     "matmul 32x128x48 (AMX tiles where the host has them)": lambda: matmul_case(32, 128, 48),
