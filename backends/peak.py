@@ -4,8 +4,9 @@ Each microkernel runs ``iterations`` rounds of ``ACCUMULATORS`` independent vect
 operands stay in registers (no memory traffic), once per core in parallel: ``vpdpbusd`` on 512-bit
 registers (16 lanes x 4 uint8 x int8 products = 128 int8 ops) where the CPU has AVX-512 VNNI, else
 ``vpmaddwd`` + ``vpaddd`` on 256-bit registers (16 int16 products = 32 ops, the AVX2 int8 step's core, see
-``backends.x86_packed``) where it has AVX2, and ``vfmadd`` on 512-bit (AVX-512) or 256-bit (AVX2) registers. The best of ``repeat`` timed runs is the peak;
-benchmarks report their kernels as a fraction of it.
+``backends.x86_packed``) where it has AVX2, and ``vfmadd`` on 512-bit (AVX-512) or 256-bit (AVX2) registers;
+where the CPU has AMX-INT8, also 4 independent ``tdpbusd`` on tile registers (16 x 16 x 64 products each).
+The best of ``repeat`` timed runs is the peak; benchmarks report their kernels as a fraction of it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Peak:
     fp32_gflops: float
     int8_instruction: str | None
     fp32_instruction: str
+    amx_int8_gops: float | None = None  # AMX tiles (tdpbusd), where the CPU has them and Linux grants them
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -64,6 +66,44 @@ def _microkernel(intrinsic: str, vector: str, operand: str, lanes: int, width: i
     return peak
 
 
+AMX_ACCUMULATORS = 4  # C tiles 4..7, each += A(16 x 64 uint8) . B(16 x 16 x 4 int8) per tdpbusd
+AMX_OPS = 16 * 16 * 64 * 2  # one tdpbusd: 16 x 16 int32 outputs, each + 64 products
+
+
+def _amx_microkernel(cores: int, iterations: int):
+    """Per core: 2 A and 2 B tiles loaded once, then ``iterations`` rounds of 4 independent ``tdpbusd``
+    into accumulator tiles (no memory traffic), stored at the end so the work is kept."""
+    from .x86_amx import TILE_BYTES, TILE_ROWS
+
+    def tile(op: str, *args):
+        return T.evaluate(T.call_llvm_intrin("void", f"llvm.x86.{op}", *args))
+
+    @T.prim_func(s_tir=True)
+    def peak(a: T.Buffer((TILE_ROWS * TILE_BYTES,), "int8"), out: T.Buffer((cores, 4, TILE_ROWS, 16), "int32")):
+        for core in T.parallel(cores):
+            cfg = T.decl_buffer((64,), "uint8")
+            for t in range(64):
+                cfg[t] = T.uint8(0)
+            cfg[0] = T.uint8(1)
+            for t in range(8):
+                cfg[16 + 2 * t] = T.uint8(TILE_BYTES)
+                cfg[48 + t] = T.uint8(TILE_ROWS)
+            tile("ldtilecfg", cfg.access_ptr("r"))
+            for t in T.unroll(4):
+                tile("tileloadd64", T.uint8(t), a.access_ptr("r"), T.int64(TILE_BYTES))
+                tile("tilezero", T.uint8(4 + t))
+            for _ in range(iterations):
+                for i in T.unroll(2):
+                    for j in T.unroll(2):
+                        tile("tdpbusd", T.uint8(4 + 2 * i + j), T.uint8(i), T.uint8(2 + j))
+            for t in T.unroll(4):
+                tile("tilestored64", T.uint8(4 + t), out.access_ptr("w", offset=(core * 4 + t) * TILE_ROWS * 16),
+                     T.int64(64))
+            tile("tilerelease")
+
+    return peak
+
+
 def _measure(func, operand: str, width: int, out_shape: tuple[int, int], out_dtype: str, ops_per_call: float,
              target, repeat: int) -> float:
     lib = tvm.compile(tvm.IRModule({"main": func}), target=target)
@@ -79,6 +119,7 @@ def measure_peak(target=None, cores: int | None = None, iterations: int = 200_00
     from tvm.target.codegen import target_has_features
 
     from .cpu import host_target
+    from .x86_amx import enable_amx, has_amx
     from .x86_packed import has_avx2, has_vnni
 
     target = target or host_target(cores)
@@ -99,5 +140,9 @@ def measure_peak(target=None, cores: int | None = None, iterations: int = 200_00
     func = _microkernel(f"llvm.fma.v{lanes}f32", f"float32x{lanes}", "float32", lanes, lanes, cores, iterations)
     fp32 = _measure(func, "float32", lanes, (cores, ACCUMULATORS * lanes), "float32",
                     cores * iterations * ACCUMULATORS * lanes * 2, target, repeat)
+    amx = None
+    if has_amx(target) and enable_amx():
+        amx = round(_measure(_amx_microkernel(cores, iterations // 10), "int8", 16 * 64, (cores, 4, 16, 16), "int32",
+                             cores * (iterations // 10) * AMX_ACCUMULATORS * AMX_OPS, target, repeat), 1)
     return Peak(cores, None if int8 is None else round(int8, 1), round(fp32, 1), int8_instruction,
-                f"vfmadd {'zmm' if lanes == 16 else 'ymm'}")
+                f"vfmadd {'zmm' if lanes == 16 else 'ymm'}", amx)

@@ -335,9 +335,11 @@ def _bench_peak(args: argparse.Namespace) -> int:
         print(json.dumps(peak.to_json(), indent=2))
         return 0
     int8 = "no AVX-512 VNNI" if peak.int8_gops is None else f"{peak.int8_gops:.1f}"
-    _print_table(f"peak of this CPU, {peak.cores} threads", ["arithmetic", "instruction", "GOP/s"],
-                 [["int8 dot products", peak.int8_instruction or "-", int8],
-                  ["fp32 multiply-add", peak.fp32_instruction, f"{peak.fp32_gflops:.1f}"]])
+    rows = [["int8 dot products", peak.int8_instruction or "-", int8],
+            ["fp32 multiply-add", peak.fp32_instruction, f"{peak.fp32_gflops:.1f}"]]
+    if peak.amx_int8_gops is not None:
+        rows.insert(1, ["int8 on AMX tiles", "tdpbusd", f"{peak.amx_int8_gops:.1f}"])
+    _print_table(f"peak of this CPU, {peak.cores} threads", ["arithmetic", "instruction", "GOP/s"], rows)
     return 0
 
 

@@ -11,7 +11,8 @@ uninstrumented inferences, so the rows' sum against it shows the hook's overhead
 Operations per kernel come from the manifest (``kernel_info``, written at compile time from the kernels'
 TIR with TVM's ``estimate_tir_flops``: a multiply-add counts two); an integer kernel (one reading int8 or
 uint8 buffers) is measured against the int8 peak (VNNI, else AVX2), a float one against the fp32 FMA peak,
-both measured in the same process (``backends.peak``). Artifacts compiled before ``kernel_info`` existed get
+both measured in the same process (``backends.peak``). Where the CPU has AMX, its tile peak is measured and
+printed too; the integer kernels' fractions stay against the vector peak (a kernel on tiles can pass 100%). Artifacts compiled before ``kernel_info`` existed get
 times and shares only.
 
 Each integer layer's kernel carries the layer's name through fusion (``lower_integer`` names the accumulator
@@ -111,6 +112,7 @@ class Profile:
     repeat: int
     int8_peak_gops: float | None
     fp32_peak_gflops: float
+    amx_peak_gops: float | None = None  # tile kernels' ceiling, where the CPU has AMX (printed, not divided by)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -129,6 +131,8 @@ class Profile:
             lines.append(f"{sum(r.ms for r in rest):8.3f} {sum(r.share for r in rest):6.1%}        "
                          f"({len(rest)} more rows)")
         peaks = f"int8 {self.int8_peak_gops} GOP/s, fp32 {self.fp32_peak_gflops} GFLOP/s"
+        if self.amx_peak_gops:
+            peaks += f" (int8 on AMX tiles {self.amx_peak_gops} GOP/s)"
         lines.append(f"kernels sum {self.kernels_ms:.3f} ms; end to end {self.total_ms:.3f} ms (median of "
                      f"{self.repeat}); peaks {peaks}")
         return "\n".join(lines)
@@ -174,7 +178,7 @@ def profile(model: Any, inputs: Any = None, *, repeat: int = 20, warmup: int = 3
         rows.append(KernelRow(name, calls, seconds * 1e3, seconds / kernels_s if kernels_s else 0.0, kind,
                               layer_of(name), list(known.get("args", [])), gops, fraction))
     return Profile(rows, float(np.median(total)) * 1e3, kernels_s * 1e3, repeat, peak.int8_gops,
-                   peak.fp32_gflops)
+                   peak.fp32_gflops, peak.amx_int8_gops)
 
 
 def _instrumented(model, arrays, repeat: int) -> dict[str, tuple[list[float], int]]:

@@ -14,6 +14,7 @@ import compiler
 import models
 from backends import host_target
 from backends.peak import measure_peak
+from backends.x86_amx import has_amx
 from backends.x86_packed import AVX2, PLAIN, VNNI, build_kernel, has_vnni, instruction_set
 from models import mnist_cnn
 from passes.packed_layouts import (
@@ -217,6 +218,10 @@ def test_peak_microkernels_measure_something_plausible():
         assert peak.int8_gops > peak.fp32_gflops  # 16 int16 products per vpmaddwd vs 8 fp32 per vfmadd
     else:
         assert peak.int8_gops is None
+    if has_amx(host_target(1)):  # 16 x 16 x 64 products per tdpbusd vs 64 x 4 per vpdpbusd
+        assert peak.amx_int8_gops > 2 * peak.int8_gops
+    else:
+        assert peak.amx_int8_gops is None
 
 
 def test_tuning_int8_tiles_keeps_results_and_reuses_its_database(tmp_path):
