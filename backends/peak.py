@@ -73,7 +73,7 @@ AMX_OPS = 16 * 16 * 64 * 2  # one tdpbusd: 16 x 16 int32 outputs, each + 64 prod
 def _amx_microkernel(cores: int, iterations: int):
     """Per core: 2 A and 2 B tiles loaded once, then ``iterations`` rounds of 4 independent ``tdpbusd``
     into accumulator tiles (no memory traffic), stored at the end so the work is kept."""
-    from .x86_amx import TILE_BYTES, TILE_ROWS
+    from .x86_amx import TILE_BYTES, TILE_ROWS, configure_tiles
 
     def tile(op: str, *args):
         return T.evaluate(T.call_llvm_intrin("void", f"llvm.x86.{op}", *args))
@@ -81,14 +81,7 @@ def _amx_microkernel(cores: int, iterations: int):
     @T.prim_func(s_tir=True)
     def peak(a: T.Buffer((TILE_ROWS * TILE_BYTES,), "int8"), out: T.Buffer((cores, 4, TILE_ROWS, 16), "int32")):
         for core in T.parallel(cores):
-            cfg = T.decl_buffer((64,), "uint8")
-            for t in range(64):
-                cfg[t] = T.uint8(0)
-            cfg[0] = T.uint8(1)
-            for t in range(8):
-                cfg[16 + 2 * t] = T.uint8(TILE_BYTES)
-                cfg[48 + t] = T.uint8(TILE_ROWS)
-            tile("ldtilecfg", cfg.access_ptr("r"))
+            configure_tiles()
             for t in T.unroll(4):
                 tile("tileloadd64", T.uint8(t), a.access_ptr("r"), T.int64(TILE_BYTES))
                 tile("tilezero", T.uint8(4 + t))

@@ -77,6 +77,19 @@ def enable_amx() -> bool:
     return libc.syscall(_SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA) == 0
 
 
+@T.macro
+def configure_tiles():
+    """``ldtilecfg``: palette 1, all 8 tile registers 16 rows x 64 bytes (a tile kernel's first instruction)."""
+    cfg = T.decl_buffer((64,), "uint8")
+    for t in range(64):
+        cfg[t] = T.uint8(0)
+    cfg[0] = T.uint8(1)
+    for t in range(8):
+        cfg[16 + 2 * t] = T.uint8(TILE_BYTES)
+        cfg[48 + t] = T.uint8(TILE_ROWS)
+    T.evaluate(T.call_llvm_intrin("void", "llvm.x86.ldtilecfg", cfg.access_ptr("r")))
+
+
 def _intrinsic(kind: str, rows: int, cols: int, reduce: int):
     """(description, implementation) of one tile of ``rows`` x ``cols`` accumulators over a reduction of
     ``reduce`` elements, for the ``matmul`` or ``conv`` layout."""
@@ -125,14 +138,7 @@ def _intrinsic(kind: str, rows: int, cols: int, reduce: int):
         with T.sblock("root"):
             T.reads(c[0:m, 0:n], a[0:m, 0:reduce], b[b_region])
             T.writes(c[0:m, 0:n])
-            cfg = T.decl_buffer((64,), "uint8")
-            for t in range(64):
-                cfg[t] = T.uint8(0)
-            cfg[0] = T.uint8(1)
-            for t in range(8):
-                cfg[16 + 2 * t] = T.uint8(TILE_BYTES)
-                cfg[48 + t] = T.uint8(TILE_ROWS)
-            T.evaluate(T.call_llvm_intrin("void", "llvm.x86.ldtilecfg", cfg.access_ptr("r")))
+            configure_tiles()
             for i in T.unroll(rows):
                 for j in T.unroll(cols):
                     T.evaluate(T.call_llvm_intrin(
