@@ -5,8 +5,9 @@ lanes). ``tune_int8`` builds each packed kernel of a module alone with each cand
 zero-filled arguments (the kernels' work does not depend on the values) and records the fastest in
 ``work_dir/int8_knobs.json``, keyed by target and by the kernel's structural hash, so a later compile of any
 model with the same kernel reuses it. Kernels are taken heaviest first (the default tile's time), each with
-the same number of candidates (the default first, then the rest in ``CANDIDATES`` order), until the trial
-budget is spent. MetaSchedule tunes the other kernels (``backends.cpu.tune``).
+the same number of candidates (``candidates``: the default first, then the most accumulators first, each as
+``fit_tile`` makes it on that kernel, none twice), until the trial budget is spent. Kernels without a
+register tile (depthwise, and matmuls / convolutions on AMX tiles) are not tuned. MetaSchedule tunes the other kernels (``backends.cpu.tune``).
 """
 
 from __future__ import annotations
@@ -22,18 +23,40 @@ import tvm_ffi
 
 from passes.packed_layouts import INT8
 
-from .x86_packed import MAX_ACCUMULATORS, Knobs, default_knobs, instruction_set, is_packed_kernel, schedule_packed_kernels
+from .x86_packed import (
+    MAX_ACCUMULATORS,
+    Knobs,
+    default_knobs,
+    fit_tile,
+    instruction_set,
+    is_packed_kernel,
+    register_tile_extents,
+    schedule_packed_kernels,
+)
 
 CANDIDATES = tuple(Knobs(rows, blocks) for rows in (1, 2, 4, 6, 8, 12, 16) for blocks in (1, 2, 3, 4, 6)
                    if rows * blocks <= 28)
 
 
-def candidates(target: tvm.target.Target) -> list[Knobs]:
-    """The tiles worth trying on ``target``: those whose accumulators fit its vector registers, the default
-    first."""
+def candidates(target: tvm.target.Target, extents: tuple[int, int] | None = None) -> list[Knobs]:
+    """The tiles worth trying on ``target``, most likely winners first: the default, then the others whose
+    accumulators fit its vector registers, most accumulators first (each loads its operands once for more
+    multiply-adds), nearest the default in shape among equals. For a kernel of ``extents`` (rows, lane
+    blocks) each tile is the one ``fit_tile`` makes of it there, and a tile that another already became is
+    not tried again."""
     default = default_knobs(target)
     limit = MAX_ACCUMULATORS[instruction_set(target)]
-    return [default] + [k for k in CANDIDATES if k != default and k.rows * k.blocks <= limit]
+    likely = sorted((k for k in CANDIDATES if k != default and k.rows * k.blocks <= limit),
+                    key=lambda k: (-k.rows * k.blocks, abs(k.rows - default.rows) + abs(k.blocks - default.blocks)))
+    if extents is None:
+        return [default] + likely
+    tiles, seen = [], set()
+    for knobs in [default] + likely:
+        fitted = fit_tile(knobs, *extents)
+        if fitted not in seen:
+            seen.add(fitted)
+            tiles.append(Knobs(*fitted))
+    return tiles
 DATABASE = "int8_knobs.json"
 MIN_PER_KERNEL = 2
 Progress = Callable[[str, int, int], None]
@@ -72,21 +95,21 @@ def tune_int8(mod: tvm.IRModule, target: tvm.target.Target, database: KnobDataba
     The budget is split evenly over the missing kernels, at least ``MIN_PER_KERNEL`` candidates each (so a
     small budget tunes the heaviest few), the default tile always among them."""
     kernels = {kernel_key(f): f for f in mod.functions.values()
-               if isinstance(f, tvm.tirx.PrimFunc) and is_packed_kernel(f, INT8)}
+               if isinstance(f, tvm.tirx.PrimFunc) and is_packed_kernel(f, INT8)
+               and register_tile_extents(f, target) is not None}  # (depthwise and AMX kernels take no tile)
     pending = {key: f for key, f in kernels.items() if database.lookup(target, f) is None}
     report = {"int8_kernels": len(kernels), "int8_reused": len(kernels) - len(pending), "int8_tuned": 0,
               "int8_trials": 0}
     if trials <= 0 or not pending:
         return report
-    tiles = candidates(target)
-    per_kernel = min(len(tiles), max(MIN_PER_KERNEL, trials // len(pending)))
-    others = tiles[1:per_kernel]
-    default = {key: measure(func, target, tiles[0]) for key, func in pending.items()}
+    per_kernel = min(len(candidates(target)), max(MIN_PER_KERNEL, trials // len(pending)))
+    tiles = {key: candidates(target, register_tile_extents(func, target)) for key, func in pending.items()}
+    default = {key: measure(func, target, tiles[key][0]) for key, func in pending.items()}
     chosen = sorted(pending, key=lambda k: -default[k])[: trials // per_kernel]
     for key in chosen:
         func = pending[key]
-        results = [(default[key], tiles[0])]
-        for knobs in others:
+        results = [(default[key], tiles[key][0])]
+        for knobs in tiles[key][1:per_kernel]:
             results.append((measure(func, target, knobs), knobs))
             if progress:
                 progress(f"tuning int8 tile {knobs.rows}x{knobs.blocks}", report["int8_trials"] + len(results),

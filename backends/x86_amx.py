@@ -187,6 +187,22 @@ def _tiles(rows: int, cols: int) -> tuple[int, int]:
     return tuple(2 if blocks % 2 == 0 else 1 for blocks in (rows, cols))
 
 
+def fits_tiles(sch: s_tir.Schedule, kind: str, block) -> tuple | None:
+    """The (rows, lanes, reduction) loops of the packed ``kind`` block when its shape fits AMX tiles (rows
+    and lanes multiples of 16, the reduction of 64, a matmul with one non-unit row loop), else None."""
+    *spatial, lanes, reduction = sch.get_loops(block)
+    if kind == "matmul":
+        wide = [loop for loop in spatial if _extent(sch, loop) > 1]
+        if len(wide) > 1:
+            return None
+        rows = wide[0] if wide else spatial[-1]
+    else:
+        rows = spatial[0]
+    if _extent(sch, rows) % TILE_ROWS or _extent(sch, lanes) % TILE_ROWS or _extent(sch, reduction) % TILE_BYTES:
+        return None
+    return rows, lanes, reduction
+
+
 def schedule_amx(sch: s_tir.Schedule, kind: str, block_name: str, write_back_at, lanes_outer: bool = False) -> bool:
     """Schedule the packed ``kind`` block (``matmul`` or ``conv``) of ``sch`` on AMX tiles; False (and
     ``sch`` untouched) when its shape does not fit: rows not a multiple of 16, a reduction not a multiple
@@ -194,17 +210,11 @@ def schedule_amx(sch: s_tir.Schedule, kind: str, block_name: str, write_back_at,
     accumulator buffer and the fused epilogue at ``loop`` (``backends.x86_packed``'s write-back);
     ``lanes_outer`` runs the tiles strip of columns by strip (``x86_packed.CACHED_IM2COL_BYTES``)."""
     block = sch.get_sblock(block_name)
-    *spatial, lanes, reduction = sch.get_loops(block)
-    if kind == "matmul":
-        wide = [loop for loop in spatial if _extent(sch, loop) > 1]
-        if len(wide) > 1:
-            return False
-        rows = wide[0] if wide else spatial[-1]
-    else:
-        rows = spatial[0]
-    extent_rows, extent_lanes, reduce = _extent(sch, rows), _extent(sch, lanes), _extent(sch, reduction)
-    if extent_rows % TILE_ROWS or extent_lanes % TILE_ROWS or reduce % TILE_BYTES:
+    loops = fits_tiles(sch, kind, block)
+    if loops is None:
         return False
+    rows, lanes, reduction = loops
+    extent_rows, extent_lanes, reduce = _extent(sch, rows), _extent(sch, lanes), _extent(sch, reduction)
     tile_rows, tile_cols = _tiles(extent_rows // TILE_ROWS, extent_lanes // TILE_ROWS)
     ro, ri = sch.split(rows, [None, TILE_ROWS * tile_rows])
     co, ci = sch.split(lanes, [None, TILE_ROWS * tile_cols])

@@ -43,7 +43,7 @@ from tvm.script import tirx as T
 
 from passes.packed_layouts import FP32, IMAGE_SHAPE, INT8, LANES, OUTPUT_WIDTH, Packing
 
-from .x86_amx import has_amx, schedule_amx
+from .x86_amx import fits_tiles, has_amx, schedule_amx
 
 VNNI_ROW_INTRIN = "qc_vnni_16x4_lanes_from_weight"   # matmul: lanes over output columns
 VNNI_COL_INTRIN = "qc_vnni_16x4_lanes_from_data"     # conv: lanes over output pixels
@@ -350,6 +350,22 @@ def is_packed_kernel(func: tvm.tirx.PrimFunc, packing: Packing | None = None) ->
     """Whether ``func`` holds one of the packed blocks (of ``packing``, if given), which get a schedule here."""
     found = kernel_kind(s_tir.Schedule(tvm.IRModule({"main": func})))
     return found is not None and (packing is None or found[1] is packing)
+
+
+def register_tile_extents(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> tuple[int, int] | None:
+    """(rows, blocks of 16 lanes) that a register tile of ``func``'s packed int8 or float block divides
+    (``fit_tile``), or None where no register tile applies: no packed matmul / conv, or one that runs on AMX
+    tiles on ``target``."""
+    sch = s_tir.Schedule(tvm.IRModule({"main": func}))
+    found = kernel_kind(sch)
+    if found is None or found[0] == "depthwise":
+        return None
+    kind, packing = found
+    block = sch.get_sblock(packing.block(kind))
+    if packing is INT8 and has_amx(target) and fits_tiles(sch, kind, block) is not None:
+        return None
+    *rows, lanes, _ = sch.get_loops(block)
+    return math.prod(_extent(sch, loop) for loop in rows), _extent(sch, lanes) // LANES
 
 
 def schedule_packed_kernels(mod: tvm.IRModule, target: tvm.target.Target, knobs: Knobs | None = None,
