@@ -67,6 +67,7 @@ CASES = {
     "depthwise 5x5/1 pad 2, 6 @12": lambda: depthwise_case(6, 5, 1, 2, 12),
     "depthwise 5x5/2 pad 2, 8 @13 (odd width: phases of 7 and 6 columns)": lambda: depthwise_case(8, 5, 2, 2, 13),
     "depthwise 3x3/2 unpadded, 4 @10": lambda: depthwise_case(4, 3, 2, 0, 10),
+    "depthwise 3x3/1 pad 1, 4 @40 (rows wider than a vector: one row per task)": lambda: depthwise_case(4, 3, 1, 1, 40),
 }
 
 
