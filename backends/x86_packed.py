@@ -544,7 +544,8 @@ def _write_back_at(sch, block, loop) -> None:
     """Accumulate ``block``'s output for one iteration of ``loop`` in a small buffer (``global`` scope and
     constant-sized: a stack array LLVM keeps in registers; TVM 0.27 makes ``local`` buffers heap workspaces),
     and write it back at the end of that iteration through the epilogue fusion put after ``block``,
-    vectorized; an epilogue that is not elementwise over the tile runs after, over the whole output.
+    vectorized; where a step is not elementwise over the tile (a padding for the next layer), the write-back
+    ends before it (writing the narrow result, not the int32 accumulators) and the rest runs after.
 
     Where the tile is padded past the output (pixels or columns rounded up to 16), the write-back is guarded
     by ``p < P``. TVM cannot vectorize a guarded loop (it scalarizes it) and LLVM if-converts the guarded
@@ -553,30 +554,29 @@ def _write_back_at(sch, block, loop) -> None:
     or past the output's end. So that loop is left to TIR's ``LoopPartition`` (hinted), which splits it at a
     constant bound, leaving LLVM a plain loop; a bound that moves with the tile keeps its runtime masks
     (``tests/test_int8_kernels.py::test_requantized_write_back_is_exact_and_stays_inside_its_output``)."""
-    _inline_side_inputs(sch)
-    epilogue = _inline_epilogue(sch, block)
-    padded = _padded(sch, block, epilogue)
+    chain = _consumer_chain(sch, block)
+    _inline_side_inputs(sch, keep={sch.get(b).name_hint for b in chain})
+    accumulated = _elements(sch.get(block).writes[0])
     tile = sch.cache_write(block, 0, "global")
     sch.reverse_compute_at(tile, loop)
-    if epilogue is not None:
+    for k, consumer in enumerate(chain):  # each elementwise step into the write-back, as far as they go
         try:
-            sch.reverse_compute_inline(epilogue)
-        except Exception:  # noqa: BLE001  (not elementwise over the tile)
-            _parallel_vectorized(sch, epilogue)
+            sch.reverse_compute_inline(consumer)
+        except Exception:  # noqa: BLE001  (not elementwise over the tile, e.g. a padding: the rest runs after,
+            _parallel_vectorized(sch, _inline_chain(sch, chain[k:]))  # over the narrow result)
+            break
     lanes = sch.get_loops(tile)[-1]
-    if padded:
+    if accumulated > _elements(sch.get(tile).writes[0]):
         sch.annotate(lanes, "pragma_loop_partition_hint", True)
     else:
         sch.vectorize(lanes)
 
 
-def _padded(sch, block, epilogue) -> bool:
-    """Whether ``block`` accumulates more elements than the kernel writes (pixels or columns padded to 16)."""
-    size = lambda region: math.prod(int(d) for d in region.source.shape)  # noqa: E731
-    return epilogue is not None and size(sch.get(block).writes[0]) > size(sch.get(epilogue).writes[0])
+def _elements(region) -> int:
+    return math.prod(int(d) for d in region.source.shape)
 
 
-def _inline_side_inputs(sch) -> None:
+def _inline_side_inputs(sch, keep: set[str]) -> None:
     """Inline the elementwise blocks that feed the epilogue from outside the packed blocks (a residual
     input's requantize: cast, multiply, add, shift) into their consumers, so the write-back computes them
     per element instead of serial passes over whole int64 buffers before it."""
@@ -584,7 +584,7 @@ def _inline_side_inputs(sch) -> None:
     blocks = sch.get_child_blocks(root) if root is not None else []
     for candidate in blocks:
         name = sch.get(candidate).name_hint
-        if name.startswith("qc_") or not sch.get_consumers(candidate):
+        if name.startswith("qc_") or name in keep or not sch.get_consumers(candidate):
             continue
         try:
             sch.compute_inline(candidate)
@@ -592,22 +592,23 @@ def _inline_side_inputs(sch) -> None:
             pass
 
 
-def _inline_epilogue(sch, block):
-    """Inline the chain of single-consumer blocks after ``block`` into the chain's last block and return it
-    (None when ``block`` writes the kernel's output itself)."""
-    consumers = sch.get_consumers(block)
-    if len(consumers) != 1:
-        return None
-    current = consumers[0]
-    while True:
-        following = sch.get_consumers(current)
-        if len(following) != 1:
-            return current  # the block that writes the kernel's output
+def _consumer_chain(sch, block) -> list:
+    """The blocks after ``block`` that each have one consumer: the epilogue fusion put in the kernel."""
+    chain, consumers = [], sch.get_consumers(block)
+    while len(consumers) == 1:
+        chain.append(consumers[0])
+        consumers = sch.get_consumers(consumers[0])
+    return chain
+
+
+def _inline_chain(sch, chain: list):
+    """Inline the blocks of ``chain`` into the last one that takes them and return that block."""
+    for current in chain[:-1]:
         try:
             sch.compute_inline(current)
-        except Exception:  # noqa: BLE001  (not injective: the epilogue ends here)
+        except Exception:  # noqa: BLE001  (not injective: the epilogue ends here, the rest stays as it is)
             return current
-        current = following[0]
+    return chain[-1]
 
 
 def _parallel_vectorized(sch, block) -> None:
