@@ -32,9 +32,11 @@ def _integer_layer(call: relax.Call) -> bool:
 
 AMX_TILE_REDUCTION = 64  # reduction elements in one row of an AMX tile (64 bytes)
 AMX_MIN_REDUCTION = 128
-"""Smaller reductions stay on the vector schedule: measured on EfficientNet-Lite0's 1x1 conv 16 -> 96 at
-112x112 (reduction 16, padded to 64 for the tiles): 0.25 ms on AMX against 0.14 ms on ``vpdpbusd``
-(``/tmp``-free rerun: ``benchmarks/int8_kernels.py``)."""
+"""Smaller reductions stay on the vector schedule. ``benchmarks/int8_kernels.py`` against ``--reduce-multiple
+64`` on the 2-core Sapphire Rapids guest: EfficientNet-Lite0's 1x1 16 -> 96 at 112x112 (reduction 16 -> 64)
+107 us on ``vpdpbusd`` vs 248 us on tiles; ResNet-18's 3x3 64 -> 64 at 56x56 (576) 178 vs 145 us. Its 7x7/2
+stem (147 -> 192) is the close call: 316 vs 387 us alone, but 0.41-0.42 vs 0.39-0.40 ms in the model with its
+requantize (``qc profile``, three interleaved runs each), so it stays on tiles."""
 
 
 def _tile_friendly(target: tvm.target.Target | None):

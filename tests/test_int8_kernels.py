@@ -190,6 +190,21 @@ def test_amx_targets_get_tile_kernels_where_the_shape_fits():
     assert "tdpb" not in ragged and "vpdpbusd" in ragged
 
 
+def test_conv_reductions_are_padded_for_amx_tiles_where_the_layer_takes_them():
+    from passes.pack_int8_layers import _tile_friendly
+
+    def geometry(channels, kernel):
+        return ConvGeometry(channels, 56, 56, (kernel, kernel), (1, 1), (0, 0, 0, 0), (1, 1))
+
+    amx, vnni = _tile_friendly(AMX_TARGET), _tile_friendly(VNNI_TARGET)
+    assert amx(geometry(64, 3), 64) == 64  # 576: a multiple of 64 already
+    assert amx(geometry(672, 1), 192) == 64  # 672 -> 704: under 1/8 more
+    assert amx(geometry(3, 7), 64) == 64  # the 7x7 stem: 147 -> 192 (measured level in the model)
+    assert amx(geometry(16, 1), 96) == 4  # a reduction under AMX_MIN_REDUCTION
+    assert amx(geometry(64, 3), 24) == 4  # output channels not a multiple of 16
+    assert vnni(geometry(64, 3), 64) == 4
+
+
 def test_tile_search_tries_each_fitted_tile_once_most_accumulators_first():
     from backends.int8_tuning import candidates
     from backends.x86_packed import register_tile_extents
