@@ -8,11 +8,13 @@ output elements in the vector lanes and the reduction in groups of ``g`` (4 for 
   lanes, activations broadcast, the weight pre-packed so each step loads one contiguous vector;
 - ``qc_*_conv``: ``acc[o, p] += col[r // g, p, r % g] * W[o, r]``: 16 output pixels in the lanes (im2col in
   groups of ``g`` reduction elements, ``qc_*_im2col``), weights broadcast, the output already NCHW;
-- ``qc_*_depthwise``: one output row per task, the columns in the lanes.
+- ``qc_*_depthwise``: output rows with the columns in the lanes, a row or (narrow rows) a channel per task.
 
 ``schedule_packed_kernels`` schedules every kernel holding one of them: register tiles of ``rows`` x
-``blocks`` accumulators (16 lanes each) kept in registers across the whole reduction, the tile loop parallel,
-the 16 x g inner step tensorized:
+``blocks`` accumulators (16 lanes each) kept in registers across the whole reduction, the tile loop parallel
+(a convolution with a large im2col strip of pixels by strip, ``CACHED_IM2COL_BYTES``), the 16 x g inner step
+tensorized; where the target has AMX-INT8 and the shape fits, an int8 matmul or convolution runs on tile
+registers instead (``backends.x86_amx``). The vector steps:
 
 - int8 with ``avx512-vnni`` (``instruction_set``): one ``vpdpbusd``;
 - int8 with ``avx2``: the 8-bit operands widened to int16 (``vpmovsxbw`` / ``vpmovzxbw``) and four
@@ -507,7 +509,8 @@ SCHEDULES = {"matmul": schedule_matmul, "conv": schedule_conv, "depthwise": sche
 
 def _finish(sch, block, final, *, outer, reduction, unrolled, lanes, group, intrin, strip=False) -> None:
     """Accumulate the tile in a small buffer (registers after LLVM), write it back through the epilogue
-    (after ``final`` adds the half sums of a pair step), run the tiles in parallel, and tensorize the 16 x g
+    (after ``final`` adds the half sums of a pair step), run the tiles in parallel (with ``strip``, the strips
+    of pixels, each first copied contiguous: ``_copy_strip``), and tensorize the 16 x g
     step (plain int8: the four products unrolled and the 16 lanes innermost, for LLVM's loop vectorizer;
     TIR will not vectorize a spatial loop that encloses a reduction)."""
     if final is not None:
