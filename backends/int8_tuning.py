@@ -7,7 +7,8 @@ zero-filled arguments (the kernels' work does not depend on the values) and reco
 model with the same kernel reuses it. Kernels are taken heaviest first (the default tile's time), each with
 the same number of candidates (``candidates``: the default first, then the most accumulators first, each as
 ``fit_tile`` makes it on that kernel, none twice), until the trial budget is spent. Kernels without a
-register tile (depthwise, and matmuls / convolutions on AMX tiles) are not tuned. MetaSchedule tunes the other kernels (``backends.cpu.tune``).
+register tile (depthwise, and matmuls / convolutions on AMX tiles) are not tuned. MetaSchedule tunes the
+other kernels (``backends.cpu.tune``).
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ def candidates(target: tvm.target.Target, extents: tuple[int, int] | None = None
             seen.add(fitted)
             tiles.append(Knobs(*fitted))
     return tiles
+
+
 DATABASE = "int8_knobs.json"
 MIN_PER_KERNEL = 2
 Progress = Callable[[str, int, int], None]
@@ -94,16 +97,16 @@ def tune_int8(mod: tvm.IRModule, target: tvm.target.Target, database: KnobDataba
 
     The budget is split evenly over the missing kernels, at least ``MIN_PER_KERNEL`` candidates each (so a
     small budget tunes the heaviest few), the default tile always among them."""
-    kernels = {kernel_key(f): f for f in mod.functions.values()
-               if isinstance(f, tvm.tirx.PrimFunc) and is_packed_kernel(f, INT8)
-               and register_tile_extents(f, target) is not None}  # (depthwise and AMX kernels take no tile)
+    extents = {kernel_key(f): (f, register_tile_extents(f, target)) for f in mod.functions.values()
+               if isinstance(f, tvm.tirx.PrimFunc) and is_packed_kernel(f, INT8)}
+    kernels = {key: f for key, (f, tile) in extents.items() if tile is not None}  # depthwise, AMX: no tile
     pending = {key: f for key, f in kernels.items() if database.lookup(target, f) is None}
     report = {"int8_kernels": len(kernels), "int8_reused": len(kernels) - len(pending), "int8_tuned": 0,
               "int8_trials": 0}
     if trials <= 0 or not pending:
         return report
     per_kernel = min(len(candidates(target)), max(MIN_PER_KERNEL, trials // len(pending)))
-    tiles = {key: candidates(target, register_tile_extents(func, target)) for key, func in pending.items()}
+    tiles = {key: candidates(target, extents[key][1]) for key in pending}
     default = {key: measure(func, target, tiles[key][0]) for key, func in pending.items()}
     chosen = sorted(pending, key=lambda k: -default[k])[: trials // per_kernel]
     for key in chosen:

@@ -435,8 +435,8 @@ schedules first copying the strip into a contiguous buffer (``_copy_strip``): Re
 
 def im2col_exceeds_cache(sch: s_tir.Schedule, packing: Packing) -> bool:
     """Whether the convolution's im2col buffer is larger than ``CACHED_IM2COL_BYTES``."""
-    buffer = sch.get(sch.get_sblock(packing.block("im2col"))).writes[0].source
-    return math.prod(int(d) for d in buffer.shape) * buffer.dtype.bits // 8 > CACHED_IM2COL_BYTES
+    region = sch.get(sch.get_sblock(packing.block("im2col"))).writes[0]
+    return _elements(region) * region.source.dtype.bits // 8 > CACHED_IM2COL_BYTES
 
 
 def _tile(sch, block, rows, lanes, reduction, group: int, knobs: Knobs, intrin: str | None,
@@ -459,9 +459,8 @@ def _tile(sch, block, rows, lanes, reduction, group: int, knobs: Knobs, intrin: 
     else:  # float32: group 1, a loop of extent 1 that the float step's description expects
         go, gi = sch.split(reduction, [None, group])
         sch.reorder(ro, lo, go, ri, lb, li, gi)
-    if lanes_outer:
-        sch.reorder(lo, ro)
     outer = (lo, ro) if lanes_outer else (ro, lo)
+    sch.reorder(*outer)
     _finish(sch, block, final, outer=outer, reduction=go, unrolled=(ri, lb), lanes=li, group=gi, intrin=intrin,
             strip=lanes_outer)
 
