@@ -145,16 +145,20 @@ def _intrinsic(kind: str, rows: int, cols: int, reduce: int):
                         "void", "llvm.x86.tileloadd64", T.uint8(first_c + i * cols + j),
                         c.access_ptr("r", offset=i * TILE_ROWS * sc + j * TILE_ROWS), T.int64(sc * 4)))
             for q in range(chunks):
+                # operand addresses as address_of(element), not access_ptr: an operand computed in the kernel
+                # (a 4-bit weight unpacked to int8) may share its memory with an earlier uint8 stage
+                # (StorageRewrite), which access_ptr's element type check refuses
                 for i in T.unroll(rows):
                     T.evaluate(T.call_llvm_intrin(
-                        "void", "llvm.x86.tileloadd64", T.uint8(i),
-                        a.access_ptr("r", offset=i * TILE_ROWS * sa + q * TILE_BYTES), T.int64(sa)))
+                        "void", "llvm.x86.tileloadd64", T.uint8(i), T.address_of(a[i * TILE_ROWS, q * TILE_BYTES]),
+                        T.int64(sa)))
                 for j in T.unroll(cols):
-                    T.evaluate(T.call_llvm_intrin(
-                        "void", "llvm.x86.tileloadd64", T.uint8(rows + j),
-                        b.access_ptr("r", offset=(j * sb + q * 1024 if kind == "matmul"
-                                                                  else q * 16 * sb + j * 64)),
-                        T.int64(64 if kind == "matmul" else sb)))
+                    if kind == "matmul":
+                        T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tileloadd64", T.uint8(rows + j),
+                                                      T.address_of(b[j, q * 16, 0, 0]), T.int64(64)))
+                    else:
+                        T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tileloadd64", T.uint8(rows + j),
+                                                      T.address_of(b[q * 16, j * 16, 0]), T.int64(sb)))
                 for i in T.unroll(rows):
                     for j in T.unroll(cols):
                         T.evaluate(T.call_llvm_intrin("void", dot, T.uint8(first_c + i * cols + j), T.uint8(i),

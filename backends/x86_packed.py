@@ -43,6 +43,7 @@ from tvm import s_tir
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
+from passes.int4 import conv_nibble_block
 from passes.packed_layouts import FP32, IMAGE_SHAPE, INT8, LANES, OUTPUT_WIDTH, Packing
 
 from .x86_amx import fits_tiles, has_amx, schedule_amx
@@ -395,20 +396,53 @@ def schedule_packed_kernels(mod: tvm.IRModule, target: tvm.target.Target, knobs:
 
 
 def schedule_matmul(sch: s_tir.Schedule, packing: Packing, knobs: Knobs, steps: tuple) -> None:
-    """Tile the matmul into register blocks of rows x (blocks x 16) columns, reduce in groups of g."""
+    """Tile the matmul into register blocks of rows x (blocks x 16) columns, reduce in groups of g (a 4-bit
+    weight unpacked inside the tile, two groups per load)."""
     block = sch.get_sblock(packing.block("matmul"))
     loops = sch.get_loops(block)
     *rows, col, red = loops
     row = sch.fuse(*rows) if len(rows) > 1 else rows[0]
-    _tile(sch, block, row, col, red, packing.group, knobs, steps[0])
+    _tile(sch, block, row, col, red, packing.group, knobs, steps[0], unpack=_block_or_none(sch, packing.block("unpack")))
 
 
 def schedule_conv(sch: s_tir.Schedule, packing: Packing, knobs: Knobs, steps: tuple) -> None:
-    """im2col (parallel, vectorized), then the conv block tiled like the matmul with pixels in the lanes."""
+    """im2col (parallel, vectorized), then the conv block tiled like the matmul with pixels in the lanes (a
+    4-bit weight unpacked first, once per call: the broadcast operand)."""
     _schedule_im2col(sch, packing)
+    _schedule_unpack(sch, packing)
     block = sch.get_sblock(packing.block("conv"))
     out, pix, red = sch.get_loops(block)
     _tile(sch, block, out, pix, red, packing.group, knobs, steps[1], lanes_outer=im2col_exceeds_cache(sch, packing))
+
+
+def _schedule_unpack(sch: s_tir.Schedule, packing: Packing) -> None:
+    """A 4-bit weight's ``unpack`` block (``passes.int4``) at the kernel's root: the whole int8 weight (16 w)
+    once per call, parallel over its rows, vectorized along them. None: nothing to do."""
+    unpack = _block_or_none(sch, packing.block("unpack"))
+    if unpack is None:
+        return
+    first, *middle, last = sch.get_loops(unpack)
+    if middle:  # matmul [N/16, K/4, 16, 4]: the 64 bytes of one group of 16 columns in the lanes
+        sch.parallel(sch.fuse(first, middle[0]))
+        sch.vectorize(sch.fuse(*middle[1:], last))
+        return
+    sch.parallel(first)  # conv [O, R']: a vector per block of nibble pairs
+    sch.vectorize(sch.split(last, [None, conv_nibble_block(_extent(sch, last))])[1])
+
+
+def _unpack_in_tile(sch: s_tir.Schedule, unpack, reduction, unrolled: list):
+    """Unpack a 4-bit matmul weight inside the register tile: ``reduction`` (the loop over groups of 4)
+    splits into pairs, and each iteration of the outer loop turns the tile's 64-byte loads into the int8
+    operands of both groups (``passes.int4``: three ALU ops per load). Returns the loop the tile's
+    reduction now starts at; the pair loop joins ``unrolled``."""
+    pairs, pair = sch.split(reduction, [None, 2])
+    sch.compute_at(unpack, pairs)
+    *blocks, lanes, group = sch.get_loops(unpack)[-4:]
+    sch.vectorize(sch.fuse(lanes, group))
+    for loop in blocks:
+        sch.unroll(loop)
+    unrolled.append(pair)
+    return pairs
 
 
 def _schedule_im2col(sch: s_tir.Schedule, packing: Packing) -> None:
@@ -440,12 +474,13 @@ def im2col_exceeds_cache(sch: s_tir.Schedule, packing: Packing) -> bool:
 
 
 def _tile(sch, block, rows, lanes, reduction, group: int, knobs: Knobs, intrin: str | None,
-          lanes_outer: bool = False) -> None:
+          lanes_outer: bool = False, unpack=None) -> None:
     """Split ``rows`` by the tile's rows, ``lanes`` into blocks of 16 and ``reduction`` into groups of
     ``group``, order them tile by tile (rows, lane blocks, reduction outside; the 16 x g step inside), then
     finish. For a pair step the reduction splits into (groups, half, pair) and ``rfactor`` makes the half a
     dimension of its own: the tile accumulates two partial sums per lane and the write-back adds them.
-    ``lanes_outer`` runs the tiles lane block by lane block (all row tiles of one strip of lanes together)."""
+    ``lanes_outer`` runs the tiles lane block by lane block (all row tiles of one strip of lanes together);
+    ``unpack``, a 4-bit weight's unpack block, is computed inside the tile (``_unpack_in_tile``)."""
     final = None
     if intrin in PAIR_STEPS:
         go, half, gi = sch.split(reduction, [None, 2, group // 2])
@@ -461,7 +496,10 @@ def _tile(sch, block, rows, lanes, reduction, group: int, knobs: Knobs, intrin: 
         sch.reorder(ro, lo, go, ri, lb, li, gi)
     outer = (lo, ro) if lanes_outer else (ro, lo)
     sch.reorder(*outer)
-    _finish(sch, block, final, outer=outer, reduction=go, unrolled=(ri, lb), lanes=li, group=gi, intrin=intrin,
+    unrolled = [ri, lb]
+    if unpack is not None:
+        go = _unpack_in_tile(sch, unpack, go, unrolled)
+    _finish(sch, block, final, outer=outer, reduction=go, unrolled=unrolled, lanes=li, group=gi, intrin=intrin,
             strip=lanes_outer)
 
 
@@ -494,11 +532,13 @@ def schedule_depthwise(sch: s_tir.Schedule, packing: Packing, knobs: Knobs, step
 def _schedule_on_tiles(sch: s_tir.Schedule, kind: str, packing: Packing) -> bool:
     """An int8 matmul or convolution on AMX tiles (``backends.x86_amx``) where its shape fits; False leaves
     ``sch`` for the vector schedules."""
-    if kind == "matmul":
-        return schedule_amx(sch, kind, packing.block(kind), _write_back_at)
+    if kind == "matmul" and schedule_amx(sch, kind, packing.block(kind), _write_back_at):
+        _schedule_unpack(sch, packing)
+        return True
     if kind == "conv" and schedule_amx(sch, kind, packing.block(kind), _write_back_at,
                                        lanes_outer=im2col_exceeds_cache(sch, packing)):
         _schedule_im2col(sch, packing)
+        _schedule_unpack(sch, packing)
         return True
     return False
 

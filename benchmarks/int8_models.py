@@ -2,11 +2,14 @@
 PyTorch eager fp32, then the int8 model's heaviest layers as GOP/s and a fraction of this CPU's peak.
 
     .venv/bin/python benchmarks/int8_models.py [--models resnet18,efficientnet-lite0,minilm] [--repeat 30]
+                                               [--w4a8]
 
 Batch 1, 2 threads for every engine, untuned (the int8 layers use ``backends.x86_packed``'s default knobs).
 Calibration: EfficientNet-Lite0 and ResNet-18 on the 5 bundled photos and their mirror images (ResNet-18's
 weights are random: speed only), MiniLM on 8 of its sentences at sequence length 128; onnxruntime int8 is its
-``quantize_static`` (QDQ, per-channel, uint8 activations x int8 weights) on the same samples.
+``quantize_static`` (QDQ, per-channel, uint8 activations x int8 weights) on the same samples. ``--w4a8`` also
+times qc's W4A8 compile (4-bit weights stored two per byte, ``passes.int4``) in the same run: its
+"peer/qc-int8" column is then W4A8 over W8A8.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ def main() -> None:
     parser.add_argument("--models", default="resnet18,efficientnet-lite0,minilm")
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--w4a8", action="store_true", help="also time the W4A8 compile")
     args = parser.parse_args()
     peak = measure_peak(host_target(2))
     print(f"peak, 2 threads: int8 {peak.int8_gops} GOP/s ({peak.int8_instruction}), fp32 {peak.fp32_gflops} "
@@ -64,8 +68,9 @@ def main() -> None:
         int8 = compiler.compile(imported, quantize="w8a8", calibration=samples)
         fp32 = compiler.compile(imported)
         layers = top_layers(int8, imported, samples, peak.int8_gops)  # before the peers' thread pools spin
+        variants = [compiler.compile(imported, quantize="w4a8", calibration=samples)] if args.w4a8 else []
         rows = bench(int8, source, model_name=name, repeat=args.repeat, threads=2, float_model=fp32,
-                     calibration=samples)
+                     calibration=samples, variants=variants)
         report.append({"model": name, "rows": [r.to_json() for r in rows], "top_layers": layers})
         if not args.json:
             print(f"\n{name}")

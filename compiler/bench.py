@@ -81,17 +81,18 @@ QC = "qc (TVM)"
 def bench(compiled: CompiledModel, source: Source | None = None, *, model_name: str = "model", warmup: int = 5,
           repeat: int = 30, threads: int = 2, peers: bool = True, float_model: CompiledModel | None = None,
           calibration: Sequence[Mapping[str, np.ndarray]] | None = None,
-          on_engine: Callable[[str], None] | None = None) -> list[Row]:
+          on_engine: Callable[[str], None] | None = None, variants: Sequence[CompiledModel] = ()) -> list[Row]:
     """Time ``compiled`` and (with ``peers``) onnxruntime fp32 and PyTorch eager on the same inputs; with
-    ``float_model``, our float compile of the same model too; with ``calibration``, onnxruntime int8
+    ``float_model``, our float compile of the same model too, and each of ``variants`` (other compiles of it,
+    e.g. W4A8 beside W8A8); with ``calibration``, onnxruntime int8
     (``quantize_static``: QDQ, per-channel, uint8 activations x int8 weights, calibrated on those samples).
     Every engine gets ``threads`` threads, qc's own TVM thread pool included (restored afterwards)."""
     with qc_threads(threads), tempfile.TemporaryDirectory() as tmp:
         inputs = sample_inputs(compiled, source)
         engines: list[tuple[str, str, Callable[[], Any]]] = [(QC, precision(compiled.manifest),
                                                               _qc_runner(compiled, inputs))]
-        if float_model is not None:
-            engines.append((QC, precision(float_model.manifest), _qc_runner(float_model, inputs)))
+        for other in ([float_model] if float_model is not None else []) + list(variants):
+            engines.append((QC, precision(other.manifest), _qc_runner(other, inputs)))
         if peers and source is not None:
             onnx_path = source.onnx_path or _export(source, Path(tmp) / "model.onnx")
             engines.append(("onnxruntime", "fp32", _ort_runner(onnx_path, inputs, threads)))

@@ -39,7 +39,7 @@ from passes.packed_layouts import OPS
 from .errors import CompilerError
 
 INTEGER_DTYPES = ("int8", "uint8")
-LAYER_IN_KERNEL = re.compile(r"(?:^|_)((?:conv2d|matmul)_\d+)_(?:u8i8|int4)")
+LAYER_IN_KERNEL = re.compile(r"(?:^|_)((?:conv2d|matmul)_\d+)_(?:u8i8|u8i4)")
 RUNTIME_PREFIX = "vm.builtin."
 
 

@@ -1,10 +1,20 @@
-"""4-bit integers stored two per byte. Not a pass: the storage format int4 weights use in artifacts, and
-the integer kernels that read it.
+"""4-bit weights in the packed int8 kernels: two reduction groups share each byte. Not a pass: the storage
+format ``pack_int8_layers`` gives a layer whose int8 weight holds 4-bit values, and the unpacking its
+kernels do.
 
-Layout: element 2i in the low nibble and element 2i+1 in the high nibble of byte i (an odd count pads with
-0), two's complement for signed values, as ONNX's INT4 and most int4 kernels store them. A weight keeps
-this layout in the compiled library: ``conv2d_int4`` / ``matmul_int4`` unpack each nibble inside their
-reduction loop, so fold_constant cannot expand it back to int8 (the kernel also reads the activations).
+The packed int8 kernels reduce in groups of four (``packed_layouts``: one ``vpdpbusd`` lane adds four
+products). A 4-bit weight keeps its int8 layout, with two consecutive groups in one byte lane: group 2j in
+the low nibble, group 2j + 1 in the high nibble (two's complement; an odd count of groups is padded with a
+zero group). So one 64-byte load of a packed matmul weight unpacks into the two 16 x 4 int8 operands of two
+VNNI steps with three ALU ops, each value landing in the high half of its byte, i.e. as 16 w:
+
+    odd group   b & 0xF0                    (vpandd)
+    even group  b << 4                      (vpsllw and vpandd: x86 has no byte shift)
+
+The kernel's int32 sums are then 16 times the true ones, exactly, and its last stage shifts them back
+(``>> 4``, exact: every term is a multiple of 16) before the fused epilogue sees them.
+Numerics: exact while 16 x the layer's worst-case sum fits int32 (``packs_as_nibbles`` refuses a weight
+where it might not; that layer keeps 8-bit storage).
 """
 
 from __future__ import annotations
@@ -12,70 +22,84 @@ from __future__ import annotations
 import numpy as np
 
 INT4_MIN, INT4_MAX = -8, 7
-UINT4_MAX = 15
+GROUP = 4  # reduction elements per group: the int8 kernels' step
+SCALE = 16  # an unpacked value is SCALE * w (the nibble in the high half of an int8)
+SHIFT = 4  # log2(SCALE): the kernel's last stage shifts its sums back by this
+NIBBLE_SUFFIX = "u8i4"  # a packed kernel with a 4-bit weight: conv2d_3_u8i4 (8-bit: conv2d_3_u8i8)
 
 
-def pack_int4(values: np.ndarray) -> np.ndarray:
-    """Pack int values in [-8, 7] (or [0, 15] when unsigned) into a flat uint8 array, two per byte."""
-    flat = np.asarray(values).ravel()
-    if flat.size and (flat.min() < INT4_MIN or flat.max() > UINT4_MAX or (flat.min() < 0 and flat.max() > INT4_MAX)):
-        raise ValueError(f"values span [{flat.min()}, {flat.max()}]: not 4-bit signed [-8, 7] or unsigned [0, 15]")
-    nibbles = (flat.astype(np.int16) & 0xF).astype(np.uint8)
-    if nibbles.size % 2:
-        nibbles = np.append(nibbles, np.uint8(0))
-    return nibbles[0::2] | (nibbles[1::2] << 4)
+def fits_int4(values: np.ndarray) -> bool:
+    """Whether every value of an integer weight lies in [-8, 7]."""
+    values = np.asarray(values)
+    return bool(values.size) and int(values.min()) >= INT4_MIN and int(values.max()) <= INT4_MAX
 
 
-def unpack_int4(packed: np.ndarray, count: int, signed: bool = True) -> np.ndarray:
-    """The first ``count`` 4-bit values of ``packed`` as int8 (sign-extended when ``signed``)."""
-    packed = np.asarray(packed, dtype=np.uint8).ravel()
-    if count > 2 * packed.size:
-        raise ValueError(f"{packed.size} bytes hold at most {2 * packed.size} values, asked for {count}")
-    nibbles = np.empty(2 * packed.size, dtype=np.uint8)
-    nibbles[0::2], nibbles[1::2] = packed & 0xF, packed >> 4
-    values = nibbles[:count].astype(np.int8)
-    return np.where(values > INT4_MAX, values - 16, values).astype(np.int8) if signed else values
+def packs_as_nibbles(weight: np.ndarray, reduce_axes: tuple[int, ...], activation_max: int = 255) -> bool:
+    """Whether an int8 ``weight`` holds 4-bit values and 16 x its worst-case sum over ``reduce_axes`` with
+    activations up to ``activation_max`` stays inside int32 (the unpacked kernel accumulates 16 w)."""
+    if not fits_int4(weight):
+        return False
+    worst = np.abs(weight.astype(np.int64)).sum(axis=reduce_axes).max()
+    return SCALE * activation_max * int(worst) < 2**31
 
 
-PACKED_ATTRIBUTE = "qc.int4"  # on a packed kernel's PrimFunc: what it computes, for the reference interpreter
+def pair_groups(values: np.ndarray, axis: int) -> np.ndarray:
+    """uint8 bytes holding ``values`` (int8, 4-bit) with index 2j along ``axis`` in the low nibble and
+    2j + 1 in the high nibble; an odd length along ``axis`` is padded with zeros."""
+    values = np.asarray(values)
+    if not fits_int4(values):
+        raise ValueError(f"values span [{values.min()}, {values.max()}]: not 4-bit signed [-8, 7]")
+    width = [(0, 0)] * values.ndim
+    width[axis] = (0, values.shape[axis] % 2)
+    nibbles = (np.pad(values, width).astype(np.int16) & 0xF).astype(np.uint8)
+    low, high = np.take(nibbles, range(0, nibbles.shape[axis], 2), axis), np.take(
+        nibbles, range(1, nibbles.shape[axis], 2), axis)
+    return np.ascontiguousarray(low | (high << 4))
 
 
-def _nibble(packed, flat):
-    """Sign-extended int32 value of 4-bit element ``flat`` of ``packed`` (TE expression)."""
+def unpair_groups(packed: np.ndarray, axis: int, length: int) -> np.ndarray:
+    """The int8 values ``pair_groups`` packed: ``length`` of them along ``axis``."""
+    packed = np.asarray(packed, np.uint8)
+    low, high = (packed & 0xF).astype(np.int8), (packed >> 4).astype(np.int8)
+    both = np.stack([low, high], axis=axis + 1)
+    shape = list(packed.shape)
+    shape[axis] *= 2
+    values = both.reshape(shape)
+    values = np.where(values > INT4_MAX, values - 16, values).astype(np.int8)
+    return np.take(values, range(length), axis)
+
+
+def pack_matmul_nibbles(packed: np.ndarray) -> np.ndarray:
+    """A matmul weight packed by ``packed_layouts.pack_matmul_weight`` ([N'/16, K/4, 16, 4] int8) as
+    [N'/16, K/8, 16, 4] bytes: groups 2j and 2j + 1 of each 16-column block in one 64-byte vector."""
+    return pair_groups(packed, axis=1)
+
+
+def conv_nibble_block(reduce: int) -> int:
+    """The block length of a flattened conv weight's nibble pairs: the longest of 64, 32, 16, 8, 4 bytes
+    that divides its padded reduction (a multiple of 4), so unpacking is one vector load per block."""
+    return next(width for width in (64, 32, 16, 8, GROUP) if reduce % width == 0)
+
+
+def pack_conv_nibbles(flat: np.ndarray) -> np.ndarray:
+    """A flattened conv weight ([O, R'] int8, R' a multiple of 4) as [O, ceil(R' / 2B) * B] bytes, B =
+    ``conv_nibble_block(R')``: consecutive blocks of B elements in pairs, block 2j in the low nibbles of
+    bytes ``jB .. jB + B - 1`` and block 2j + 1 in their high nibbles. (The conv broadcasts its weight, so
+    its kernel unpacks the whole weight once per call, a vector per block.)"""
+    out, reduce = flat.shape
+    block = conv_nibble_block(reduce)
+    return pair_groups(flat.reshape(out, reduce // block, block), axis=1).reshape(out, -1)
+
+
+def conv_nibble(packed, o, r, reduce: int):
+    """TE/TIR: 16 x element ``r`` of row ``o`` of a conv weight packed by ``pack_conv_nibbles``."""
+    block = conv_nibble_block(reduce)
+    return nibble16(packed[o, r // (2 * block) * block + r % block], r // block % 2)
+
+
+def nibble16(byte, high):
+    """TE/TIR: 16 x the 4-bit value in the ``high`` (1) or low (0) nibble of uint8 ``byte``, as int8."""
     from tvm import tirx
 
-    byte = packed[flat // 2].astype("int32")
-    nibble = tirx.bitwise_and(tirx.shift_right(byte, (flat % 2) * 4), 15)
-    return tirx.Select(nibble > INT4_MAX, nibble - 16, nibble)
-
-
-def conv2d_int4(data, packed, weight_shape, strides, dilation, groups):
-    """NCHW conv2d, no padding, of integer ``data`` with an OIHW int4 weight packed flat; int32 result."""
-    from tvm import te
-
-    out_c, in_per_group, kh, kw = weight_shape
-    n, _, h, w = (int(d) for d in data.shape)
-    (sh, sw), (dh, dw) = strides, dilation
-    oh, ow = (h - (kh - 1) * dh - 1) // sh + 1, (w - (kw - 1) * dw - 1) // sw + 1
-    per_group = out_c // groups
-    i, y, x = te.reduce_axis((0, in_per_group), "i"), te.reduce_axis((0, kh), "y"), te.reduce_axis((0, kw), "x")
-
-    def compute(b, o, r, c):
-        flat = ((o * in_per_group + i) * kh + y) * kw + x
-        pixel = data[b, (o // per_group) * in_per_group + i, r * sh + y * dh, c * sw + x * dw].astype("int32")
-        return te.sum(pixel * _nibble(packed, flat), axis=[i, y, x])
-
-    return te.compute((n, out_c, oh, ow), compute, name="conv2d_int4")
-
-
-def matmul_int4(data, packed, k_size, n_size):
-    """``data[..., K] @ W[K, N]`` with W int4 packed flat (row-major); int32 result."""
-    from tvm import te
-
-    k = te.reduce_axis((0, k_size), "k")
-
-    def compute(*index):
-        pixel = data[tuple(index[:-1]) + (k,)].astype("int32")
-        return te.sum(pixel * _nibble(packed, k * n_size + index[-1]), axis=k)
-
-    return te.compute(tuple(data.shape[:-1]) + (n_size,), compute, name="matmul_int4")
+    mask, shift = tirx.const(0xF0, "uint8"), tirx.const(SHIFT, "uint8")
+    return tirx.Select(high == 1, tirx.bitwise_and(byte, mask), tirx.shift_left(byte, shift)).astype("int8")

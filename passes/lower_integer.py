@@ -8,7 +8,8 @@ zero padding runs on integers:
 
     conv2d / matmul   uint8|int8 x int8 -> int32 accumulator (an activation zero point is folded into the
                       bias as -z * sum(W); a padded conv with z != 0 gets an explicit pad with value z);
-                      a 4-bit weight stays packed two per byte and its kernel unpacks it (passes/int4.py)
+                      a 4-bit weight is an int8 constant with values in [-8, 7], which
+                      ``pack_int8_layers`` stores two per byte (passes/int4.py)
     bias              int32, round(b / (s_x * s_w)) added to the accumulator; a later constant add joins it
                       only while no ReLU / clip has been applied (clamp(y) + c is not clamp(y + c))
     rescale           one dyadic multiplier b / 2^c per output channel (and per branch of a residual add),
@@ -43,7 +44,6 @@ from tvm import relax
 from .dataflow import function_attrs, main_block, map_vars, op_name, var_args, with_main
 from .check_integer_only import ISLAND_REASONS_ATTRIBUTE, ISLANDS_ATTRIBUTE
 from .dyadic import dyadic
-from .int4 import INT4_MAX, PACKED_ATTRIBUTE, conv2d_int4, matmul_int4, pack_int4
 from .elementwise import evaluate, source_of_call
 from .quant_plan import QUANTIZABLE_OPS, integer_avg_pool, is_pass_through, is_residual_add
 from .registry import PassError, register_pass
@@ -263,33 +263,25 @@ class _Lowering:
 
     def layer(self, call: relax.Call, x: Quant, weight: Weight, name: str) -> Linear:
         """int conv2d / matmul with int32 accumulation; the input zero point becomes a per-channel offset.
-        The accumulator (or the int4 kernel) is named after the layer (``name``, e.g. ``conv2d_3``), a name
-        ``pack_int8_layers`` and fusion carry into the kernel's name."""
+        The accumulator is named after the layer (``name``, e.g. ``conv2d_3``), a name ``pack_int8_layers``
+        and fusion carry into the kernel's name."""
         emit = self.builder.emit
         is_conv = op_name(call) == "relax.nn.conv2d"
         data = x.var
-        packed = _fits_int4(weight)
         if is_conv:
             attrs = call.attrs
             padding = [int(p) for p in attrs.padding]
-            # pad explicitly with the zero point (padding stands for real 0.0); the packed kernel never pads
-            if any(padding) and (x.zero != 0 or packed):
+            if any(padding) and x.zero != 0:  # pad explicitly with the zero point (padding stands for real 0.0)
                 top, left, bottom, right = padding
                 data = emit(relax.op.nn.pad(data, [0, 0, 0, 0, top, bottom, left, right], pad_value=float(x.zero)))
                 padding = [0, 0, 0, 0]
-            if packed:
-                acc = self._packed_int4(call, data, weight, name)
-            else:
-                acc = emit(relax.op.nn.conv2d(data, relax.const(weight.values), strides=attrs.strides,
-                                              padding=padding, dilation=attrs.dilation, groups=int(attrs.groups),
-                                              out_dtype="int32"), name_hint=name)
+            acc = emit(relax.op.nn.conv2d(data, relax.const(weight.values), strides=attrs.strides,
+                                          padding=padding, dilation=attrs.dilation, groups=int(attrs.groups),
+                                          out_dtype="int32"), name_hint=name)
             weight_sums = weight.values.astype(np.int64).sum(axis=(1, 2, 3)).reshape(1, -1, 1, 1)
             scale = (x.scale * weight.scale).reshape(1, -1, 1, 1)
         else:
-            if packed:
-                acc = self._packed_int4(call, data, weight, name)
-            else:
-                acc = emit(relax.op.matmul(data, relax.const(weight.values), out_dtype="int32"), name_hint=name)
+            acc = emit(relax.op.matmul(data, relax.const(weight.values), out_dtype="int32"), name_hint=name)
             weight_sums = weight.values.astype(np.int64).sum(axis=-2)
             scale = x.scale * weight.scale
         _check_accumulator(call, x, weight)
@@ -299,21 +291,6 @@ class _Lowering:
             offset = offset.copy()
             offset[channel] -= weight_sums[channel]
         return Linear((Term(acc, scale, offset),))
-
-    def _packed_int4(self, call: relax.Call, data: relax.Expr, weight: Weight, name: str) -> relax.Var:
-        """The layer as a kernel that reads its 4-bit weight packed two per byte (``data`` already padded)."""
-        packed = relax.const(pack_int4(weight.values))
-        shape = [int(d) for d in weight.values.shape]
-        if op_name(call) == "relax.matmul":
-            info = {"op": "matmul", "weight_shape": shape}
-            return self.builder.emit_te(matmul_int4, data, packed, shape[0], shape[1],
-                                        primfunc_name_hint=f"{name}_int4", primfunc_attrs={PACKED_ATTRIBUTE: info})
-        attrs = call.attrs
-        strides, dilation = [int(v) for v in attrs.strides], [int(v) for v in attrs.dilation]
-        info = {"op": "conv2d", "weight_shape": shape, "strides": strides, "dilation": dilation,
-                "groups": int(attrs.groups)}
-        return self.builder.emit_te(conv2d_int4, data, packed, shape, strides, dilation, int(attrs.groups),
-                                    primfunc_name_hint=f"{name}_int4", primfunc_attrs={PACKED_ATTRIBUTE: info})
 
     def add(self, call: relax.Call, args: list) -> Linear | None:
         constants = [a for a in args if isinstance(a, tvm.ir.expr.GenericConst)]
@@ -584,11 +561,6 @@ def _integer_bounds(lo: float, hi: float, scale: float, zero: int, qmin: int, qm
     low = qmin if lo == -math.inf else max(qmin, zero + int(np.round(lo / scale)))
     high = qmax if hi == math.inf else min(qmax, zero + int(np.round(hi / scale)))
     return low, high
-
-
-def _fits_int4(weight: Weight) -> bool:
-    """A 4-bit weight: per-channel 8-bit weights always reach +-127, so |W| <= 7 means 4-bit (or all zero)."""
-    return bool(np.abs(weight.values.astype(np.int16)).max() <= INT4_MAX) and weight.values.ndim in (2, 4)
 
 
 def _check_rescale(term: Term, multiplier: np.ndarray) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
+from .int4 import packs_as_nibbles
 from .packed_layouts import INT8, ConvGeometry, constant_weight_types, pack_layers
 from .registry import register_pass
 
@@ -58,5 +59,7 @@ def _tile_friendly(target: tvm.target.Target | None):
 @register_pass("pack_int8_layers")
 def pack_int8_layers(mod: tvm.IRModule) -> tvm.IRModule:
     """Relax -> Relax: uint8 x int8 matmul / conv2d layers become kernels over weights packed in groups of 4
-    (a conv's reduction padded to 64 for AMX tiles when the current target has them)."""
-    return pack_layers(mod, INT8, _integer_layer, _tile_friendly(tvm.target.Target.current(allow_none=True)))
+    (a conv's reduction padded to 64 for AMX tiles when the current target has them), a 4-bit weight two
+    groups per byte."""
+    return pack_layers(mod, INT8, _integer_layer, _tile_friendly(tvm.target.Target.current(allow_none=True)),
+                       nibbles=packs_as_nibbles)

@@ -33,6 +33,7 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from .dataflow import op_name, rewrite_functions
+from .int4 import NIBBLE_SUFFIX, SHIFT, conv_nibble, conv_nibble_block, nibble16, pack_conv_nibbles, pack_matmul_nibbles
 
 LANES = 16
 IMAGE_SHAPE = "qc.image_shape"  # on the flat padded image stage: (channels, padded height, padded width)
@@ -78,12 +79,17 @@ def flatten_conv_weight(weight: np.ndarray, group: int = INT8.group) -> np.ndarr
     return np.ascontiguousarray(np.pad(out, ((0, 0), (0, -out.shape[1] % group))))
 
 
-def matmul_packed(data, packed, n_size, packing: Packing = INT8):
-    """TE: ``data[..., K] @ W[K, n_size]`` with W packed by ``pack_matmul_weight``; accumulator-typed."""
+def matmul_packed(data, packed, n_size, packing: Packing = INT8, nibbles: bool = False):
+    """TE: ``data[..., K] @ W[K, n_size]`` with W packed by ``pack_matmul_weight``; accumulator-typed. With
+    ``nibbles`` the weight is 4-bit, two groups per byte (``passes.int4.pack_matmul_nibbles``): an ``unpack``
+    block makes the int8 operand (16 w) and the last stage shifts the sums back."""
     from tvm import te
 
     padded, g, acc_type = int(packed.shape[0]) * LANES, packing.group, packing.accumulator
     k = te.reduce_axis((0, int(data.shape[-1])), "k")
+    if nibbles:
+        packed = te.compute((int(packed.shape[0]), int(data.shape[-1]) // g, LANES, g),
+                            lambda a, b, c, d: nibble16(packed[a, b // 2, c, d], b % 2), name=packing.block("unpack"))
 
     def compute(*index):
         n = index[-1]
@@ -93,9 +99,15 @@ def matmul_packed(data, packed, n_size, packing: Packing = INT8):
     rows = int(np.prod([int(d) for d in data.shape[:-1]]))
     acc = te.compute(tuple(data.shape[:-1]) + (padded,), compute, name=packing.block("matmul"),
                      attrs={OPS: 2 * rows * n_size * int(data.shape[-1])})
-    if padded == n_size:
+    if padded == n_size and not nibbles:
         return acc
-    return te.compute(tuple(data.shape[:-1]) + (n_size,), lambda *index: acc[index], name=packing.block("columns"))
+    return te.compute(tuple(data.shape[:-1]) + (n_size,), lambda *index: _unscaled(acc[index], nibbles),
+                      name=packing.block("columns"))
+
+
+def _unscaled(value, nibbles: bool):
+    """An accumulator as the layer's sum: shifted back from 16 w where the weight was unpacked from nibbles."""
+    return value >> SHIFT if nibbles else value
 
 
 @dataclass(frozen=True)
@@ -145,9 +157,11 @@ class ConvGeometry:
         return np.pad(offsets, (0, -offsets.size % group)).astype(np.int32)
 
 
-def conv2d_im2col(data, flat, reduce_offsets, geometry: ConvGeometry, packing: Packing = INT8):
+def conv2d_im2col(data, flat, reduce_offsets, geometry: ConvGeometry, packing: Packing = INT8, nibbles: bool = False):
     """TE: NCHW conv2d (batch 1, groups 1) of ``data`` with the flattened weight, via im2col in groups of
-    ``packing.group``; accumulator-typed NCHW result. The image is first laid out flat with its zero padding
+    ``packing.group``; accumulator-typed NCHW result. With ``nibbles`` the weight is 4-bit
+    (``passes.int4.pack_conv_nibbles``): an ``unpack`` block makes the int8 weight (16 w) and the last
+    stage shifts the sums back. The image is first laid out flat with its zero padding
     (the ``pad`` block), so gathering a column is a table lookup (hoisted out of the pixel loops) and an add;
     the pixel's row and column (``p // OW``, ``p % OW``) become loop variables once the schedule splits ``p``
     by OW. A pointwise convolution (1x1, stride 1, unpadded) gathers from the image directly."""
@@ -177,6 +191,11 @@ def conv2d_im2col(data, flat, reduce_offsets, geometry: ConvGeometry, packing: P
             start = p // ow * (g.strides[0] * pw) + p % ow * g.strides[1]
             return tirx.if_then_else(tirx.all(r < reduce, p < pixels), image[start + reduce_offsets[r]], zero)
 
+    if nibbles:
+        packed, out_channels = flat, int(flat.shape[0])
+        reduce = int(reduce_offsets.shape[0])
+        flat = te.compute((out_channels, reduce), lambda o, r: conv_nibble(packed, o, r, reduce),
+                          name=packing.block("unpack"))
     groups, padded_pixels = int(flat.shape[1]) // group, g.padded_pixels
     col = te.compute((groups, padded_pixels, group), gather, name=packing.block("im2col"), attrs={OUTPUT_WIDTH: ow})
     r = te.reduce_axis((0, groups * group), "r")
@@ -184,7 +203,8 @@ def conv2d_im2col(data, flat, reduce_offsets, geometry: ConvGeometry, packing: P
     acc = te.compute((out_channels, padded_pixels),
                      lambda o, p: te.sum(col[r // group, p, r % group].astype(acc_type) * flat[o, r].astype(acc_type),
                                          axis=r), name=packing.block("conv"), attrs={OPS: 2 * out_channels * g.macs})
-    return te.compute((1, out_channels, oh, ow), lambda b, o, y, x: acc[o, y * ow + x], name=packing.block("nchw"))
+    return te.compute((1, out_channels, oh, ow), lambda b, o, y, x: _unscaled(acc[o, y * ow + x], nibbles),
+                      name=packing.block("nchw"))
 
 
 def depthwise_conv2d(data, weight, strides, padding, dilation, packing: Packing = INT8):
@@ -224,27 +244,34 @@ def depthwise_conv2d(data, weight, strides, padding, dilation, packing: Packing 
         name=packing.block("depthwise"), attrs={OPS: 2 * channels * oh * ow * kh * kw})
 
 
-def matmul_kernel(m: int, k: int, n: int, packing: Packing = INT8, dtypes: tuple[str, str] = ("uint8", "int8")):
-    """A standalone ``[m, k] @ packed -> [m, n]`` PrimFunc (benchmarks and tests)."""
+def matmul_kernel(m: int, k: int, n: int, packing: Packing = INT8, dtypes: tuple[str, str] = ("uint8", "int8"),
+                  nibbles: bool = False):
+    """A standalone ``[m, k] @ packed -> [m, n]`` PrimFunc (benchmarks and tests); with ``nibbles`` the weight
+    is 4-bit (``passes.int4.pack_matmul_nibbles``)."""
     from tvm import te
 
     data = te.placeholder((m, k), dtypes[0], "data")
-    packed = te.placeholder((-(-n // LANES), k // packing.group, LANES, packing.group), dtypes[1], "packed")
-    return te.create_prim_func([data, packed, matmul_packed(data, packed, n, packing)])
+    groups = -(-k // (2 * packing.group)) if nibbles else k // packing.group
+    packed = te.placeholder((-(-n // LANES), groups, LANES, packing.group), "uint8" if nibbles else dtypes[1], "packed")
+    return te.create_prim_func([data, packed, matmul_packed(data, packed, n, packing, nibbles)])
 
 
 def conv_kernel(geometry: ConvGeometry, out_channels: int, packing: Packing = INT8,
-                dtypes: tuple[str, str] = ("uint8", "int8"), reduce_multiple: int | None = None):
+                dtypes: tuple[str, str] = ("uint8", "int8"), reduce_multiple: int | None = None,
+                nibbles: bool = False):
     """A standalone conv2d PrimFunc taking (data, flattened weight, reduce offsets) -> NCHW, the reduction
-    padded to ``reduce_multiple`` (default: the packing's group)."""
+    padded to ``reduce_multiple`` (default: the packing's group); with ``nibbles`` the weight is 4-bit
+    (``passes.int4.pack_conv_nibbles``)."""
     from tvm import te
 
     g, multiple = geometry, reduce_multiple or packing.group
     data = te.placeholder((1, g.channels, g.height, g.width), dtypes[0], "data")
-    flat = te.placeholder((out_channels, -(-g.channels * g.kernel[0] * g.kernel[1] // multiple) * multiple),
-                          dtypes[1], "flat")
-    reduce = te.placeholder(g.reduce_offsets(multiple).shape, "int32", "reduce")
-    return te.create_prim_func([data, flat, reduce, conv2d_im2col(data, flat, reduce, g, packing)])
+    reduce = -(-g.channels * g.kernel[0] * g.kernel[1] // multiple) * multiple
+    block = conv_nibble_block(reduce)
+    width = -(-reduce // (2 * block)) * block if nibbles else reduce
+    flat = te.placeholder((out_channels, width), "uint8" if nibbles else dtypes[1], "flat")
+    offsets = te.placeholder(g.reduce_offsets(multiple).shape, "int32", "reduce")
+    return te.create_prim_func([data, flat, offsets, conv2d_im2col(data, flat, offsets, g, packing, nibbles)])
 
 
 @mutator
@@ -256,17 +283,20 @@ class LayerPacker(PyExprMutator):
     name (``fused_conv2d_3_u8i8_add_...``), which is how ``compiler.profile`` finds a kernel's layer."""
 
     def __init__(self, mod, packing: Packing, accepts: Callable[[relax.Call], bool],
-                 reduce_multiple: Callable[[ConvGeometry, int], int] | None = None):
+                 reduce_multiple: Callable[[ConvGeometry, int], int] | None = None,
+                 nibbles: Callable[[np.ndarray, tuple[int, ...]], bool] | None = None):
         super().__init__(mod)
         self.packing, self.accepts, self.binding = packing, accepts, ""
         self.reduce_multiple = reduce_multiple or (lambda geometry, out_channels: packing.group)
+        self.nibbles = nibbles or (lambda weight, reduce_axes: False)
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:  # noqa: N802  (TVM's visitor naming)
         self.binding = binding.var.name
         super().visit_var_binding_(binding)
 
-    def _name(self, kind: str) -> str:
-        return f"{self.binding if LAYER_NAME.fullmatch(self.binding) else kind}_{self.packing.suffix}"
+    def _name(self, kind: str, nibbles: bool = False) -> str:
+        suffix = NIBBLE_SUFFIX if nibbles else self.packing.suffix
+        return f"{self.binding if LAYER_NAME.fullmatch(self.binding) else kind}_{suffix}"
 
     def _attrs(self, info: dict | None = None) -> dict:
         """The kernel's attributes: its layout (``info``), fusion's pattern kind, and its layer's name, which
@@ -285,20 +315,24 @@ class LayerPacker(PyExprMutator):
             return call
         if name == "relax.matmul" and _packable_matmul(call, group):
             weight = call.args[1].value.numpy()
-            info = {"op": "matmul", "weight_shape": list(weight.shape)}
-            return self.builder_.call_te(partial(matmul_packed, packing=packing), call.args[0],
-                                         relax.const(pack_matmul_weight(weight, group)), weight.shape[1],
-                                         primfunc_name_hint=self._name("matmul"),
+            packed = pack_matmul_weight(weight, group)
+            nibbles = packed.shape[1] % 2 == 0 and self.nibbles(weight, (0,))  # pairs of groups: K % 8 == 0
+            info = {"op": "matmul", "weight_shape": list(weight.shape), "weight_bits": 4 if nibbles else 8}
+            return self.builder_.call_te(partial(matmul_packed, packing=packing, nibbles=nibbles), call.args[0],
+                                         relax.const(pack_matmul_nibbles(packed) if nibbles else packed),
+                                         weight.shape[1], primfunc_name_hint=self._name("matmul", nibbles),
                                          primfunc_attrs=self._attrs(info))
         if name == "relax.nn.conv2d" and _packable_conv(call):
             weight, geometry = call.args[1].value.numpy(), _geometry(call)
             multiple = self.reduce_multiple(geometry, weight.shape[0])
+            flat, nibbles = flatten_conv_weight(weight, multiple), self.nibbles(weight, (1, 2, 3))
             info = {"op": "conv2d", "weight_shape": list(weight.shape), "strides": list(geometry.strides),
-                    "padding": list(geometry.padding), "dilation": list(geometry.dilation)}
-            return self.builder_.call_te(partial(conv2d_im2col, geometry=geometry, packing=packing), call.args[0],
-                                         relax.const(flatten_conv_weight(weight, multiple)),
+                    "padding": list(geometry.padding), "dilation": list(geometry.dilation),
+                    "weight_bits": 4 if nibbles else 8}
+            return self.builder_.call_te(partial(conv2d_im2col, geometry=geometry, packing=packing, nibbles=nibbles),
+                                         call.args[0], relax.const(pack_conv_nibbles(flat) if nibbles else flat),
                                          relax.const(geometry.reduce_offsets(multiple)),
-                                         primfunc_name_hint=self._name("conv2d"),
+                                         primfunc_name_hint=self._name("conv2d", nibbles),
                                          primfunc_attrs=self._attrs(info))
         if name == "relax.nn.conv2d" and _depthwise(call):
             attrs = call.attrs
@@ -311,10 +345,12 @@ class LayerPacker(PyExprMutator):
 
 
 def pack_layers(mod: tvm.IRModule, packing: Packing, accepts: Callable[[relax.Call], bool],
-                reduce_multiple: Callable[[ConvGeometry, int], int] | None = None) -> tvm.IRModule:
+                reduce_multiple: Callable[[ConvGeometry, int], int] | None = None,
+                nibbles: Callable[[np.ndarray, tuple[int, ...]], bool] | None = None) -> tvm.IRModule:
     """``mod`` with every conv2d / matmul that ``accepts`` takes rewritten by ``LayerPacker``; a conv2d's
-    flattened reduction is padded to ``reduce_multiple(geometry, out_channels)`` (default: the group)."""
-    return rewrite_functions(mod, LayerPacker(mod, packing, accepts, reduce_multiple))
+    flattened reduction is padded to ``reduce_multiple(geometry, out_channels)`` (default: the group); a
+    weight for which ``nibbles(weight, reduce_axes)`` holds is stored 4-bit (``passes.int4``)."""
+    return rewrite_functions(mod, LayerPacker(mod, packing, accepts, reduce_multiple, nibbles))
 
 
 def constant_weight_types(call: relax.Call) -> tuple[str, str, str] | None:

@@ -28,6 +28,7 @@ from passes.packed_layouts import (
     matmul_packed,
     pack_matmul_weight,
 )
+from passes.int4 import pack_conv_nibbles, pack_matmul_nibbles
 
 from .conftest import AVX2_TARGET, PLAIN_TARGET, qc, run_kernel
 
@@ -35,18 +36,22 @@ VNNI_TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "znver4", "num-cores": 
 RNG = np.random.default_rng(0)
 
 
-def matmul_case(m: int, k: int, n: int):
+def matmul_case(m: int, k: int, n: int, nibbles: bool = False):
     a = RNG.integers(0, 256, (m, k), dtype=np.uint8)
-    w = RNG.integers(-128, 128, (k, n), dtype=np.int8)
-    return matmul_kernel(m, k, n), [a, pack_matmul_weight(w)], a.astype(np.int64) @ w.astype(np.int64)
+    w = RNG.integers(*((-8, 8) if nibbles else (-128, 128)), (k, n), dtype=np.int8)
+    packed = pack_matmul_nibbles(pack_matmul_weight(w)) if nibbles else pack_matmul_weight(w)
+    return matmul_kernel(m, k, n, nibbles=nibbles), [a, packed], a.astype(np.int64) @ w.astype(np.int64)
 
 
-def conv_case(cin: int, cout: int, kernel: int, stride: int, pad: int, size: int, reduce_multiple: int = 4):
+def conv_case(cin: int, cout: int, kernel: int, stride: int, pad: int, size: int, reduce_multiple: int = 4,
+              nibbles: bool = False):
     geometry = ConvGeometry(cin, size, size, (kernel, kernel), (stride, stride), (pad,) * 4, (1, 1))
-    w = RNG.integers(-128, 128, (cout, cin, kernel, kernel), dtype=np.int8)
+    w = RNG.integers(*((-8, 8) if nibbles else (-128, 128)), (cout, cin, kernel, kernel), dtype=np.int8)
     x = RNG.integers(0, 256, (1, cin, size, size), dtype=np.uint8)
-    inputs = [x, flatten_conv_weight(w, reduce_multiple), geometry.reduce_offsets(reduce_multiple)]
-    return conv_kernel(geometry, cout, reduce_multiple=reduce_multiple), inputs, _torch_conv(x, w, stride, pad)
+    flat = flatten_conv_weight(w, reduce_multiple)
+    inputs = [x, pack_conv_nibbles(flat) if nibbles else flat, geometry.reduce_offsets(reduce_multiple)]
+    return (conv_kernel(geometry, cout, reduce_multiple=reduce_multiple, nibbles=nibbles), inputs,
+            _torch_conv(x, w, stride, pad))
 
 
 def depthwise_case(channels: int, kernel: int, stride: int, pad: int, size: int):
@@ -125,6 +130,14 @@ CASES = {
     "conv 3x3/1 pad 1, 30->32 @7 (K=270 padded to 320: AMX tiles where the host has them)":
         lambda: conv_case(30, 32, 3, 1, 1, 7, reduce_multiple=64),
     "matmul 32x128x48 (AMX tiles where the host has them)": lambda: matmul_case(32, 128, 48),
+    "matmul 24x64x40, 4-bit weight (unpacked in the tile)": lambda: matmul_case(24, 64, 40, nibbles=True),
+    "matmul 1x256x64, 4-bit weight (a GEMV)": lambda: matmul_case(1, 256, 64, nibbles=True),
+    "matmul 32x128x48, 4-bit weight (AMX tiles where the host has them)":
+        lambda: matmul_case(32, 128, 48, nibbles=True),
+    "conv 3x3/1 pad 1, 5->24 @9, 4-bit weight (K=45 padded to 48: an odd count of groups)":
+        lambda: conv_case(5, 24, 3, 1, 1, 9, nibbles=True),
+    "conv 3x3/1 pad 1, 30->32 @7, 4-bit weight (AMX tiles where the host has them)":
+        lambda: conv_case(30, 32, 3, 1, 1, 7, reduce_multiple=64, nibbles=True),
     "depthwise 3x3/2 pad 1, 8 @15": lambda: depthwise_case(8, 3, 2, 1, 15),
     "depthwise 5x5/1 pad 2, 6 @12": lambda: depthwise_case(6, 5, 1, 2, 12),
     "depthwise 5x5/2 pad 2, 8 @13 (odd width: phases of 7 and 6 columns)": lambda: depthwise_case(8, 5, 2, 2, 13),

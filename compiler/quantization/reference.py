@@ -63,15 +63,15 @@ def interpret(mod: tvm.IRModule, inputs: Mapping[str, np.ndarray],
             var, name = binding.var, binding.var.name
             key = var if var in by_var else name if name in by_name else None
             if key is None:
-                result = _evaluate(binding.value, env, mod)
+                result = _evaluate(binding.value, env)
             else:
                 if observed is not None:
-                    observed[key] = _evaluate(binding.value, env, mod)
+                    observed[key] = _evaluate(binding.value, env)
                 result = by_var[key] if key is var else by_name[key]
             env[var] = result
             if isinstance(result, np.ndarray):
                 values[name] = result
-    output = _evaluate(func.body.body, env, mod)
+    output = _evaluate(func.body.body, env)
     return Trace(values, _flatten(output), env)
 
 
@@ -81,27 +81,25 @@ def _flatten(value: Any) -> list[np.ndarray]:
     return [value]
 
 
-def _evaluate(expr: relax.Expr, env: Mapping[relax.Var, Any], mod: tvm.IRModule) -> Any:
+def _evaluate(expr: relax.Expr, env: Mapping[relax.Var, Any]) -> Any:
     if isinstance(expr, relax.Var):
         return env[expr]
     if isinstance(expr, tvm.ir.expr.GenericConst):
         return expr.value.numpy()
     if isinstance(expr, relax.Tuple):
-        return tuple(_evaluate(f, env, mod) for f in expr.fields)
+        return tuple(_evaluate(f, env) for f in expr.fields)
     if isinstance(expr, relax.TupleGetItem):
-        return _evaluate(expr.tuple_value, env, mod)[expr.index]
+        return _evaluate(expr.tuple_value, env)[expr.index]
     if isinstance(expr, relax.ShapeExpr):
         return tuple(int(v) for v in expr.values)
     if isinstance(getattr(expr, "value", None), (int, float)):  # IntImm / FloatImm arguments
         return expr.value
-    if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == "relax.call_tir":
-        return _packed_kernel(mod[expr.args[0]], *_evaluate(expr.args[1], env, mod))
     if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
         rule = _RULES.get(expr.op.name)
         if rule is None:
             raise ReferenceError(f"the reference interpreter has no rule for {expr.op.name}")
         out_dtype = str(expr.ty.dtype) if isinstance(expr.ty, relax.TensorType) else None
-        result = rule(expr.attrs, *[_evaluate(a, env, mod) for a in expr.args])
+        result = rule(expr.attrs, *[_evaluate(a, env) for a in expr.args])
         if out_dtype and isinstance(result, np.ndarray) and result.dtype != out_dtype:
             result = result.astype(out_dtype)
         return result
@@ -130,25 +128,6 @@ def _dequantize(attrs, x, scale, zero):
     axis = int(attrs.axis)
     shifted = x.astype(np.int32) - _per_axis(zero, x, axis).astype(np.int32)
     return shifted.astype(np.float32) * _per_axis(scale.astype(np.float32), x, axis)
-
-
-def _packed_kernel(func, data: np.ndarray, packed: np.ndarray) -> np.ndarray:
-    """A kernel of ``lower_integer`` that reads a packed 4-bit weight (passes/int4.py)."""
-    from types import SimpleNamespace
-
-    from passes.int4 import PACKED_ATTRIBUTE, unpack_int4
-
-    info = func.attrs[PACKED_ATTRIBUTE] if func.attrs and PACKED_ATTRIBUTE in func.attrs else None
-    if info is None:
-        raise ReferenceError("the reference interpreter runs only the packed int4 kernels among TIR calls")
-    shape = [int(d) for d in info["weight_shape"]]
-    weight = unpack_int4(packed, int(np.prod(shape))).reshape(shape)
-    if str(info["op"]) == "matmul":
-        return _matmul(None, data, weight).astype(np.int32)
-    attrs = SimpleNamespace(data_layout="NCHW", kernel_layout="OIHW", padding=[0, 0, 0, 0],
-                            strides=[int(v) for v in info["strides"]], dilation=[int(v) for v in info["dilation"]],
-                            groups=int(info["groups"]))
-    return _conv2d(attrs, data, weight).astype(np.int32)
 
 
 def _windows(x: np.ndarray, attrs, window: tuple[int, int], pad_value) -> np.ndarray:
