@@ -15,6 +15,11 @@ type. Every family computes the same layouts, with 16 output elements in the vec
 - depthwise conv2d: the plain arithmetic with the zero padding made a stage of its own, so the backend can
   vectorize along output columns (no packing: each output reads one filter).
 
+An int8 weight holding 4-bit values (``passes.int4``) keeps these layouts with two groups per byte (matmul)
+or two blocks of a row per byte run (conv); an ``unpack`` block turns it back into the int8 operand as 16 w
+and the kernel's last stage (``columns`` / ``nchw``) shifts the sums back by 4, so the result is the same
+int32 bit for bit. The kernels are then named ``..._u8i4``.
+
 The backends (``backends.x86_packed``) find the blocks by these names. Numerics: padding the reduction with
 zero weights adds 0; the conv's zero padding is that of ``conv2d`` (for integer layers ``lower_integer``
 guarantees an activation zero point of 0 there).
