@@ -51,7 +51,7 @@ from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
 from passes.int4 import conv_nibble_block
-from passes.packed_layouts import FP32, IMAGE_SHAPE, INT8, LANES, OUTPUT_WIDTH, Packing
+from passes.packed_layouts import FP32, IMAGE_SHAPE, INT8, LANES, NIBBLES, OUTPUT_WIDTH, WIDE, Packing
 
 from .x86_amx import fits_tiles, has_amx, schedule_amx
 
@@ -113,9 +113,28 @@ MAX_ACCUMULATORS = {VNNI: 28, AVX2: 3, PLAIN: 6}
 accumulators (12 ymm) or 6 plain ones (two ymm each) and the widened operands."""
 
 
+WIDE_KNOBS = {True: Knobs(8, 3), False: Knobs(2, 2)}
+"""``WIDE`` tiles on 512-bit (True) and 256-bit registers (False): an accumulator of 16 int32 lanes takes one
+zmm or two ymm. Measured on the 128x768x768 matmul and ResNet-18's 3x3 64->64 at 56x56 and 512->512 at 7x7
+(``benchmarks/int8_kernels.py --mcpu skylake-avx512 | haswell --rows R --blocks B``, Sapphire Rapids guest):
+with zmm 8x3 and 12x2 lead (445 / 861 / 1030 us), 4x3 and 6x2 5-7% behind; with ymm 2x2 (700 / 1139 / 1550 us)
+and 4x1 (629 / 1138 / 1640) against 2x3 (1195 / 1165 / 1543) and 1x4 (889 / 1538 / 1754)."""
+
+
 def default_knobs(target: tvm.target.Target, packing: Packing = INT8) -> Knobs:
     """The register tile the schedules use on ``target`` when no tuning database names one."""
+    if packing is WIDE:
+        return WIDE_KNOBS[has_avx512bw(target)]
     return (DEFAULT_KNOBS_BY_SET if packing is INT8 else FLOAT_KNOBS_BY_SET)[instruction_set(target)]
+
+
+def has_avx512bw(target: tvm.target.Target) -> bool:
+    """Whether ``target``'s CPU has AVX-512 BW (byte and word operations, ``vpmaddwd``, on 512-bit registers)."""
+    if target.kind.name != "llvm":
+        return False
+    from tvm.target.codegen import target_has_features
+
+    return bool(target_has_features("avx512bw", target))
 
 
 def _descriptions():
@@ -248,6 +267,70 @@ def _pair_implementations():
     return row_impl, col_impl
 
 
+_PMADDWD_512 = "llvm.x86.avx512.pmaddw.d.512"
+
+
+def _wide_intrinsics() -> dict:
+    """The ``WIDE`` 16 x 2 steps on int16 operands, ``c[i] += a[k] * b[i, k]`` (row) and ``c[i] += a[i, k] *
+    b[k]`` (col): the 16 x 2 operand as one vector, the pair repeated as one int32 over the lanes, then
+    ``vpmaddwd`` (each int32 lane gets the sum of its two products) and an add; on zmm one instruction, on
+    ymm two, each for 8 of the 16 lanes."""
+
+    def step(acc, sixteen, pair, zmm: bool):
+        repeated = lambda lanes: T.reinterpret(  # noqa: E731
+            T.broadcast(T.reinterpret(pair.vload([0], "int16x2"), dtype="int32"), lanes), dtype=f"int16x{2 * lanes}")
+        if zmm:
+            return acc + T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(_PMADDWD_512),
+                                                 sixteen.vload([0, 0], dtype="int16x32"), repeated(16), dtype="int32x16")
+        halves = [T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(_PMADDWD), sixteen.vload([8 * h, 0], dtype="int16x16"),
+                                          repeated(8), dtype="int32x8") for h in range(2)]
+        return acc + T.Shuffle(halves, list(range(16)))
+
+    steps = {}
+    for zmm in (True, False):
+        @T.prim_func(s_tir=True)
+        def row_desc(a: T.Buffer((2,), "int16", offset_factor=1), b: T.Buffer((16, 2), "int16", offset_factor=1),
+                     c: T.Buffer((16,), "int32", offset_factor=1)) -> None:
+            with T.sblock("root"):
+                T.reads(c[0:16], a[0:2], b[0:16, 0:2])
+                T.writes(c[0:16])
+                for i, k in T.grid(16, 2):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(b[vi, vk], "int32")
+
+        @T.prim_func(s_tir=True)
+        def row_impl(a: T.Buffer((2,), "int16", offset_factor=1), b: T.Buffer((16, 2), "int16", offset_factor=1),
+                     c: T.Buffer((16,), "int32", offset_factor=1)) -> None:
+            with T.sblock("root"):
+                T.reads(c[0:16], a[0:2], b[0:16, 0:2])
+                T.writes(c[0:16])
+                c[T.ramp(T.int32(0), 1, 16)] = step(c.vload([0], dtype="int32x16"), b, a, zmm)
+
+        @T.prim_func(s_tir=True)
+        def col_desc(a: T.Buffer((16, 2), "int16", offset_factor=1), b: T.Buffer((2,), "int16", offset_factor=1),
+                     c: T.Buffer((16,), "int32", offset_factor=1)) -> None:
+            with T.sblock("root"):
+                T.reads(c[0:16], a[0:16, 0:2], b[0:2])
+                T.writes(c[0:16])
+                for i, k in T.grid(16, 2):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        c[vi] = c[vi] + T.cast(a[vi, vk], "int32") * T.cast(b[vk], "int32")
+
+        @T.prim_func(s_tir=True)
+        def col_impl(a: T.Buffer((16, 2), "int16", offset_factor=1), b: T.Buffer((2,), "int16", offset_factor=1),
+                     c: T.Buffer((16,), "int32", offset_factor=1)) -> None:
+            with T.sblock("root"):
+                T.reads(c[0:16], a[0:16, 0:2], b[0:2])
+                T.writes(c[0:16])
+                c[T.ramp(T.int32(0), 1, 16)] = step(c.vload([0], dtype="int32x16"), a, b, zmm)
+
+        row_name, col_name = WIDE_STEPS[zmm]
+        steps[row_name], steps[col_name] = (row_desc, row_impl), (col_desc, col_impl)
+    return steps
+
+
 def _intrinsics() -> dict:
     """Every tensorized 16x4 step by name: (description, implementation)."""
     row_desc, col_desc = _descriptions()
@@ -315,6 +398,9 @@ FLOAT_STEPS = (FP32_ROW_INTRIN, FP32_COL_INTRIN)
 AVX2_ROW_INTRIN = "qc_avx2_16x4_lanes_from_weight"
 AVX2_COL_INTRIN = "qc_avx2_16x4_lanes_from_data"
 STEPS = {VNNI: (VNNI_ROW_INTRIN, VNNI_COL_INTRIN), AVX2: (AVX2_ROW_INTRIN, AVX2_COL_INTRIN), PLAIN: (None, None)}
+WIDE_STEPS = {True: ("qc_wide_16x2_lanes_from_weight_zmm", "qc_wide_16x2_lanes_from_data_zmm"),
+              False: ("qc_wide_16x2_lanes_from_weight_ymm", "qc_wide_16x2_lanes_from_data_ymm")}
+"""The ``WIDE`` (matmul, conv) 16 x 2 steps on 512-bit (True) and 256-bit registers."""
 PAIR_STEPS = (AVX2_ROW_INTRIN, AVX2_COL_INTRIN)
 """The steps that accumulate two half sums per lane (``_pair_descriptions``): their blocks are rfactored."""
 """Per instruction set, the tensorized 16x4 step of the matmul (lanes over columns) and of the convolution
@@ -328,7 +414,7 @@ def register_intrinsics() -> None:
     global _registered
     if _registered:
         return
-    for name, (desc, impl) in {**_intrinsics(), **_float_intrinsics()}.items():
+    for name, (desc, impl) in {**_intrinsics(), **_wide_intrinsics(), **_float_intrinsics()}.items():
         try:
             TensorIntrin.register(name, desc, impl)
         except Exception:  # noqa: BLE001  (already registered by an earlier import of this module's copy)
@@ -336,7 +422,7 @@ def register_intrinsics() -> None:
     _registered = True
 
 
-PACKINGS = (INT8, FP32)
+PACKINGS = (INT8, WIDE, FP32)
 KINDS = ("matmul", "conv", "depthwise")
 
 
@@ -395,7 +481,8 @@ def schedule_packed_kernels(mod: tvm.IRModule, target: tvm.target.Target, knobs:
             continue
         kind, packing = found
         if not (amx and packing is INT8 and _schedule_on_tiles(sch, kind, packing)):
-            steps = STEPS[isa] if packing is INT8 else FLOAT_STEPS
+            steps = (STEPS[isa] if packing is INT8 else WIDE_STEPS[has_avx512bw(target)] if packing is WIDE
+                     else FLOAT_STEPS)
             tile = (choose(func) if choose else None) or knobs or default_knobs(target, packing)
             SCHEDULES[kind](sch, packing, tile, steps)
         result[gvar] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
@@ -405,6 +492,12 @@ def schedule_packed_kernels(mod: tvm.IRModule, target: tvm.target.Target, knobs:
 def schedule_matmul(sch: s_tir.Schedule, packing: Packing, knobs: Knobs, steps: tuple) -> None:
     """Tile the matmul into register blocks of rows x (blocks x 16) columns, reduce in groups of g (a 4-bit
     weight unpacked inside the tile, two groups per load)."""
+    widen = _block_or_none(sch, packing.block("widen"))  # WIDE: the activations to int16, once
+    if widen is not None:
+        *outer, inner = sch.get_loops(widen)
+        if outer:
+            sch.parallel(sch.fuse(*outer))
+        sch.vectorize(sch.split(inner, [None, math.gcd(_extent(sch, inner), 64)])[1])
     block = sch.get_sblock(packing.block("matmul"))
     loops = sch.get_loops(block)
     *rows, col, red = loops
@@ -438,18 +531,21 @@ def _schedule_unpack(sch: s_tir.Schedule, packing: Packing) -> None:
 
 
 def _unpack_in_tile(sch: s_tir.Schedule, unpack, reduction, unrolled: list):
-    """Unpack a 4-bit matmul weight inside the register tile: ``reduction`` (the loop over groups of 4)
-    splits into pairs, and each iteration of the outer loop turns the tile's 64-byte loads into the int8
-    operands of both groups (``passes.int4``: three ALU ops per load). Returns the loop the tile's
-    reduction now starts at; the pair loop joins ``unrolled``."""
-    pairs, pair = sch.split(reduction, [None, 2])
-    sch.compute_at(unpack, pairs)
-    *blocks, lanes, group = sch.get_loops(unpack)[-4:]
+    """Unpack a matmul weight inside the register tile, where each step's operand is made: a 4-bit weight
+    (``passes.int4``) two groups at a time, ``reduction`` (the loop over groups) split into pairs so each
+    load of the tile's weight becomes the operands of both (three ALU ops per load); an int8 weight of the
+    ``WIDE`` kernels widened to int16 (one ``vpmovsxbw``). Returns the loop the tile's reduction now starts
+    at; a pair loop joins ``unrolled``."""
+    if sch.get(unpack).annotations.get(NIBBLES):
+        reduction, pair = sch.split(reduction, [None, 2])
+        unrolled.append(pair)
+    sch.compute_at(unpack, reduction)
+    loops = sch.get_loops(unpack)
+    *blocks, lanes, group = loops[[sch.get(loop).same_as(sch.get(reduction)) for loop in loops].index(True) + 1:]
     sch.vectorize(sch.fuse(lanes, group))
     for loop in blocks:
         sch.unroll(loop)
-    unrolled.append(pair)
-    return pairs
+    return reduction
 
 
 def _schedule_im2col(sch: s_tir.Schedule, packing: Packing) -> None:

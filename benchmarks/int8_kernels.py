@@ -2,7 +2,7 @@
 convolutions, with 8-bit and (``--weight-bits 8,4``) 4-bit weights.
 
     .venv/bin/python benchmarks/int8_kernels.py [--threads 2] [--rows 8 --blocks 3] [--reduce-multiple 64]
-                                                [--weight-bits 8,4]
+                                                [--weight-bits 8,4] [--mcpu haswell]
 
 Each kernel is built alone from ``pack_int8_layers``' compute (uint8 x int8 -> int32, weights packed) and
 scheduled by ``backends.x86_packed`` with the default knobs (no tuning), checked bit for bit against numpy, then
@@ -13,7 +13,9 @@ convolutions' reductions as ``pack_int8_layers`` does for AMX tiles, so on an AM
 reductions stay on ``vpdpbusd``: ``pack_int8_layers.AMX_MIN_REDUCTION``). A 4-bit weight is stored two
 groups per byte (``passes.int4``) and unpacked by the kernel; with both widths each case prints the 4-bit
 time over the 8-bit one, measured in the same run. The GEMVs' weights (16 and 64 MiB at 8 bits) are what
-decides a memory-bound kernel.
+decides a memory-bound kernel. ``--mcpu`` builds for another x86 CPU that this one can run (e.g. ``haswell``,
+``skylake-avx512``) with the kernels ``pack_int8_layers`` would give it (``WIDE`` int16 ``vpmaddwd`` kernels
+where it lacks AVX-512 VNNI); GOP/s are still compared with this CPU's peak.
 """
 
 from __future__ import annotations
@@ -25,9 +27,20 @@ import tvm
 
 from backends import host_target
 from backends.peak import measure_peak
+from backends.cpu import missing_features
 from backends.x86_packed import Knobs, build_kernel, default_knobs, instruction_set
+from passes.pack_int8_layers import packing_for
 from passes.int4 import pack_conv_nibbles, pack_matmul_nibbles
-from passes.packed_layouts import ConvGeometry, conv_kernel, flatten_conv_weight, matmul_kernel, pack_matmul_weight
+from passes.packed_layouts import (
+    INT8,
+    WIDE,
+    ConvGeometry,
+    Packing,
+    conv_kernel,
+    flatten_conv_weight,
+    matmul_kernel,
+    pack_matmul_weight,
+)
 
 RESNET18_CONVS = {  # (channels in, out, kernel, stride, padding, input size): the largest by MACs
     "resnet18 conv1 7x7/2 3->64 @224": (3, 64, 7, 2, 3, 224),
@@ -46,16 +59,17 @@ def _weight(rng, shape, bits: int) -> np.ndarray:
     return rng.integers(low, high, shape, dtype=np.int8)
 
 
-def matmul_case(m: int, k: int, n: int, rng, bits: int = 8):
+def matmul_case(m: int, k: int, n: int, rng, bits: int = 8, packing: Packing = INT8):
     a = rng.integers(0, 256, (m, k), dtype=np.uint8)
     w = _weight(rng, (k, n), bits)
-    packed = pack_matmul_weight(w)
-    return (matmul_kernel(m, k, n, nibbles=bits == 4), [a, pack_matmul_nibbles(packed) if bits == 4 else packed],
-            a.astype(np.int64) @ w.astype(np.int64), 2 * m * k * n)
+    packed = pack_matmul_weight(w, packing.group)
+    stored = pack_matmul_nibbles(packed) if bits == 4 else packed.astype(packing.operand or packed.dtype)
+    return (matmul_kernel(m, k, n, packing, nibbles=bits == 4), [a, stored], a.astype(np.int64) @ w.astype(np.int64),
+            2 * m * k * n)
 
 
-def conv_case(cin: int, cout: int, kernel: int, stride: int, pad: int, size: int, rng, multiple: int = 4,
-              bits: int = 8):
+def conv_case(cin: int, cout: int, kernel: int, stride: int, pad: int, size: int, rng, multiple: int | None = None,
+              bits: int = 8, packing: Packing = INT8):
     import torch
 
     geometry = ConvGeometry(cin, size, size, (kernel, kernel), (stride, stride), (pad,) * 4, (1, 1))
@@ -63,9 +77,11 @@ def conv_case(cin: int, cout: int, kernel: int, stride: int, pad: int, size: int
     x = rng.integers(0, 256, (1, cin, size, size), dtype=np.uint8)
     as_float = lambda a: torch.from_numpy(a.astype(np.float64))  # noqa: E731  (exact: sums stay below 2^53)
     expected = torch.nn.functional.conv2d(as_float(x), as_float(w), stride=stride, padding=pad).numpy().astype(np.int64)
+    multiple = multiple or packing.group
     flat = flatten_conv_weight(w, multiple)
-    inputs = [x, pack_conv_nibbles(flat) if bits == 4 else flat, geometry.reduce_offsets(multiple)]
-    return (conv_kernel(geometry, cout, reduce_multiple=multiple, nibbles=bits == 4), inputs, expected,
+    inputs = [x, pack_conv_nibbles(flat) if bits == 4 else flat.astype(packing.operand or flat.dtype),
+              geometry.reduce_offsets(multiple)]
+    return (conv_kernel(geometry, cout, packing, reduce_multiple=multiple, nibbles=bits == 4), inputs, expected,
             2 * expected.size * cin * kernel * kernel)
 
 
@@ -83,21 +99,29 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rows", type=int, default=None, help="register tile rows (default: the target's)")
     parser.add_argument("--blocks", type=int, default=None, help="register tile blocks of 16 lanes")
-    parser.add_argument("--reduce-multiple", type=int, default=4,
+    parser.add_argument("--reduce-multiple", type=int, default=None,
                         help="pad conv reductions to this multiple (64: AMX tiles where the host has them)")
     parser.add_argument("--weight-bits", default="8", help="weight widths to time, e.g. 8,4")
+    parser.add_argument("--mcpu", default=None, help="build for this x86 CPU (LLVM's name) instead of the host")
     args = parser.parse_args()
     target = host_target(args.threads)
-    default = default_knobs(target)
+    if args.mcpu:
+        target = tvm.target.Target({"kind": "llvm", "mcpu": args.mcpu, "num-cores": args.threads})
+        if missing_features(target):
+            parser.error(f"this CPU cannot run code for {args.mcpu}: it lacks {', '.join(missing_features(target))}")
+    packing = packing_for(target)
+    default = default_knobs(target, packing)
     knobs = Knobs(args.rows or default.rows, args.blocks or default.blocks)
     peak = measure_peak(target)
     amx = f", AMX tiles {peak.amx_int8_gops} GOP/s" if peak.amx_int8_gops else ""
+    step = "vpmaddwd on int16 (WIDE)" if packing is WIDE else instruction_set(target)
     print(f"peak ({args.threads} threads): int8 {peak.int8_gops} GOP/s ({peak.int8_instruction}){amx}, "
-          f"fp32 {peak.fp32_gflops} GFLOP/s ({peak.fp32_instruction}); int8 step: {instruction_set(target)}; knobs {knobs}")
+          f"fp32 {peak.fp32_gflops} GFLOP/s ({peak.fp32_instruction}); target {target.attrs.get('mcpu')}, int8 step: "
+          f"{step}; knobs {knobs}")
     rng = np.random.default_rng(0)
     widths = [int(b) for b in args.weight_bits.split(",")]
-    cases = {name: lambda bits, shape=shape: matmul_case(*shape, rng, bits=bits) for name, shape in MATMULS.items()}
-    cases.update({name: lambda bits, shape=shape: conv_case(*shape, rng, args.reduce_multiple, bits)
+    cases = {name: lambda bits, shape=shape: matmul_case(*shape, rng, bits, packing) for name, shape in MATMULS.items()}
+    cases.update({name: lambda bits, shape=shape: conv_case(*shape, rng, args.reduce_multiple, bits, packing)
                   for name, shape in RESNET18_CONVS.items()})
     for name, case in cases.items():
         times = {}

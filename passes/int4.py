@@ -22,7 +22,6 @@ from __future__ import annotations
 import numpy as np
 
 INT4_MIN, INT4_MAX = -8, 7
-GROUP = 4  # reduction elements per group: the int8 kernels' step
 SCALE = 16  # an unpacked value is SCALE * w (the nibble in the high half of an int8)
 SHIFT = 4  # log2(SCALE): the kernel's last stage shifts its sums back by this
 NIBBLE_SUFFIX = "u8i4"  # a packed kernel with a 4-bit weight: conv2d_3_u8i4 (8-bit: conv2d_3_u8i8)
@@ -70,19 +69,19 @@ def unpair_groups(packed: np.ndarray, axis: int, length: int) -> np.ndarray:
 
 
 def pack_matmul_nibbles(packed: np.ndarray) -> np.ndarray:
-    """A matmul weight packed by ``packed_layouts.pack_matmul_weight`` ([N'/16, K/4, 16, 4] int8) as
-    [N'/16, K/8, 16, 4] bytes: groups 2j and 2j + 1 of each 16-column block in one 64-byte vector."""
+    """A matmul weight packed by ``packed_layouts.pack_matmul_weight`` ([N'/16, K/g, 16, g] int8) as
+    [N'/16, K/2g, 16, g] bytes: groups 2j and 2j + 1 of each 16-column block in one vector."""
     return pair_groups(packed, axis=1)
 
 
 def conv_nibble_block(reduce: int) -> int:
-    """The block length of a flattened conv weight's nibble pairs: the longest of 64, 32, 16, 8, 4 bytes
-    that divides its padded reduction (a multiple of 4), so unpacking is one vector load per block."""
-    return next(width for width in (64, 32, 16, 8, GROUP) if reduce % width == 0)
+    """The block length of a flattened conv weight's nibble pairs: the longest of 64, 32, ..., 2 bytes that
+    divides its padded reduction (a multiple of the kernel's group), so unpacking is one load per block."""
+    return next(width for width in (64, 32, 16, 8, 4, 2) if reduce % width == 0)
 
 
 def pack_conv_nibbles(flat: np.ndarray) -> np.ndarray:
-    """A flattened conv weight ([O, R'] int8, R' a multiple of 4) as [O, ceil(R' / 2B) * B] bytes, B =
+    """A flattened conv weight ([O, R'] int8, R' even) as [O, ceil(R' / 2B) * B] bytes, B =
     ``conv_nibble_block(R')``: consecutive blocks of B elements in pairs, block 2j in the low nibbles of
     bytes ``jB .. jB + B - 1`` and block 2j + 1 in their high nibbles. (The conv broadcasts its weight, so
     its kernel unpacks the whole weight once per call, a vector per block.)"""

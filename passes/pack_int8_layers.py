@@ -5,7 +5,10 @@ out_dtype="int32")`` and ``relax.nn.conv2d(data: uint8 NCHW, W: int8 const OIHW,
 batch 1 (groups 1, or one filter per channel). Run before ``legalize_ops``.
 Guarantees: each such layer becomes one kernel of ``packed_layouts.INT8`` with the same int32 result, bit for
 bit: matmuls (K % 4 == 0) and convolutions reduce in groups of four (the shape of ``vpdpbusd`` and of the
-``backends.x86_packed`` schedules) over weights packed here. When the pass runs under a target
+``backends.x86_packed`` schedules) over weights packed here. Under an x86 target with AVX2 but without
+AVX-512 VNNI the kernels are ``packed_layouts.WIDE`` instead: groups of two over operands widened to int16
+(``vpmaddwd``; matmuls need K % 2 == 0). A weight holding 4-bit values is stored two groups per byte
+(``passes.int4``). When the pass runs under a target
 (``with target:``) whose CPU has AMX-INT8, a convolution with at least ``AMX_MIN_REDUCTION`` reduction
 elements and a multiple of 16 output channels has its reduction padded to a multiple of 64 (one AMX tile
 row, ``backends.x86_amx``); depthwise convolutions get their padding as a stage
@@ -22,7 +25,7 @@ import tvm
 from tvm import relax
 
 from .int4 import packs_as_nibbles
-from .packed_layouts import INT8, ConvGeometry, constant_weight_types, pack_layers
+from .packed_layouts import INT8, WIDE, ConvGeometry, Packing, constant_weight_types, pack_layers
 from .registry import register_pass
 
 
@@ -40,18 +43,32 @@ stem (147 -> 192) is the close call: 316 vs 387 us alone, but 0.41-0.42 vs 0.39-
 requantize (``qc profile``, three interleaved runs each), so it stays on tiles."""
 
 
-def _tile_friendly(target: tvm.target.Target | None):
-    """The conv reduction multiple for ``target``: 64 where AMX tiles will run the layer, else the group."""
+def _has(target: tvm.target.Target | None, *features: str) -> bool:
+    """Whether ``target`` is an LLVM CPU target with every one of ``features``."""
     from tvm.target.codegen import target_has_features
 
-    amx = (target is not None and target.kind.name == "llvm" and bool(target_has_features("amx-int8", target))
-           and bool(target_has_features("amx-tile", target)))
+    return (target is not None and target.kind.name == "llvm"
+            and all(bool(target_has_features(f, target)) for f in features))
+
+
+def packing_for(target: tvm.target.Target | None) -> Packing:
+    """``WIDE`` (operands widened to int16 for ``vpmaddwd``) where ``target`` is an x86 CPU with AVX2 but not
+    AVX-512 VNNI, else ``INT8`` (four uint8 x int8 products per lane: ``vpdpbusd``, AMX, or LLVM's own code
+    where the target is unknown or has neither)."""
+    if _has(target, "avx2") and not _has(target, "avx512vnni", "avx512bw"):
+        return WIDE
+    return INT8
+
+
+def _tile_friendly(target: tvm.target.Target | None):
+    """The conv reduction multiple for ``target``: 64 where AMX tiles will run the layer, else the group."""
+    amx, group = _has(target, "amx-int8", "amx-tile"), packing_for(target).group
 
     def multiple(geometry: ConvGeometry, out_channels: int) -> int:
         reduction = geometry.channels * geometry.kernel[0] * geometry.kernel[1]
         if amx and reduction >= AMX_MIN_REDUCTION and out_channels % 16 == 0:
             return AMX_TILE_REDUCTION
-        return INT8.group
+        return group
 
     return multiple
 
@@ -61,5 +78,5 @@ def pack_int8_layers(mod: tvm.IRModule) -> tvm.IRModule:
     """Relax -> Relax: uint8 x int8 matmul / conv2d layers become kernels over weights packed in groups of 4
     (a conv's reduction padded to 64 for AMX tiles when the current target has them), a 4-bit weight two
     groups per byte."""
-    return pack_layers(mod, INT8, _integer_layer, _tile_friendly(tvm.target.Target.current(allow_none=True)),
-                       nibbles=packs_as_nibbles)
+    target = tvm.target.Target.current(allow_none=True)
+    return pack_layers(mod, packing_for(target), _integer_layer, _tile_friendly(target), nibbles=packs_as_nibbles)

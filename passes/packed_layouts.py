@@ -43,6 +43,7 @@ from .int4 import NIBBLE_SUFFIX, SHIFT, conv_nibble, conv_nibble_block, nibble16
 LANES = 16
 IMAGE_SHAPE = "qc.image_shape"  # on the flat padded image stage: (channels, padded height, padded width)
 OUTPUT_WIDTH = "qc.output_width"  # on an im2col block: the output row length its pixel loop splits by
+NIBBLES = "qc.nibbles"  # on an unpack block: 1 where it unpacks a 4-bit weight (two groups per byte)
 OPS = "qc.ops"  # on a packed block: its useful operations, 2 x MACs of the real outputs (no padding lanes)
 KERNEL_ATTRIBUTE = "qc.packed_layout"  # on a packed kernel: what it computes (op, weight shape, geometry)
 LAYER_ATTRIBUTE = "qc.layer"  # on a packed kernel of a named layer: the layer's name
@@ -54,12 +55,14 @@ OUT_ELEMWISE_FUSABLE = 4  # relax's OpPatternKind: fusion may append the element
 @dataclass(frozen=True)
 class Packing:
     """One family of packed kernels: block names ``qc_{name}_{role}``, ``group`` reduction elements per
-    vector step, ``accumulator`` dtype, and the suffix of its kernels' names (``conv2d_3_u8i8``)."""
+    vector step, ``accumulator`` dtype, the suffix of its kernels' names (``conv2d_3_u8i8``), and
+    ``operand``, the dtype both operands are widened to before they multiply (None: as stored)."""
 
     name: str
     group: int
     accumulator: str
     suffix: str
+    operand: str | None = None
 
     def block(self, role: str) -> str:
         """The block of one role: ``matmul``, ``conv``, ``im2col``, ``pad``, ``depthwise``."""
@@ -67,6 +70,10 @@ class Packing:
 
 
 INT8 = Packing("int8", 4, "int32", "u8i8")  # uint8 x int8 -> int32, four products per lane per step
+WIDE = Packing("int16", 2, "int32", "u8i8", "int16")
+"""uint8 x int8 -> int32 on CPUs without AVX-512 VNNI: both operands widened to int16 once (the activations in
+im2col or a ``widen`` stage; the weight at compile time, or by its ``unpack`` stage where it is 4-bit), two
+products per lane per step: the shape of ``vpmaddwd``, exact (two products of at most 255 x 128 per lane)."""
 FP32 = Packing("fp32", 1, "float32", "f32")  # float32 FMA, one product per lane per step
 
 
@@ -90,11 +97,20 @@ def matmul_packed(data, packed, n_size, packing: Packing = INT8, nibbles: bool =
     block makes the int8 operand (16 w) and the last stage shifts the sums back."""
     from tvm import te
 
-    padded, g, acc_type = int(packed.shape[0]) * LANES, packing.group, packing.accumulator
+    padded, g, acc_type, wide = int(packed.shape[0]) * LANES, packing.group, packing.accumulator, packing.operand
     k = te.reduce_axis((0, int(data.shape[-1])), "k")
-    if nibbles:
-        packed = te.compute((int(packed.shape[0]), int(data.shape[-1]) // g, LANES, g),
-                            lambda a, b, c, d: nibble16(packed[a, b // 2, c, d], b % 2), name=packing.block("unpack"))
+    if nibbles or (wide and packed.dtype != wide):
+        source = packed
+
+        def weight(a, b, c, d):
+            value = nibble16(source[a, b // 2, c, d], b % 2) if nibbles else source[a, b, c, d]
+            return value.astype(wide) if wide else value
+
+        packed = te.compute((int(packed.shape[0]), int(data.shape[-1]) // g, LANES, g), weight,
+                            name=packing.block("unpack"), attrs={NIBBLES: int(nibbles)})
+    if wide:
+        narrow = data
+        data = te.compute(data.shape, lambda *index: narrow[index].astype(wide), name=packing.block("widen"))
 
     def compute(*index):
         n = index[-1]
@@ -196,13 +212,19 @@ def conv2d_im2col(data, flat, reduce_offsets, geometry: ConvGeometry, packing: P
             start = p // ow * (g.strides[0] * pw) + p % ow * g.strides[1]
             return tirx.if_then_else(tirx.all(r < reduce, p < pixels), image[start + reduce_offsets[r]], zero)
 
-    if nibbles:
-        packed, out_channels = flat, int(flat.shape[0])
-        reduce = int(reduce_offsets.shape[0])
-        flat = te.compute((out_channels, reduce), lambda o, r: conv_nibble(packed, o, r, reduce),
-                          name=packing.block("unpack"))
+    wide = packing.operand
+    if nibbles or (wide and flat.dtype != wide):
+        source, reduce = flat, int(reduce_offsets.shape[0])
+
+        def weight(o, r):
+            value = conv_nibble(source, o, r, reduce) if nibbles else source[o, r]
+            return value.astype(wide) if wide else value
+
+        flat = te.compute((int(flat.shape[0]), reduce), weight, name=packing.block("unpack"),
+                          attrs={NIBBLES: int(nibbles)})
     groups, padded_pixels = int(flat.shape[1]) // group, g.padded_pixels
-    col = te.compute((groups, padded_pixels, group), gather, name=packing.block("im2col"), attrs={OUTPUT_WIDTH: ow})
+    column = (lambda rg, p, t: gather(rg, p, t).astype(wide)) if wide else gather
+    col = te.compute((groups, padded_pixels, group), column, name=packing.block("im2col"), attrs={OUTPUT_WIDTH: ow})
     r = te.reduce_axis((0, groups * group), "r")
     out_channels = int(flat.shape[0])
     acc = te.compute((out_channels, padded_pixels),
@@ -257,7 +279,8 @@ def matmul_kernel(m: int, k: int, n: int, packing: Packing = INT8, dtypes: tuple
 
     data = te.placeholder((m, k), dtypes[0], "data")
     groups = -(-k // (2 * packing.group)) if nibbles else k // packing.group
-    packed = te.placeholder((-(-n // LANES), groups, LANES, packing.group), "uint8" if nibbles else dtypes[1], "packed")
+    stored = "uint8" if nibbles else packing.operand or dtypes[1]  # as pack_int8_layers stores it
+    packed = te.placeholder((-(-n // LANES), groups, LANES, packing.group), stored, "packed")
     return te.create_prim_func([data, packed, matmul_packed(data, packed, n, packing, nibbles)])
 
 
@@ -274,7 +297,7 @@ def conv_kernel(geometry: ConvGeometry, out_channels: int, packing: Packing = IN
     reduce = -(-g.channels * g.kernel[0] * g.kernel[1] // multiple) * multiple
     block = conv_nibble_block(reduce)
     width = -(-reduce // (2 * block)) * block if nibbles else reduce
-    flat = te.placeholder((out_channels, width), "uint8" if nibbles else dtypes[1], "flat")
+    flat = te.placeholder((out_channels, width), "uint8" if nibbles else packing.operand or dtypes[1], "flat")
     offsets = te.placeholder(g.reduce_offsets(multiple).shape, "int32", "reduce")
     return te.create_prim_func([data, flat, offsets, conv2d_im2col(data, flat, offsets, g, packing, nibbles)])
 
@@ -303,6 +326,13 @@ class LayerPacker(PyExprMutator):
         suffix = NIBBLE_SUFFIX if nibbles else self.packing.suffix
         return f"{self.binding if LAYER_NAME.fullmatch(self.binding) else kind}_{suffix}"
 
+    def _stored(self, weight: np.ndarray, nibbles: bool, pack_nibbles: Callable[[np.ndarray], np.ndarray]):
+        """A packed weight as the kernel keeps it: 4-bit two per byte, else already widened to the packing's
+        operand type (``WIDE``: int16, so no kernel widens its weight on every call), else as it is."""
+        if nibbles:
+            return pack_nibbles(weight)
+        return weight.astype(self.packing.operand) if self.packing.operand else weight
+
     def _attrs(self, info: dict | None = None) -> dict:
         """The kernel's attributes: its layout (``info``), fusion's pattern kind, and its layer's name, which
         also keeps two layers of the same shape from sharing one kernel (the builder merges equal kernels)."""
@@ -321,10 +351,10 @@ class LayerPacker(PyExprMutator):
         if name == "relax.matmul" and _packable_matmul(call, group):
             weight = call.args[1].value.numpy()
             packed = pack_matmul_weight(weight, group)
-            nibbles = packed.shape[1] % 2 == 0 and self.nibbles(weight, (0,))  # pairs of groups: K % 8 == 0
+            nibbles = packed.shape[1] % 2 == 0 and self.nibbles(weight, (0,))  # an even count of groups to pair
             info = {"op": "matmul", "weight_shape": list(weight.shape), "weight_bits": 4 if nibbles else 8}
             return self.builder_.call_te(partial(matmul_packed, packing=packing, nibbles=nibbles), call.args[0],
-                                         relax.const(pack_matmul_nibbles(packed) if nibbles else packed),
+                                         relax.const(self._stored(packed, nibbles, pack_matmul_nibbles)),
                                          weight.shape[1], primfunc_name_hint=self._name("matmul", nibbles),
                                          primfunc_attrs=self._attrs(info))
         if name == "relax.nn.conv2d" and _packable_conv(call):
@@ -335,7 +365,7 @@ class LayerPacker(PyExprMutator):
                     "padding": list(geometry.padding), "dilation": list(geometry.dilation),
                     "weight_bits": 4 if nibbles else 8}
             return self.builder_.call_te(partial(conv2d_im2col, geometry=geometry, packing=packing, nibbles=nibbles),
-                                         call.args[0], relax.const(pack_conv_nibbles(flat) if nibbles else flat),
+                                         call.args[0], relax.const(self._stored(flat, nibbles, pack_conv_nibbles)),
                                          relax.const(geometry.reduce_offsets(multiple)),
                                          primfunc_name_hint=self._name("conv2d", nibbles),
                                          primfunc_attrs=self._attrs(info))

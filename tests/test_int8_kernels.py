@@ -19,6 +19,8 @@ from backends.x86_amx import has_amx
 from backends.x86_packed import AVX2, PLAIN, VNNI, build_kernel, has_vnni, instruction_set
 from models import mnist_cnn
 from passes.packed_layouts import (
+    INT8,
+    WIDE,
     ConvGeometry,
     conv2d_im2col,
     conv_kernel,
@@ -28,6 +30,7 @@ from passes.packed_layouts import (
     matmul_packed,
     pack_matmul_weight,
 )
+from backends.cpu import missing_features
 from passes.int4 import pack_conv_nibbles, pack_matmul_nibbles
 
 from .conftest import AVX2_TARGET, PLAIN_TARGET, qc, run_kernel
@@ -36,21 +39,24 @@ VNNI_TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "znver4", "num-cores": 
 RNG = np.random.default_rng(0)
 
 
-def matmul_case(m: int, k: int, n: int, nibbles: bool = False):
+def matmul_case(m: int, k: int, n: int, nibbles: bool = False, packing=INT8):
     a = RNG.integers(0, 256, (m, k), dtype=np.uint8)
     w = RNG.integers(*((-8, 8) if nibbles else (-128, 128)), (k, n), dtype=np.int8)
-    packed = pack_matmul_nibbles(pack_matmul_weight(w)) if nibbles else pack_matmul_weight(w)
-    return matmul_kernel(m, k, n, nibbles=nibbles), [a, packed], a.astype(np.int64) @ w.astype(np.int64)
+    packed = pack_matmul_weight(w, packing.group)
+    stored = pack_matmul_nibbles(packed) if nibbles else packed.astype(packing.operand or packed.dtype)
+    return matmul_kernel(m, k, n, packing, nibbles=nibbles), [a, stored], a.astype(np.int64) @ w.astype(np.int64)
 
 
-def conv_case(cin: int, cout: int, kernel: int, stride: int, pad: int, size: int, reduce_multiple: int = 4,
-              nibbles: bool = False):
+def conv_case(cin: int, cout: int, kernel: int, stride: int, pad: int, size: int, reduce_multiple: int | None = None,
+              nibbles: bool = False, packing=INT8):
     geometry = ConvGeometry(cin, size, size, (kernel, kernel), (stride, stride), (pad,) * 4, (1, 1))
     w = RNG.integers(*((-8, 8) if nibbles else (-128, 128)), (cout, cin, kernel, kernel), dtype=np.int8)
     x = RNG.integers(0, 256, (1, cin, size, size), dtype=np.uint8)
-    flat = flatten_conv_weight(w, reduce_multiple)
-    inputs = [x, pack_conv_nibbles(flat) if nibbles else flat, geometry.reduce_offsets(reduce_multiple)]
-    return (conv_kernel(geometry, cout, reduce_multiple=reduce_multiple, nibbles=nibbles), inputs,
+    multiple = reduce_multiple or packing.group
+    flat = flatten_conv_weight(w, multiple)
+    inputs = [x, pack_conv_nibbles(flat) if nibbles else flat.astype(packing.operand or flat.dtype),
+              geometry.reduce_offsets(multiple)]
+    return (conv_kernel(geometry, cout, packing, reduce_multiple=multiple, nibbles=nibbles), inputs,
             _torch_conv(x, w, stride, pad))
 
 
@@ -152,6 +158,40 @@ def test_packed_kernels_are_exact_on_this_cpu_and_without_vnni(case):
     # this CPU's own code, then the AVX2 and the plain (SSE2) code, which run on any x86-64 with AVX2
     for target in (host_target(2), AVX2_TARGET, PLAIN_TARGET):
         np.testing.assert_array_equal(run_kernel(func, inputs, expected.shape, "int32", target), expected)
+
+
+SKYLAKE_TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})  # AVX-512, no VNNI
+WIDE_CASES = {
+    "matmul 24x64x40": lambda: matmul_case(24, 64, 40, packing=WIDE),
+    "matmul 1x256x64 (a GEMV)": lambda: matmul_case(1, 256, 64, packing=WIDE),
+    "matmul 24x64x40, 4-bit weight": lambda: matmul_case(24, 64, 40, nibbles=True, packing=WIDE),
+    "conv 3x3/1 pad 1, 5->24 @9 (K=45 padded to 46)": lambda: conv_case(5, 24, 3, 1, 1, 9, packing=WIDE),
+    "conv 7x7/2 pad 3, 3->16 @20": lambda: conv_case(3, 16, 7, 2, 3, 20, packing=WIDE),
+    "conv 1x1, 32->16 @7": lambda: conv_case(32, 16, 1, 1, 0, 7, packing=WIDE),
+    "conv 3x3/1 pad 1, 64->24 @40 (im2col read strip by strip)": lambda: conv_case(64, 24, 3, 1, 1, 40, packing=WIDE),
+    "conv 3x3/1 pad 1, 5->24 @9, 4-bit weight": lambda: conv_case(5, 24, 3, 1, 1, 9, nibbles=True, packing=WIDE),
+}
+
+
+@pytest.mark.parametrize("case", WIDE_CASES)
+def test_wide_kernels_for_cpus_without_vnni_are_exact(case):
+    """The int16 ``vpmaddwd`` kernels ``pack_int8_layers`` gives CPUs without AVX-512 VNNI, built for
+    ``haswell`` (ymm) and, where this CPU can run it, ``skylake-avx512`` (zmm), run here."""
+    func, inputs, expected = WIDE_CASES[case]()
+    targets = [AVX2_TARGET] + ([SKYLAKE_TARGET] if not missing_features(SKYLAKE_TARGET) else [])
+    for target in targets:
+        np.testing.assert_array_equal(run_kernel(func, inputs, expected.shape, "int32", target), expected)
+
+
+def test_cpus_without_vnni_get_the_wide_kernels():
+    from passes.pack_int8_layers import packing_for
+
+    assert [packing_for(t) for t in (AVX2_TARGET, SKYLAKE_TARGET, VNNI_TARGET, PLAIN_TARGET, None)] == [
+        WIDE, WIDE, INT8, INT8, INT8]
+    func = matmul_case(8, 32, 32, packing=WIDE)[0]
+    for target, register in ((AVX2_TARGET, "ymm"), (SKYLAKE_TARGET, "zmm")):
+        asm = build_kernel(func, target).mod.inspect_source("asm")
+        assert re.search(rf"vpmaddwd\s+[^\n]*{register}", asm) and "vpmaddubsw" not in asm
 
 
 REQUANTIZED = {
