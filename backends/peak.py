@@ -3,8 +3,8 @@
 Each microkernel runs ``iterations`` rounds of ``ACCUMULATORS`` independent vector instructions whose
 operands stay in registers (no memory traffic), once per core in parallel: ``vpdpbusd`` on 512-bit
 registers (16 lanes x 4 uint8 x int8 products = 128 int8 ops) where the CPU has AVX-512 VNNI, else
-``vpmaddwd`` + ``vpaddd`` on 256-bit registers (16 int16 products = 32 ops, the AVX2 int8 step's core, see
-``backends.x86_packed``) where it has AVX2, and ``vfmadd`` on 512-bit (AVX-512) or 256-bit (AVX2) registers;
+``vpmaddwd`` + ``vpaddd`` (the ``WIDE`` kernels' step, ``backends.x86_packed``; 16 int16 products per ymm = 32
+ops) on 512-bit registers where it has AVX-512 BW, else on 256-bit ones where it has AVX2, and ``vfmadd`` on 512-bit (AVX-512) or 256-bit (AVX2) registers;
 where the CPU has AMX-INT8, also 4 independent ``tdpbusd`` on tile registers (16 x 16 x 64 products each).
 The best of ``repeat`` timed runs is the peak; benchmarks report their kernels as a fraction of it.
 """
@@ -113,7 +113,7 @@ def measure_peak(target=None, cores: int | None = None, iterations: int = 200_00
 
     from .cpu import host_target
     from .x86_amx import enable_amx, has_amx
-    from .x86_packed import has_avx2, has_vnni
+    from .x86_packed import has_avx2, has_avx512bw, has_vnni
 
     target = target or host_target(cores)
     cores = int(target.attrs.get("num-cores", cores or 1))
@@ -123,12 +123,12 @@ def measure_peak(target=None, cores: int | None = None, iterations: int = 200_00
         int8 = _measure(func, "int8", 64, (cores, ACCUMULATORS * 16), "int32",
                         cores * iterations * ACCUMULATORS * 16 * 4 * 2, target, repeat)
         int8_instruction = "vpdpbusd zmm"
-    elif has_avx2(target):
-        func = _microkernel("llvm.x86.avx2.pmadd.wd", "int32x8", "int16", 8, 16, cores, iterations,
-                            accumulates=False)
-        int8 = _measure(func, "int16", 16, (cores, ACCUMULATORS * 8), "int32",
-                        cores * iterations * ACCUMULATORS * 8 * 2 * 2, target, repeat)
-        int8_instruction = "vpmaddwd+vpaddd ymm"
+    elif has_avx2(target):  # the WIDE kernels' step: vpmaddwd + vpaddd, on zmm where the CPU has AVX-512 BW
+        lanes, name = (16, "llvm.x86.avx512.pmaddw.d.512") if has_avx512bw(target) else (8, "llvm.x86.avx2.pmadd.wd")
+        func = _microkernel(name, f"int32x{lanes}", "int16", lanes, 2 * lanes, cores, iterations, accumulates=False)
+        int8 = _measure(func, "int16", 2 * lanes, (cores, ACCUMULATORS * lanes), "int32",
+                        cores * iterations * ACCUMULATORS * lanes * 2 * 2, target, repeat)
+        int8_instruction = f"vpmaddwd+vpaddd {'zmm' if lanes == 16 else 'ymm'}"
     lanes = 16 if target_has_features("avx512f", target) else 8
     func = _microkernel(f"llvm.fma.v{lanes}f32", f"float32x{lanes}", "float32", lanes, lanes, cores, iterations)
     fp32 = _measure(func, "float32", lanes, (cores, ACCUMULATORS * lanes), "float32",

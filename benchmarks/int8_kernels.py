@@ -63,7 +63,7 @@ def matmul_case(m: int, k: int, n: int, rng, bits: int = 8, packing: Packing = I
     a = rng.integers(0, 256, (m, k), dtype=np.uint8)
     w = _weight(rng, (k, n), bits)
     packed = pack_matmul_weight(w, packing.group)
-    stored = pack_matmul_nibbles(packed) if bits == 4 else packed.astype(packing.operand or packed.dtype)
+    stored = pack_matmul_nibbles(packed) if bits == 4 else packed
     return (matmul_kernel(m, k, n, packing, nibbles=bits == 4), [a, stored], a.astype(np.int64) @ w.astype(np.int64),
             2 * m * k * n)
 

@@ -72,7 +72,8 @@ class Packing:
 INT8 = Packing("int8", 4, "int32", "u8i8")  # uint8 x int8 -> int32, four products per lane per step
 WIDE = Packing("int16", 2, "int32", "u8i8", "int16")
 """uint8 x int8 -> int32 on CPUs without AVX-512 VNNI: both operands widened to int16 once (the activations in
-im2col or a ``widen`` stage; the weight at compile time, or by its ``unpack`` stage where it is 4-bit), two
+im2col or a ``widen`` stage; a conv weight at compile time, a matmul weight vector by vector in the register
+tile, a 4-bit weight by its ``unpack`` stage), two
 products per lane per step: the shape of ``vpmaddwd``, exact (two products of at most 255 x 128 per lane)."""
 FP32 = Packing("fp32", 1, "float32", "f32")  # float32 FMA, one product per lane per step
 
@@ -279,8 +280,7 @@ def matmul_kernel(m: int, k: int, n: int, packing: Packing = INT8, dtypes: tuple
 
     data = te.placeholder((m, k), dtypes[0], "data")
     groups = -(-k // (2 * packing.group)) if nibbles else k // packing.group
-    stored = "uint8" if nibbles else packing.operand or dtypes[1]  # as pack_int8_layers stores it
-    packed = te.placeholder((-(-n // LANES), groups, LANES, packing.group), stored, "packed")
+    packed = te.placeholder((-(-n // LANES), groups, LANES, packing.group), "uint8" if nibbles else dtypes[1], "packed")
     return te.create_prim_func([data, packed, matmul_packed(data, packed, n, packing, nibbles)])
 
 
@@ -326,12 +326,15 @@ class LayerPacker(PyExprMutator):
         suffix = NIBBLE_SUFFIX if nibbles else self.packing.suffix
         return f"{self.binding if LAYER_NAME.fullmatch(self.binding) else kind}_{suffix}"
 
-    def _stored(self, weight: np.ndarray, nibbles: bool, pack_nibbles: Callable[[np.ndarray], np.ndarray]):
-        """A packed weight as the kernel keeps it: 4-bit two per byte, else already widened to the packing's
-        operand type (``WIDE``: int16, so no kernel widens its weight on every call), else as it is."""
+    def _stored(self, weight: np.ndarray, nibbles: bool, pack_nibbles: Callable[[np.ndarray], np.ndarray],
+                widened: bool = False):
+        """A packed weight as the kernel keeps it: 4-bit two per byte; with ``widened`` (a convolution, whose
+        weight is the broadcast operand) already in the packing's operand type (``WIDE``: int16, so the
+        kernel does not widen it on every call); else as it is (a ``WIDE`` matmul widens each weight vector
+        as it loads it: half the bytes to read)."""
         if nibbles:
             return pack_nibbles(weight)
-        return weight.astype(self.packing.operand) if self.packing.operand else weight
+        return weight.astype(self.packing.operand) if widened and self.packing.operand else weight
 
     def _attrs(self, info: dict | None = None) -> dict:
         """The kernel's attributes: its layout (``info``), fusion's pattern kind, and its layer's name, which
@@ -365,7 +368,8 @@ class LayerPacker(PyExprMutator):
                     "padding": list(geometry.padding), "dilation": list(geometry.dilation),
                     "weight_bits": 4 if nibbles else 8}
             return self.builder_.call_te(partial(conv2d_im2col, geometry=geometry, packing=packing, nibbles=nibbles),
-                                         call.args[0], relax.const(self._stored(flat, nibbles, pack_conv_nibbles)),
+                                         call.args[0],
+                                         relax.const(self._stored(flat, nibbles, pack_conv_nibbles, widened=True)),
                                          relax.const(geometry.reduce_offsets(multiple)),
                                          primfunc_name_hint=self._name("conv2d", nibbles),
                                          primfunc_attrs=self._attrs(info))

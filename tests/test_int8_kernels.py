@@ -43,7 +43,7 @@ def matmul_case(m: int, k: int, n: int, nibbles: bool = False, packing=INT8):
     a = RNG.integers(0, 256, (m, k), dtype=np.uint8)
     w = RNG.integers(*((-8, 8) if nibbles else (-128, 128)), (k, n), dtype=np.int8)
     packed = pack_matmul_weight(w, packing.group)
-    stored = pack_matmul_nibbles(packed) if nibbles else packed.astype(packing.operand or packed.dtype)
+    stored = pack_matmul_nibbles(packed) if nibbles else packed
     return matmul_kernel(m, k, n, packing, nibbles=nibbles), [a, stored], a.astype(np.int64) @ w.astype(np.int64)
 
 
