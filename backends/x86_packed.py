@@ -137,28 +137,29 @@ def has_avx512bw(target: tvm.target.Target) -> bool:
     return bool(target_has_features("avx512bw", target))
 
 
-def _descriptions():
-    """What the 16x4 step computes, in both orientations: ``c[i] += sum_k a[k] * b[i, k]`` (row: lanes over
-    the weight's columns) and ``c[i] += sum_k a[i, k] * b[k]`` (col: lanes over the data's pixels)."""
+def _descriptions(group: int = 4, data: str = "uint8", weight: str = "int8"):
+    """What the 16 x ``group`` step computes, in both orientations: ``c[i] += sum_k a[k] * b[i, k]`` (row: lanes
+    over the weight's columns, ``a`` the data) and ``c[i] += sum_k a[i, k] * b[k]`` (col: lanes over the data's
+    pixels, ``b`` the weight), on ``data`` x ``weight`` operands."""
 
     @T.prim_func(s_tir=True)
-    def row_desc(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((16, 4), "int8", offset_factor=1),
+    def row_desc(a: T.Buffer((group,), data, offset_factor=1), b: T.Buffer((16, group), weight, offset_factor=1),
                  c: T.Buffer((16,), "int32", offset_factor=1)) -> None:
         with T.sblock("root"):
-            T.reads(c[0:16], a[0:4], b[0:16, 0:4])
+            T.reads(c[0:16], a[0:group], b[0:16, 0:group])
             T.writes(c[0:16])
-            for i, k in T.grid(16, 4):
+            for i, k in T.grid(16, group):
                 with T.sblock("update"):
                     vi, vk = T.axis.remap("SR", [i, k])
                     c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(b[vi, vk], "int32")
 
     @T.prim_func(s_tir=True)
-    def col_desc(a: T.Buffer((16, 4), "uint8", offset_factor=1), b: T.Buffer((4,), "int8", offset_factor=1),
+    def col_desc(a: T.Buffer((16, group), data, offset_factor=1), b: T.Buffer((group,), weight, offset_factor=1),
                  c: T.Buffer((16,), "int32", offset_factor=1)) -> None:
         with T.sblock("root"):
-            T.reads(c[0:16], a[0:16, 0:4], b[0:4])
+            T.reads(c[0:16], a[0:16, 0:group], b[0:group])
             T.writes(c[0:16])
-            for i, k in T.grid(16, 4):
+            for i, k in T.grid(16, group):
                 with T.sblock("update"):
                     vi, vk = T.axis.remap("SR", [i, k])
                     c[vi] = c[vi] + T.cast(a[vi, vk], "int32") * T.cast(b[vk], "int32")
@@ -166,23 +167,23 @@ def _descriptions():
     return row_desc, col_desc
 
 
-def _implementations(row_step, col_step):
+def _implementations(row_step, col_step, group: int = 4, data: str = "uint8", weight: str = "int8"):
     """(row, col) implementations of the step: ``c[0:16] = step(c[0:16], a, b)``, each ``step`` returning the
-    new int32x16 accumulator from the old one and the two operand buffers."""
+    new int32x16 accumulator from the old one and the two operand buffers (shapes as ``_descriptions``)."""
 
     @T.prim_func(s_tir=True)
-    def row_impl(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((16, 4), "int8", offset_factor=1),
+    def row_impl(a: T.Buffer((group,), data, offset_factor=1), b: T.Buffer((16, group), weight, offset_factor=1),
                  c: T.Buffer((16,), "int32", offset_factor=1)) -> None:
         with T.sblock("root"):
-            T.reads(c[0:16], a[0:4], b[0:16, 0:4])
+            T.reads(c[0:16], a[0:group], b[0:16, 0:group])
             T.writes(c[0:16])
             c[T.ramp(T.int32(0), 1, 16)] = row_step(c.vload([0], dtype="int32x16"), a, b)
 
     @T.prim_func(s_tir=True)
-    def col_impl(a: T.Buffer((16, 4), "uint8", offset_factor=1), b: T.Buffer((4,), "int8", offset_factor=1),
+    def col_impl(a: T.Buffer((16, group), data, offset_factor=1), b: T.Buffer((group,), weight, offset_factor=1),
                  c: T.Buffer((16,), "int32", offset_factor=1)) -> None:
         with T.sblock("root"):
-            T.reads(c[0:16], a[0:16, 0:4], b[0:4])
+            T.reads(c[0:16], a[0:16, 0:group], b[0:group])
             T.writes(c[0:16])
             c[T.ramp(T.int32(0), 1, 16)] = col_step(c.vload([0], dtype="int32x16"), a, b)
 
@@ -288,46 +289,11 @@ def _wide_intrinsics() -> dict:
 
     steps = {}
     for zmm in (True, False):
-        @T.prim_func(s_tir=True)
-        def row_desc(a: T.Buffer((2,), "int16", offset_factor=1), b: T.Buffer((16, 2), "int16", offset_factor=1),
-                     c: T.Buffer((16,), "int32", offset_factor=1)) -> None:
-            with T.sblock("root"):
-                T.reads(c[0:16], a[0:2], b[0:16, 0:2])
-                T.writes(c[0:16])
-                for i, k in T.grid(16, 2):
-                    with T.sblock("update"):
-                        vi, vk = T.axis.remap("SR", [i, k])
-                        c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(b[vi, vk], "int32")
-
-        @T.prim_func(s_tir=True)
-        def row_impl(a: T.Buffer((2,), "int16", offset_factor=1), b: T.Buffer((16, 2), "int16", offset_factor=1),
-                     c: T.Buffer((16,), "int32", offset_factor=1)) -> None:
-            with T.sblock("root"):
-                T.reads(c[0:16], a[0:2], b[0:16, 0:2])
-                T.writes(c[0:16])
-                c[T.ramp(T.int32(0), 1, 16)] = step(c.vload([0], dtype="int32x16"), b, a, zmm)
-
-        @T.prim_func(s_tir=True)
-        def col_desc(a: T.Buffer((16, 2), "int16", offset_factor=1), b: T.Buffer((2,), "int16", offset_factor=1),
-                     c: T.Buffer((16,), "int32", offset_factor=1)) -> None:
-            with T.sblock("root"):
-                T.reads(c[0:16], a[0:16, 0:2], b[0:2])
-                T.writes(c[0:16])
-                for i, k in T.grid(16, 2):
-                    with T.sblock("update"):
-                        vi, vk = T.axis.remap("SR", [i, k])
-                        c[vi] = c[vi] + T.cast(a[vi, vk], "int32") * T.cast(b[vk], "int32")
-
-        @T.prim_func(s_tir=True)
-        def col_impl(a: T.Buffer((16, 2), "int16", offset_factor=1), b: T.Buffer((2,), "int16", offset_factor=1),
-                     c: T.Buffer((16,), "int32", offset_factor=1)) -> None:
-            with T.sblock("root"):
-                T.reads(c[0:16], a[0:16, 0:2], b[0:2])
-                T.writes(c[0:16])
-                c[T.ramp(T.int32(0), 1, 16)] = step(c.vload([0], dtype="int32x16"), a, b, zmm)
-
-        row_name, col_name = WIDE_STEPS[zmm]
-        steps[row_name], steps[col_name] = (row_desc, row_impl), (col_desc, col_impl)
+        descriptions = _descriptions(2, "int16", "int16")
+        implementations = _implementations(lambda acc, a, b, zmm=zmm: step(acc, b, a, zmm),
+                                           lambda acc, a, b, zmm=zmm: step(acc, a, b, zmm), 2, "int16", "int16")
+        for name, desc, impl in zip(WIDE_STEPS[zmm], descriptions, implementations):
+            steps[name] = (desc, impl)
     return steps
 
 
