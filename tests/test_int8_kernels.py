@@ -296,6 +296,22 @@ def test_quantized_model_is_bit_exact_with_and_without_packed_layers(mnist_impor
         np.testing.assert_array_equal(packed.run(d[None])["output_0"], plain.run(d[None])["output_0"])
 
 
+@pytest.mark.parametrize("scheme", ["w8a8", "w4a8"])
+def test_a_model_built_for_cpus_without_vnni_gives_the_host_builds_bits(mnist_imported, scheme):
+    """The whole pipeline for ``haswell`` (WIDE kernels on ymm) and, where this CPU runs it, ``skylake-avx512``
+    (WIDE on zmm), with 8-bit and 4-bit weights: the same outputs as the host's build, bit for bit."""
+    digits = mnist_cnn.load_split()[0]
+    samples = [{"input": d[None]} for d in digits[:16]]
+    host = compiler.compile(mnist_imported, quantize=scheme, calibration=samples)
+    targets = [AVX2_TARGET] + ([SKYLAKE_TARGET] if not missing_features(SKYLAKE_TARGET) else [])
+    for target in targets:
+        other = compiler.compile(mnist_imported, quantize=scheme, calibration=samples, target=target)
+        kernels = [k for k in other.manifest.get("kernel_info", {}) if "_u8i" in k]
+        assert kernels, "no packed kernel in the build"
+        for d in digits[100:120]:
+            np.testing.assert_array_equal(other.run(d[None])["output_0"], host.run(d[None])["output_0"])
+
+
 def test_peak_microkernels_measure_something_plausible():
     peak = measure_peak(host_target(1), iterations=20_000, repeat=2)
     assert peak.fp32_gflops > 1 and peak.cores == 1
