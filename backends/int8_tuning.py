@@ -7,7 +7,9 @@ zero-filled arguments (the kernels' work does not depend on the values) and reco
 model with the same kernel reuses it. Kernels are taken heaviest first (the default tile's time), each with
 the same number of candidates (``candidates``: the default first, then the most accumulators first, each as
 ``fit_tile`` makes it on that kernel, none twice), until the trial budget is spent. Kernels without a
-register tile (depthwise, and matmuls / convolutions on AMX tiles) are not tuned. MetaSchedule tunes the
+register tile (depthwise, and matmuls / convolutions on AMX tiles) are not tuned. The WIDE kernels of CPUs
+without VNNI (``passes.packed_layouts.WIDE``) are searched the same way, within their register budget
+(``x86_packed.max_accumulators``). MetaSchedule tunes the
 other kernels (``backends.cpu.tune``).
 """
 
@@ -22,15 +24,16 @@ import numpy as np
 import tvm
 import tvm_ffi
 
-from passes.packed_layouts import INT8
+from tvm import s_tir
+
+from passes.packed_layouts import INT8, WIDE, Packing
 
 from .x86_packed import (
-    MAX_ACCUMULATORS,
     Knobs,
     default_knobs,
     fit_tile,
-    instruction_set,
-    is_packed_kernel,
+    kernel_kind,
+    max_accumulators,
     register_tile_extents,
     schedule_packed_kernels,
 )
@@ -39,14 +42,15 @@ CANDIDATES = tuple(Knobs(rows, blocks) for rows in (1, 2, 4, 6, 8, 12, 16) for b
                    if rows * blocks <= 28)
 
 
-def candidates(target: tvm.target.Target, extents: tuple[int, int] | None = None) -> list[Knobs]:
+def candidates(target: tvm.target.Target, extents: tuple[int, int] | None = None,
+               packing: Packing = INT8) -> list[Knobs]:
     """The tiles worth trying on ``target``, most likely winners first: the default, then the others whose
     accumulators fit its vector registers, most accumulators first (each loads its operands once for more
     multiply-adds), nearest the default in shape among equals. For a kernel of ``extents`` (rows, lane
     blocks) each tile is the one ``fit_tile`` makes of it there, and a tile that another already became is
     not tried again."""
-    default = default_knobs(target)
-    limit = MAX_ACCUMULATORS[instruction_set(target)]
+    default = default_knobs(target, packing)
+    limit = max_accumulators(target, packing)
     likely = sorted((k for k in CANDIDATES if k != default and k.rows * k.blocks <= limit),
                     key=lambda k: (-k.rows * k.blocks, abs(k.rows - default.rows) + abs(k.blocks - default.blocks)))
     if extents is None:
@@ -98,15 +102,15 @@ def tune_int8(mod: tvm.IRModule, target: tvm.target.Target, database: KnobDataba
     The budget is split evenly over the missing kernels, at least ``MIN_PER_KERNEL`` candidates each (so a
     small budget tunes the heaviest few), the default tile always among them."""
     extents = {kernel_key(f): (f, register_tile_extents(f, target)) for f in mod.functions.values()
-               if isinstance(f, tvm.tirx.PrimFunc) and is_packed_kernel(f, INT8)}
+               if isinstance(f, tvm.tirx.PrimFunc) and _integer_packing(f) is not None}
     kernels = {key: f for key, (f, tile) in extents.items() if tile is not None}  # depthwise, AMX: no tile
     pending = {key: f for key, f in kernels.items() if database.lookup(target, f) is None}
     report = {"int8_kernels": len(kernels), "int8_reused": len(kernels) - len(pending), "int8_tuned": 0,
               "int8_trials": 0}
     if trials <= 0 or not pending:
         return report
-    per_kernel = min(len(candidates(target)), max(MIN_PER_KERNEL, trials // len(pending)))
-    tiles = {key: candidates(target, extents[key][1]) for key in pending}
+    tiles = {key: candidates(target, extents[key][1], _integer_packing(f)) for key, f in pending.items()}
+    per_kernel = min(max(len(t) for t in tiles.values()), max(MIN_PER_KERNEL, trials // len(pending)))
     default = {key: measure(func, target, tiles[key][0]) for key, func in pending.items()}
     chosen = sorted(pending, key=lambda k: -default[k])[: trials // per_kernel]
     for key in chosen:
@@ -122,6 +126,12 @@ def tune_int8(mod: tvm.IRModule, target: tvm.target.Target, database: KnobDataba
         report["int8_tuned"] += 1
         report["int8_trials"] += len(results)
     return report
+
+
+def _integer_packing(func: tvm.tirx.PrimFunc) -> Packing | None:
+    """The packing of an integer packed kernel (INT8, or WIDE for CPUs without VNNI), else None."""
+    found = kernel_kind(s_tir.Schedule(tvm.IRModule({"main": func})))
+    return found[1] if found is not None and found[1] in (INT8, WIDE) else None
 
 
 def measure(func: tvm.tirx.PrimFunc, target: tvm.target.Target, knobs: Knobs, repeat: int = 5) -> float:

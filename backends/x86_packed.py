@@ -128,6 +128,14 @@ def default_knobs(target: tvm.target.Target, packing: Packing = INT8) -> Knobs:
     return (DEFAULT_KNOBS_BY_SET if packing is INT8 else FLOAT_KNOBS_BY_SET)[instruction_set(target)]
 
 
+def max_accumulators(target: tvm.target.Target, packing: Packing = INT8) -> int:
+    """The most accumulators of 16 lanes a register tile of ``packing`` may hold on ``target``: an INT8 tile
+    by ``MAX_ACCUMULATORS``; a ``WIDE`` one 28 zmm, or 6 of two ymm each (12 of the 16 ymm)."""
+    if packing is WIDE:
+        return 28 if has_avx512bw(target) else 6
+    return MAX_ACCUMULATORS[instruction_set(target)]
+
+
 def has_avx512bw(target: tvm.target.Target) -> bool:
     """Whether ``target``'s CPU has AVX-512 BW (byte and word operations, ``vpmaddwd``, on 512-bit registers)."""
     if target.kind.name != "llvm":

@@ -328,6 +328,19 @@ def test_peak_microkernels_measure_something_plausible():
         assert peak.amx_int8_gops is None
 
 
+def test_tuning_searches_the_wide_kernels_tiles_too(tmp_path):
+    """For a CPU without VNNI the tile search takes the WIDE kernels, within its register budget."""
+    from backends.int8_tuning import KnobDatabase, candidates, tune_int8
+    from backends.x86_packed import max_accumulators
+
+    assert max_accumulators(AVX2_TARGET, WIDE) == 6 and max_accumulators(SKYLAKE_TARGET, WIDE) == 28
+    assert all(k.rows * k.blocks <= 6 for k in candidates(AVX2_TARGET, packing=WIDE))
+    func = matmul_case(32, 64, 64, packing=WIDE)[0].with_attr("global_symbol", "wide_matmul")
+    report = tune_int8(tvm.IRModule({"wide_matmul": func}), AVX2_TARGET, KnobDatabase(tmp_path), trials=3)
+    assert report["int8_kernels"] == 1 and report["int8_tuned"] == 1 and report["int8_trials"] == 3
+    assert KnobDatabase(tmp_path).lookup(AVX2_TARGET, func) is not None
+
+
 def test_tuning_int8_tiles_keeps_results_and_reuses_its_database(tmp_path):
     digits = mnist_cnn.load_split()[0]
     np.savez(tmp_path / "calib.npz", input=digits[:16])
