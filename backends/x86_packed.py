@@ -17,7 +17,10 @@ tensorized; where the target has AMX-INT8 and the shape fits, an int8 matmul or 
 registers instead (``backends.x86_amx``). The vector steps:
 
 - int8 with ``avx512-vnni`` (``instruction_set``): one ``vpdpbusd``;
-- int8 with ``avx2``: the 8-bit operands widened to int16 (``vpmovsxbw`` / ``vpmovzxbw``) and four
+- ``WIDE`` (what ``pack_int8_layers`` gives a CPU with AVX2 but not VNNI: operands already int16, 16 x 2
+  steps): one ``vpmaddwd`` and one ``vpaddd`` on zmm where the CPU has AVX-512 BW, two of each on ymm
+  otherwise;
+- INT8 kernels on ``avx2`` (the packer did not know the target): the 8-bit operands widened to int16 (``vpmovsxbw`` / ``vpmovzxbw``) and four
   ``vpmaddwd``, whose lanes hold sums of two products; the tile keeps those half sums apart (``rfactor``: two
   int32 per output) and adds them once, in the write-back. Never ``vpmaddubsw``, whose int16 sums saturate;
 - int8 ``plain`` (neither): LLVM's loop vectorizer on the unrolled step;

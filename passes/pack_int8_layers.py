@@ -16,7 +16,9 @@ of their own. Everything else (int8 activations, other grouped convolutions, a K
 is left as it is.
 Numerics: exact. Padding the reduction with zero weights adds 0; padding with real zeros matches
 ``conv2d``'s own padding only when the activation zero point is 0, which ``lower_integer`` guarantees (it pads
-explicitly with the zero point otherwise, leaving conv2d's padding 0).
+explicitly with the zero point otherwise, leaving conv2d's padding 0). A 4-bit weight's kernel accumulates
+16 w and shifts its sums back by 4, exact while 16 x the worst-case sum fits int32 (``int4.packs_as_nibbles``;
+a weight that might not keeps 8-bit storage). WIDE products and pair sums fit int32 (2 x 255 x 128).
 """
 
 from __future__ import annotations
