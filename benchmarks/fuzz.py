@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/fuzz.py --seed 17 --graphs 1             # rerun one seed (a reproducer)
     .venv/bin/python benchmarks/fuzz.py --seed 17 --graphs 1 --show      # and print its graph
     .venv/bin/python benchmarks/fuzz.py --graphs 20 --stages w8a8 --mutation zero_point   # prove it can fail
+    .venv/bin/python benchmarks/fuzz.py --graphs 30 --stages w8a8,w4a8 --target '{"kind":"llvm","mcpu":"haswell"}'
 
 Prints a progress line per graph, then the coverage table (graphs using each op, pattern and override kind)
 and the failures, each with the command that reruns its seed and (``--out``) the reproducer's folder.
@@ -39,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stop-at-first-failure", action="store_true")
     parser.add_argument("--show", action="store_true", help="print each graph before its result")
     parser.add_argument("--json", type=Path, default=None, help="write the report as JSON to this path")
+    parser.add_argument("--target", default=None,
+                        help='build the quantized models for this LLVM target (JSON), e.g. '
+                             '\'{"kind": "llvm", "mcpu": "haswell"}\' for the kernels of a CPU without VNNI')
     args = parser.parse_args(argv)
     stages = tuple(s for s in args.stages.split(",") if s)
     unknown = [s for s in stages if s not in STAGES]
@@ -57,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"    {stage}: {text}", flush=True)
 
     report = run(range(args.seed, args.seed + args.graphs), args.time_budget, stages, args.out, args.mutation,
-                 progress, args.stop_at_first_failure)
+                 progress, args.stop_at_first_failure, args.target)
     print(report.format())
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

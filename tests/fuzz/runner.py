@@ -120,10 +120,12 @@ def _error(exc: BaseException) -> str:
 
 
 def run_graph(graph: Graph | int, stages: Iterable[str] = STAGES, out_dir: str | Path | None = None,
-              mutation: Iterable[str] | None = None) -> GraphResult:
+              mutation: Iterable[str] | None = None, target: str | dict | None = None) -> GraphResult:
     """Run one graph (or seed) through ``stages`` (``float``, ``w8a8``, ``w4a8``); failures are collected,
-    never raised."""
+    never raised. ``target`` (default: this CPU) is what the quantized models are built for, e.g. another x86
+    CPU this one can run (``{"kind": "llvm", "mcpu": "haswell"}``: the kernels of a CPU without VNNI)."""
     import compiler
+    from backends import parse_target
     from compiler.build import build
     from compiler.quantization.calibration import prepare
     from compiler.quantization.oracle import run_oracle
@@ -194,9 +196,10 @@ def run_graph(graph: Graph | int, stages: Iterable[str] = STAGES, out_dir: str |
                 laps.append(time.perf_counter())
                 lowered, _ = lower(quantized)
                 laps.append(time.perf_counter())
-                production = build(lowered, None)
+                production = build(lowered, None if target is None else parse_target(target))
                 laps.append(time.perf_counter())
-                report = run_oracle(quantized, lowered, production, held_out)
+                report = run_oracle(quantized, lowered, production, held_out,
+                                    None if target is None else parse_target(target))
                 laps.append(time.perf_counter())
                 verdict = report.summary().splitlines()
                 split = ", ".join(f"{name} {b - a:.1f}s" for name, a, b in
@@ -305,7 +308,7 @@ class Report:
 def run(seeds: Iterable[int], time_budget_s: float | None = None, stages: Iterable[str] = STAGES,
         out_dir: str | Path | None = None, mutation: Iterable[str] | None = None,
         progress: Callable[[int, int, GraphResult], None] | None = None,
-        stop_at_first_failure: bool = False) -> Report:
+        stop_at_first_failure: bool = False, target: str | dict | None = None) -> Report:
     """Run the graphs of ``seeds`` in order. With ``time_budget_s``, no graph starts once the time spent
     plus the mean time per graph so far would pass the budget (the first graph always runs)."""
     seeds = list(seeds)
@@ -316,7 +319,7 @@ def run(seeds: Iterable[int], time_budget_s: float | None = None, stages: Iterab
         elapsed = time.perf_counter() - started
         if results and time_budget_s is not None and elapsed + elapsed / len(results) > time_budget_s:
             break
-        result = run_graph(seed, stages, out_dir, mutation)
+        result = run_graph(seed, stages, out_dir, mutation, target)
         results.append(result)
         if progress is not None:
             progress(len(results), len(seeds), result)
