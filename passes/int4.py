@@ -2,14 +2,15 @@
 format ``pack_int8_layers`` gives a layer whose int8 weight holds 4-bit values, and the unpacking its
 kernels do.
 
-The packed int8 kernels reduce in groups of four (``packed_layouts``: one ``vpdpbusd`` lane adds four
-products). A 4-bit weight keeps its int8 layout, with two consecutive groups in one byte lane: group 2j in
-the low nibble, group 2j + 1 in the high nibble (two's complement; an odd count of groups is padded with a
-zero group). So one 64-byte load of a packed matmul weight unpacks into the two 16 x 4 int8 operands of two
-VNNI steps with three ALU ops, each value landing in the high half of its byte, i.e. as 16 w:
+The packed int8 kernels reduce in groups (``packed_layouts``: four for ``vpdpbusd``, two for the ``WIDE``
+kernels of CPUs without VNNI). A 4-bit weight keeps its int8 layout, with two consecutive groups in one byte
+lane: group 2j in the low nibble, group 2j + 1 in the high nibble (two's complement; an odd count of groups
+is padded with a zero group). So one 64-byte load of a packed matmul weight unpacks into the two 16 x 4 int8
+operands of two VNNI steps with three ALU ops, each value landing in the high half of its byte, i.e. as 16 w:
 
     odd group   b & 0xF0                    (vpandd)
-    even group  b << 4                      (vpsllw and vpandd: x86 has no byte shift)
+    even group  b << 4                      (vpsllw and vpandd: x86 has no byte shift; where the CPU has
+                                             GFNI, LLVM emits one vgf2p8affineqb instead)
 
 The kernel's int32 sums are then 16 times the true ones, exactly, and its last stage shifts them back
 (``>> 4``, exact: every term is a multiple of 16) before the fused epilogue sees them.
