@@ -9,8 +9,7 @@ the same number of candidates (``candidates``: the default first, then the most 
 ``fit_tile`` makes it on that kernel, none twice), until the trial budget is spent. Kernels without a
 register tile (depthwise, and matmuls / convolutions on AMX tiles) are not tuned. The WIDE kernels of CPUs
 without VNNI (``passes.packed_layouts.WIDE``) are searched the same way, within their register budget
-(``x86_packed.max_accumulators``). MetaSchedule tunes the
-other kernels (``backends.cpu.tune``).
+(``x86_packed.max_accumulators``). MetaSchedule tunes the other kernels (``backends.cpu.tune``).
 """
 
 from __future__ import annotations
@@ -101,15 +100,16 @@ def tune_int8(mod: tvm.IRModule, target: tvm.target.Target, database: KnobDataba
 
     The budget is split evenly over the missing kernels, at least ``MIN_PER_KERNEL`` candidates each (so a
     small budget tunes the heaviest few), the default tile always among them."""
-    extents = {kernel_key(f): (f, register_tile_extents(f, target)) for f in mod.functions.values()
-               if isinstance(f, tvm.tirx.PrimFunc) and _integer_packing(f) is not None}
-    kernels = {key: f for key, (f, tile) in extents.items() if tile is not None}  # depthwise, AMX: no tile
+    packings = {kernel_key(f): (f, _integer_packing(f)) for f in mod.functions.values()
+                if isinstance(f, tvm.tirx.PrimFunc)}
+    extents = {key: register_tile_extents(f, target) for key, (f, packing) in packings.items() if packing}
+    kernels = {key: packings[key][0] for key, tile in extents.items() if tile is not None}  # depthwise, AMX: none
     pending = {key: f for key, f in kernels.items() if database.lookup(target, f) is None}
     report = {"int8_kernels": len(kernels), "int8_reused": len(kernels) - len(pending), "int8_tuned": 0,
               "int8_trials": 0}
     if trials <= 0 or not pending:
         return report
-    tiles = {key: candidates(target, extents[key][1], _integer_packing(f)) for key, f in pending.items()}
+    tiles = {key: candidates(target, extents[key], packings[key][1]) for key in pending}
     per_kernel = min(max(len(t) for t in tiles.values()), max(MIN_PER_KERNEL, trials // len(pending)))
     default = {key: measure(func, target, tiles[key][0]) for key, func in pending.items()}
     chosen = sorted(pending, key=lambda k: -default[k])[: trials // per_kernel]

@@ -4,7 +4,8 @@ Each microkernel runs ``iterations`` rounds of ``ACCUMULATORS`` independent vect
 operands stay in registers (no memory traffic), once per core in parallel: ``vpdpbusd`` on 512-bit
 registers (16 lanes x 4 uint8 x int8 products = 128 int8 ops) where the CPU has AVX-512 VNNI, else
 ``vpmaddwd`` + ``vpaddd`` (the ``WIDE`` kernels' step, ``backends.x86_packed``; 16 int16 products per ymm = 32
-ops) on 512-bit registers where it has AVX-512 BW, else on 256-bit ones where it has AVX2, and ``vfmadd`` on 512-bit (AVX-512) or 256-bit (AVX2) registers;
+ops) on 512-bit registers where it has AVX-512 BW, else on 256-bit ones where it has AVX2, and ``vfmadd`` on
+512-bit (AVX-512) or 256-bit (AVX2) registers;
 where the CPU has AMX-INT8, also 4 independent ``tdpbusd`` on tile registers (16 x 16 x 64 products each).
 The best of ``repeat`` timed runs is the peak; benchmarks report their kernels as a fraction of it.
 """
@@ -124,7 +125,8 @@ def measure_peak(target=None, cores: int | None = None, iterations: int = 200_00
                         cores * iterations * ACCUMULATORS * 16 * 4 * 2, target, repeat)
         int8_instruction = "vpdpbusd zmm"
     elif has_avx2(target):  # the WIDE kernels' step: vpmaddwd + vpaddd, on zmm where the CPU has AVX-512 BW
-        lanes, name = (16, "llvm.x86.avx512.pmaddw.d.512") if has_avx512bw(target) else (8, "llvm.x86.avx2.pmadd.wd")
+        lanes, name = ((16, "llvm.x86.avx512.pmaddw.d.512") if has_avx512bw(target)
+                       else (8, "llvm.x86.avx2.pmadd.wd"))
         func = _microkernel(name, f"int32x{lanes}", "int16", lanes, 2 * lanes, cores, iterations, accumulates=False)
         int8 = _measure(func, "int16", 2 * lanes, (cores, ACCUMULATORS * lanes), "int32",
                         cores * iterations * ACCUMULATORS * lanes * 2 * 2, target, repeat)

@@ -20,9 +20,10 @@ registers instead (``backends.x86_amx``). The vector steps:
 - ``WIDE`` (what ``pack_int8_layers`` gives a CPU with AVX2 but not VNNI: operands already int16, 16 x 2
   steps): one ``vpmaddwd`` and one ``vpaddd`` on zmm where the CPU has AVX-512 BW, two of each on ymm
   otherwise;
-- INT8 kernels on ``avx2`` (the packer did not know the target): the 8-bit operands widened to int16 (``vpmovsxbw`` / ``vpmovzxbw``) and four
-  ``vpmaddwd``, whose lanes hold sums of two products; the tile keeps those half sums apart (``rfactor``: two
-  int32 per output) and adds them once, in the write-back. Never ``vpmaddubsw``, whose int16 sums saturate;
+- INT8 kernels on ``avx2`` (the packer did not know the target): the 8-bit operands widened to int16
+  (``vpmovsxbw`` / ``vpmovzxbw``) and four ``vpmaddwd``, whose lanes hold sums of two products; the tile
+  keeps those half sums apart (``rfactor``: two int32 per output) and adds them once, in the write-back.
+  Never ``vpmaddubsw``, whose int16 sums saturate;
 - int8 ``plain`` (neither): LLVM's loop vectorizer on the unrolled step;
 - float32: one vector multiply-add of 16 lanes, which LLVM contracts into FMAs.
 
@@ -63,22 +64,23 @@ VNNI_COL_INTRIN = "qc_vnni_16x4_lanes_from_data"     # conv: lanes over output p
 _VPDPBUSD = "llvm.x86.avx512.vpdpbusd.512"
 
 
-def has_vnni(target: tvm.target.Target) -> bool:
-    """Whether ``target``'s CPU has AVX-512 VNNI (``vpdpbusd`` on 512-bit registers)."""
+def _has_features(target: tvm.target.Target, *features: str) -> bool:
+    """Whether ``target`` is an LLVM CPU target with every one of ``features``."""
     if target.kind.name != "llvm":
         return False
     from tvm.target.codegen import target_has_features
 
-    return bool(target_has_features("avx512vnni", target)) and bool(target_has_features("avx512bw", target))
+    return all(bool(target_has_features(f, target)) for f in features)
+
+
+def has_vnni(target: tvm.target.Target) -> bool:
+    """Whether ``target``'s CPU has AVX-512 VNNI (``vpdpbusd`` on 512-bit registers)."""
+    return _has_features(target, "avx512vnni", "avx512bw")
 
 
 def has_avx2(target: tvm.target.Target) -> bool:
     """Whether ``target``'s CPU has AVX2 (``vpmaddwd`` on 256-bit registers)."""
-    if target.kind.name != "llvm":
-        return False
-    from tvm.target.codegen import target_has_features
-
-    return bool(target_has_features("avx2", target))
+    return _has_features(target, "avx2")
 
 
 VNNI, AVX2, PLAIN = "avx512-vnni", "avx2", "plain"
@@ -141,11 +143,7 @@ def max_accumulators(target: tvm.target.Target, packing: Packing = INT8) -> int:
 
 def has_avx512bw(target: tvm.target.Target) -> bool:
     """Whether ``target``'s CPU has AVX-512 BW (byte and word operations, ``vpmaddwd``, on 512-bit registers)."""
-    if target.kind.name != "llvm":
-        return False
-    from tvm.target.codegen import target_has_features
-
-    return bool(target_has_features("avx512bw", target))
+    return _has_features(target, "avx512bw")
 
 
 def _descriptions(group: int = 4, data: str = "uint8", weight: str = "int8"):
@@ -290,17 +288,19 @@ def _wide_intrinsics() -> dict:
 
     def step(acc, sixteen, pair, zmm: bool):
         repeated = lambda lanes: T.reinterpret(  # noqa: E731
-            T.broadcast(T.reinterpret(pair.vload([0], "int16x2"), dtype="int32"), lanes), dtype=f"int16x{2 * lanes}")
+            T.broadcast(T.reinterpret(pair.vload([0], "int16x2"), dtype="int32"), lanes),
+            dtype=f"int16x{2 * lanes}")
         if zmm:
             return acc + T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(_PMADDWD_512),
-                                                 sixteen.vload([0, 0], dtype="int16x32"), repeated(16), dtype="int32x16")
-        halves = [T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(_PMADDWD), sixteen.vload([8 * h, 0], dtype="int16x16"),
-                                          repeated(8), dtype="int32x8") for h in range(2)]
+                                                 sixteen.vload([0, 0], dtype="int16x32"), repeated(16),
+                                                 dtype="int32x16")
+        halves = [T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(_PMADDWD),
+                                          sixteen.vload([8 * h, 0], dtype="int16x16"), repeated(8), dtype="int32x8")
+                  for h in range(2)]
         return acc + T.Shuffle(halves, list(range(16)))
 
-    steps = {}
+    descriptions, steps = _descriptions(2, "int16", "int16"), {}
     for zmm in (True, False):
-        descriptions = _descriptions(2, "int16", "int16")
         implementations = _implementations(lambda acc, a, b, zmm=zmm: step(acc, b, a, zmm),
                                            lambda acc, a, b, zmm=zmm: step(acc, a, b, zmm), 2, "int16", "int16")
         for name, desc, impl in zip(WIDE_STEPS[zmm], descriptions, implementations):
@@ -479,7 +479,8 @@ def schedule_matmul(sch: s_tir.Schedule, packing: Packing, knobs: Knobs, steps: 
     loops = sch.get_loops(block)
     *rows, col, red = loops
     row = sch.fuse(*rows) if len(rows) > 1 else rows[0]
-    _tile(sch, block, row, col, red, packing.group, knobs, steps[0], unpack=_block_or_none(sch, packing.block("unpack")))
+    unpack = _block_or_none(sch, packing.block("unpack"))
+    _tile(sch, block, row, col, red, packing.group, knobs, steps[0], unpack=unpack)
 
 
 def schedule_conv(sch: s_tir.Schedule, packing: Packing, knobs: Knobs, steps: tuple) -> None:
@@ -493,8 +494,8 @@ def schedule_conv(sch: s_tir.Schedule, packing: Packing, knobs: Knobs, steps: tu
 
 
 def _schedule_unpack(sch: s_tir.Schedule, packing: Packing) -> None:
-    """A 4-bit weight's ``unpack`` block (``passes.int4``) at the kernel's root: the whole int8 weight (16 w)
-    once per call, parallel over its rows, vectorized along them. None: nothing to do."""
+    """A 4-bit weight's ``unpack`` block (``passes.int4``), if the kernel has one, at the kernel's root: the
+    whole int8 weight (16 w) once per call, parallel over its rows, vectorized along them."""
     unpack = _block_or_none(sch, packing.block("unpack"))
     if unpack is None:
         return

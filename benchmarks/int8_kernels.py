@@ -129,8 +129,8 @@ def main() -> None:
             gops, exact, times[bits] = run(*case(bits), target, knobs)
             fraction = f"{gops / peak.int8_gops:.0%} of int8 peak" if peak.int8_gops else "no int8 peak"
             ratio = f"  {times[4] / times[8]:.2f}x the 8-bit time" if bits == 4 and 8 in times else ""
-            print(f"{name:36s} W{bits} {times[bits] * 1e6:9.1f} us  {gops:7.1f} GOP/s  {fraction}  exact={exact}{ratio}",
-                  flush=True)
+            print(f"{name:36s} W{bits} {times[bits] * 1e6:9.1f} us  {gops:7.1f} GOP/s  {fraction}  "
+                  f"exact={exact}{ratio}", flush=True)
 
 
 if __name__ == "__main__":
