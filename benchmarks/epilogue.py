@@ -3,8 +3,9 @@ packed kernel's time.
 
     .venv/bin/python benchmarks/epilogue.py [--mcpu znver4]
 
-The requantize ``lower_integer`` fuses after every layer, ``clamp(((acc + offset) * b + 2^(c-1)) >> c)`` in
-int64 with per-channel constants, then a cast to uint8 (``passes.dyadic``), is built alone over a
+The requantize ``lower_integer`` fuses after every layer, ``clamp((acc * b + R) >> c)`` in int64 with
+per-channel constants (R = offset * b + 2^(c-1); b and c stored int32 by ``narrow_constants``), then a cast to
+uint8 (``passes.dyadic``), is built alone over a
 [channels, 4096] int32 tile (16-lane vectors, as the write-back runs it) and its innermost loop is read from
 the assembly: the instructions between the loop's label and its back-branch, per 16 outputs. Then three
 1x1 convolutions of EfficientNet-Lite0 (small reductions, where the epilogue weighs most) are timed with and
@@ -31,21 +32,24 @@ CONVS = {"1x1 16->96 @112": (16, 96, 112), "1x1 24->144 @56": (24, 144, 56), "1x
 
 
 def requantize(acc, constant_index):
-    """``lower_integer``'s requantize after ``acc`` (int32), to uint8, constants indexed per output channel."""
-    names = ("offset", "multiplier", "rounding", "shift")
-    constants = [te.placeholder((int(acc.shape[1]),), "int64", name) for name in names]
+    """``lower_integer``'s requantize after ``acc`` (int32), to uint8, constants indexed per output channel,
+    stored as ``narrow_constants`` leaves them (multiplier and shift int32, the rounding term int64)."""
+    channels = int(acc.shape[1])
+    constants = [te.placeholder((channels,), dtype, name)
+                 for name, dtype in (("multiplier", "int32"), ("rounding", "int64"), ("shift", "int32"))]
 
     def compute(*index):
-        offset, multiplier, rounding, shift = (c[constant_index(*index)] for c in constants)
-        value = ((acc[index].astype("int64") + offset) * multiplier + rounding) >> shift
+        multiplier, rounding, shift = (c[constant_index(*index)].astype("int64") for c in constants)
+        value = (acc[index].astype("int64") * multiplier + rounding) >> shift
         return tirx.Cast("uint8", tirx.min(tirx.max(value, tirx.const(0, "int64")), tirx.const(255, "int64")))
 
     return constants, te.compute(acc.shape, compute, name="requantize")
 
 
 def constants(channels: int, rng) -> list[np.ndarray]:
-    return [rng.integers(-1000, 1000, channels), rng.integers(1, 2**30, channels),
-            np.full(channels, 2**37), np.full(channels, 38)]
+    multiplier = rng.integers(1, 2**30, channels)
+    offset = rng.integers(-1000, 1000, channels)
+    return [multiplier.astype(np.int32), offset * multiplier + 2**37, np.full(channels, 38, np.int32)]
 
 
 def epilogue_instructions(target) -> tuple[float, Counter]:

@@ -39,6 +39,7 @@ DEFAULT_PASSES: tuple[str, ...] = (
     "legalize_ops",             # every Relax op -> a TIR loop nest
     "annotate_op_pattern",      # label each loop nest for fusion
     "fold_constant",            # fold what legalization exposed
+    "narrow_constants",         # int64 constants that fit int32 stored as int32 (vpmuldq in the requantize)
     "fuse_ops",                 # group elementwise tails with their producer
     "fuse_tir",                 # one kernel per group
     "dead_code_elimination",    # drop what fusion left unused

@@ -11,6 +11,7 @@ from . import (  # noqa: F401  (registers the passes)
     fold_batchnorm,
     insert_qdq,
     lower_integer,
+    narrow_constants,
     pack_float_layers,
     pack_int8_layers,
     tvm_builtin,

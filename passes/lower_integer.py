@@ -13,7 +13,9 @@ zero padding runs on integers:
     bias              int32, round(b / (s_x * s_w)) added to the accumulator; a later constant add joins it
                       only while no ReLU / clip has been applied (clamp(y) + c is not clamp(y + c))
     rescale           one dyadic multiplier b / 2^c per output channel (and per branch of a residual add),
-                      (acc * b + 2^(c-1)) >> c in int64, then + z_out and a clamp to the output range
+                      (acc * b + 2^(c-1)) >> c in int64, then + z_out and a clamp to the output range;
+                      emitted as (acc * b + R) >> c with R = offset * b + 2^(c-1) + z_out * 2^c, the same
+                      integers (z_out * 2^c is a multiple of 2^c; offset * b moves out of the product)
     ReLU / clip       the clamp bounds of that requantize (z_out + round(lo / s_out) ...)
     mean, avg pool    int32 window sum (average pooling: a depthwise convolution with weights 1 over the input
                       padded with z), then the dyadic rescale s_x / (n * s_out)
@@ -243,21 +245,27 @@ class _Lowering:
         return Quant(q, scale, zero, int(info.min), int(info.max), dtype)
 
     def requantize(self, x: Linear, scale: float, zero: int, qmin: int, qmax: int, dtype: str) -> Quant:
-        """clamp(sum_i rescale(var_i + offset_i, s_i / s_out) + z_out), each rescale dyadic in int64."""
+        """clamp(sum_i rescale(var_i + offset_i, s_i / s_out) + z_out), each rescale dyadic in int64, written
+        (var_i * b_i + R_i) >> c_i with the constant R_i = offset_i * b_i + 2^(c_i - 1) (+ z_out * 2^c_i in
+        one term): equal, as integers, to ((var_i + offset_i) * b_i + 2^(c_i - 1)) >> c_i + z_out, and one
+        int32 x int32 -> int64 product per output (``vpmuldq`` once ``narrow_constants`` stores b as int32)."""
         emit = self.builder.emit
-        total = None
+        total, zero_left = None, zero
         for term in x.terms:
             multiplier, shift = _dyadic_arrays(np.asarray(term.scale, np.float64) / scale)
-            _check_rescale(term, multiplier)
-            acc = emit(relax.op.astype(term.var, "int64"))
-            if np.any(term.offset):
-                acc = emit(relax.op.add(acc, _i64(term.offset)))
-            acc = emit(relax.op.multiply(acc, _i64(multiplier)))
-            acc = emit(relax.op.right_shift(emit(relax.op.add(acc, _i64(np.left_shift(1, shift - 1)))), _i64(shift)))
+            # Python integers (object arrays) until the bound is checked: offset * b may pass int64
+            rounding = np.asarray(term.offset, np.int64).astype(object) * multiplier.astype(object) + np.left_shift(
+                1, shift.astype(object) - 1)
+            with_zero = rounding + np.left_shift(zero_left, shift.astype(object))
+            if zero_left and _fits_product(multiplier, with_zero):
+                rounding, zero_left = with_zero, 0
+            _check_rescale(term, multiplier, rounding)
+            acc = emit(relax.op.multiply(emit(relax.op.astype(term.var, "int64")), _i64(multiplier)))
+            acc = emit(relax.op.right_shift(emit(relax.op.add(acc, _i64(rounding.astype(np.int64)))), _i64(shift)))
             total = acc if total is None else emit(relax.op.add(total, acc))
         lo, hi = _integer_bounds(x.lo, x.hi, scale, zero, qmin, qmax)
-        if zero:
-            total = emit(relax.op.add(total, _i64(zero)))
+        if zero_left:
+            total = emit(relax.op.add(total, _i64(zero_left)))
         total = emit(relax.op.minimum(emit(relax.op.maximum(total, _i64(lo))), _i64(hi)))
         return Quant(emit(relax.op.astype(total, dtype)), scale, zero, lo, hi, dtype)
 
@@ -563,10 +571,15 @@ def _integer_bounds(lo: float, hi: float, scale: float, zero: int, qmin: int, qm
     return low, high
 
 
-def _check_rescale(term: Term, multiplier: np.ndarray) -> None:
-    """Refuse a requantize whose int64 product (acc + offset) * b could overflow (|acc| < 2^31)."""
-    worst = (np.abs(np.asarray(term.offset, np.float64)) + 2.0**31) * np.asarray(multiplier, np.float64)
-    if np.max(worst) >= 2.0**63:
+def _fits_product(multiplier: np.ndarray, rounding: np.ndarray) -> bool:
+    """Whether var * b + R stays inside int64 for every int32 var (|var| <= 2^31)."""
+    worst = np.broadcast_arrays(np.asarray(multiplier).astype(object) * 2**31 + np.abs(rounding.astype(object)))[0]
+    return max(worst.ravel().tolist()) < 2**63
+
+
+def _check_rescale(term: Term, multiplier: np.ndarray, rounding: np.ndarray) -> None:
+    """Refuse a requantize whose int64 sum var * b + R could overflow."""
+    if not _fits_product(multiplier, rounding):
         raise PassError(f"lower_integer: a requantize of {term.var.name} could overflow int64 (offset up to "
                         f"{np.max(np.abs(term.offset)):.3g}, multiplier {np.max(multiplier)}); the weight "
                         "scales of its layer are too small for its bias")
