@@ -43,6 +43,7 @@ from .int4 import NIBBLE_SUFFIX, SHIFT, conv_nibble, conv_nibble_block, nibble16
 LANES = 16
 IMAGE_SHAPE = "qc.image_shape"  # on the flat padded image stage: (channels, padded height, padded width)
 OUTPUT_WIDTH = "qc.output_width"  # on an im2col block: the output row length its pixel loop splits by
+ROW_STRIDE = "qc.row_stride"  # on a depthwise block: its vertical stride
 NIBBLES = "qc.nibbles"  # on an unpack block: 1 where it unpacks a 4-bit weight (two groups per byte)
 OPS = "qc.ops"  # on a packed block: its useful operations, 2 x MACs of the real outputs (no padding lanes)
 KERNEL_ATTRIBUTE = "qc.packed_layout"  # on a packed kernel: what it computes (op, weight shape, geometry)
@@ -277,7 +278,7 @@ def depthwise_conv2d(data, weight, strides, padding, dilation, packing: Packing 
         (1, channels, oh, vector_ow),
         lambda b, c, y, x: te.sum(tap(c, y * sy + i * dy, x, j).astype(acc_type) * weight[c, 0, i, j].astype(acc_type),
                                   axis=[i, j]),
-        name=packing.block("depthwise"), attrs={OPS: 2 * channels * oh * ow * kh * kw})
+        name=packing.block("depthwise"), attrs={OPS: 2 * channels * oh * ow * kh * kw, ROW_STRIDE: sy})
     if vector_ow == ow:
         return acc
     return te.compute((1, channels, oh, ow), lambda b, c, y, x: acc[b, c, y, x], name=packing.block("crop"))
