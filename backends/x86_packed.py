@@ -584,56 +584,56 @@ def _tile(sch, block, rows, lanes, reduction, group: int, knobs: Knobs, intrin: 
             strip=lanes_outer)
 
 
-DEPTHWISE_ROWS = 8       # at most this many output rows of a narrow layer accumulated together
+DEPTHWISE_ROWS = (8, 2)   # at most this many output rows accumulated together: rows of one vector, wider
 DEPTHWISE_REGISTERS = 30  # of the 32 vector registers: accumulators, the input vectors they share, weights
 
 
-def depthwise_rows(rows: int, kernel: int, stride: int) -> int:
-    """Output rows of a narrow depthwise layer (one vector per row) accumulated together: the most (dividing
-    ``rows``, at most ``DEPTHWISE_ROWS``) whose accumulators, shared input rows and one filter column of
+def depthwise_rows(rows: int, vectors: int, kernel: int, stride: int) -> int:
+    """Output rows of a depthwise layer accumulated together: the most (dividing ``rows``, at most
+    ``DEPTHWISE_ROWS``) whose accumulators, shared input rows (``vectors`` per row) and one filter column of
     weights fit in registers."""
     def registers(r: int) -> int:
-        return r + (r - 1) * stride + kernel + kernel
+        return r * vectors + ((r - 1) * stride + kernel) * vectors + kernel
 
-    return max(r for r in range(1, DEPTHWISE_ROWS + 1) if rows % r == 0 and registers(r) <= DEPTHWISE_REGISTERS)
+    most = DEPTHWISE_ROWS[0] if vectors == 1 else DEPTHWISE_ROWS[1]
+    return max(r for r in range(1, most + 1) if rows % r == 0 and (r == 1 or registers(r) <= DEPTHWISE_REGISTERS))
 
 
 def schedule_depthwise(sch: s_tir.Schedule, packing: Packing, knobs: Knobs, steps: tuple) -> None:
-    """Output rows with the columns in vector lanes.
-
-    A row that fits one vector: one channel per task (its weights and epilogue constants loaded once, its
-    padding made in the task, in L1), a tile of rows (``depthwise_rows``) accumulated filter column by
-    filter column: within a column the tile's rows share their input rows, each loaded and widened once for
-    every tap that reads it (filter rows and tile rows unrolled; the columns stay a loop, so the live
-    vectors fit in registers). Lite0's 5x5 layers standalone: at 7x7, 1152 channels, 92 -> 63 us; at 14x14,
-    672 channels, 101 -> 73 us (``/tmp`` A/B of this schedule against the one row per step before it).
-    Wider rows: one row per task, tap by tap (tiles of rows in the same order were slower or no faster on
-    Lite0's 28- and 56-wide layers: 12- and 8-lane tails, spilled registers)."""
+    """Tiles of output rows (``depthwise_rows``) with the columns in vector lanes, accumulated filter column
+    by filter column: within a column the tile's rows share their input rows, each loaded and widened once
+    for every tap that reads it (filter rows and tile rows unrolled; the columns stay a loop, so the live
+    vectors fit in registers). Where a row fits one vector, one channel per task (its weights and epilogue
+    constants loaded once, its padding made in the task, in L1), else one tile per task. Lite0's 5x5 layers
+    standalone: at 7x7, 1152 channels, 92 -> 63 us; at 14x14, 672 channels, 101 -> 73 us (against one row
+    per step, tap by tap, before)."""
     pad = _block_or_none(sch, packing.block("pad"))
     block = sch.get_sblock(packing.block("depthwise"))
     batch, channel, row, col, i, j = sch.get_loops(block)
-    if _extent(sch, col) <= LANES:
-        rows = depthwise_rows(_extent(sch, row), _extent(sch, i), int(sch.get(block).annotations[ROW_STRIDE]))
-        tile, row = sch.split(row, [None, rows])
-        sch.reorder(tile, j, i, row, col)
+    vectors = -(-_extent(sch, col) // LANES)
+    stride = int(sch.get(block).annotations[ROW_STRIDE])
+    rows = depthwise_rows(_extent(sch, row), vectors, _extent(sch, i), stride)
+    tile, row = sch.split(row, [None, rows])
+    # one row alone shares nothing: tap by tap, all unrolled (filter column by column, it was slower: the
+    # 112-wide 3x3 layer 122 -> 151 us)
+    first = i if rows == 1 else j
+    sch.reorder(tile, *((i, j) if rows == 1 else (j, i)), row, col)
+    if vectors == 1:
         outer = sch.fuse(batch, channel)
         _write_back_at(sch, block, tile)
         if pad is not None:
             sch.compute_at(pad, outer)
-        first, unrolled = j, (i, row)
     else:
-        sch.reorder(batch, channel, row, i, j, col)
-        outer = sch.fuse(batch, channel, row)
+        outer = sch.fuse(batch, channel, tile)
         _write_back_at(sch, block, outer)
         if pad is not None:
             sch.parallel(sch.fuse(*sch.get_loops(pad)[:2]))
-        first, unrolled = i, (i, j)
     sch.parallel(outer)
     sch.vectorize(col)  # consecutive columns (stride 1, or a phase of a strided row); before
     # decompose_reduction, while the block has its init, as TIR requires
     init = sch.decompose_reduction(block, first)
     sch.vectorize(sch.get_loops(init)[-1])
-    for loop in unrolled:
+    for loop in (i, row, j) if rows == 1 else (i, row):
         sch.unroll(loop)
 
 

@@ -8,8 +8,9 @@ pixels in the lanes, a matmul over a weight packed 16 columns at a time, a depth
 padding as a stage of its own), scheduled by ``backends.x86_packed`` as register tiles of FMAs. Other layers
 (float16, other grouped convolutions, a weight computed at run time) are left as they are.
 Numerics: the products and their order of summation over the reduction (c, i, j) are those of ``conv2d`` /
-``matmul``; the backend may contract each multiply-add into an FMA (one rounding instead of two), so results
-differ from the unpacked kernels in the last bits.
+``matmul``, except that the backend may sum a depthwise convolution's taps filter column by filter column
+(j, i: ``backends.x86_packed.schedule_depthwise``) and contract each multiply-add into an FMA (one rounding
+instead of two), so results differ from the unpacked kernels in the last bits.
 """
 
 from __future__ import annotations
