@@ -8,7 +8,8 @@ output elements in the vector lanes and the reduction in groups of ``g`` (4 for 
   lanes, activations broadcast, the weight pre-packed so each step loads one contiguous vector;
 - ``qc_*_conv``: ``acc[o, p] += col[r // g, p, r % g] * W[o, r]``: 16 output pixels in the lanes (im2col in
   groups of ``g`` reduction elements, ``qc_*_im2col``), weights broadcast, the output already NCHW;
-- ``qc_*_depthwise``: output rows with the columns in the lanes, a row or (narrow rows) a channel per task.
+- ``qc_*_depthwise``: tiles of output rows with the columns in the lanes, summed filter column by filter
+  column so the rows of a tile share their input rows; a tile or (rows of one vector) a channel per task.
 
 ``schedule_packed_kernels`` schedules every kernel holding one of them: register tiles of ``rows`` x
 ``blocks`` accumulators (16 lanes each) kept in registers across the whole reduction, the tile loop parallel
@@ -720,7 +721,13 @@ def _write_back_at(sch, block, loop) -> None:
             _parallel_vectorized(sch, _inline_chain(sch, chain[k:]))  # over the narrow result)
             break
     lanes = sch.get_loops(tile)[-1]
-    if accumulated > _elements(sch.get(tile).writes[0]):
+    if accumulated > _elements(sch.get(tile).writes[0]) and _extent(sch, lanes) > LANES:
+        # the tile holds every pixel block: a constant bound. Unrolled, TIR drops the stores past it and
+        # LLVM's SLP vectorizer packs the rest without masks (left a loop, LLVM 22 vectorized its one-pixel
+        # tail of 49 as an 8-byte store again: seven zeros over the next channel, another thread's,
+        # MobileNetV3-Small's 1x1 96->576 at 7x7, caught by the oracle)
+        sch.unroll(lanes)
+    elif accumulated > _elements(sch.get(tile).writes[0]):
         sch.annotate(lanes, "pragma_loop_partition_hint", True)
     else:
         sch.vectorize(lanes)

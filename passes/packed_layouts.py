@@ -13,7 +13,8 @@ type. Every family computes the same layouts, with 16 output elements in the vec
   ``acc[o, p] = sum_r col[r // g, p, r % g] * W'[o, r]`` with W' the flattened, zero-padded weight, then
   ``out[0, o, y, x] = acc[o, y*OW + x]``;
 - depthwise conv2d: the plain arithmetic with the zero padding made a stage of its own, so the backend can
-  vectorize along output columns (no packing: each output reads one filter).
+  vectorize along output columns (no packing: each output reads one filter); a row narrower than a vector
+  is computed a vector wide and cropped (``crop``).
 
 An int8 weight holding 4-bit values (``passes.int4``) keeps these layouts with two groups per byte (matmul)
 or two blocks of a row per byte run (conv); an ``unpack`` block turns it back into the int8 operand as 16 w
@@ -66,7 +67,7 @@ class Packing:
     operand: str | None = None
 
     def block(self, role: str) -> str:
-        """The block of one role: ``matmul``, ``conv``, ``im2col``, ``pad``, ``depthwise``."""
+        """The block of one role: ``matmul``, ``conv``, ``im2col``, ``pad``, ``depthwise``, ``crop``."""
         return f"qc_{self.name}_{role}"
 
 

@@ -69,7 +69,7 @@ def depthwise_case(channels: int, kernel: int, stride: int, pad: int, size: int)
     return func, [x, w], _torch_conv(x, w, stride, pad, groups=channels)
 
 
-def requantized_conv_case(cin: int, cout: int, size: int, reduce_multiple: int = 4):
+def requantized_conv_case(cin: int, cout: int, size: int, reduce_multiple: int = 4, narrow: bool = True):
     """A 1x1 conv with the dyadic requantize after it (int64 add, multiply, rounding shift, clamp to uint8), as
     ``lower_integer`` fuses it: the write-back narrows int64 to bytes over the real pixels of a padded tile."""
     geometry = ConvGeometry(cin, size, size, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1))
@@ -77,11 +77,11 @@ def requantized_conv_case(cin: int, cout: int, size: int, reduce_multiple: int =
     flat = te.placeholder((cout, -(-cin // reduce_multiple) * reduce_multiple), "int8", "flat")
     offsets = te.placeholder(geometry.reduce_offsets(reduce_multiple).shape, "int32", "offsets")
     acc = conv2d_im2col(data, flat, offsets, geometry)
-    scales = [te.placeholder((1, cout, 1, 1), "int64", f"scale{i}") for i in range(4)]
+    scales = _scales((1, cout, 1, 1), narrow)
     out = _requantize(acc, lambda b, o, y, x: (b, o, 0, 0), scales)
     x = RNG.integers(0, 256, (1, cin, size, size), dtype=np.uint8)
     w = RNG.integers(-128, 128, (cout, cin, 1, 1), dtype=np.int8)
-    values = _scale_values((1, cout, 1, 1))
+    values = _scale_values(scales)
     inputs = [x, flatten_conv_weight(w, reduce_multiple), geometry.reduce_offsets(reduce_multiple), *values]
     return (te.create_prim_func([data, flat, offsets, *scales, out]), inputs,
             _requantized(_torch_conv(x, w, 1, 0), values))
@@ -91,34 +91,43 @@ def requantized_matmul_case(m: int, k: int, n: int):
     """A matmul whose N is padded to 16 lanes, with the dyadic requantize after it."""
     data = te.placeholder((m, k), "uint8", "data")
     packed = te.placeholder((-(-n // 16), k // 4, 16, 4), "int8", "packed")
-    scales = [te.placeholder((n,), "int64", f"scale{i}") for i in range(4)]
+    scales = _scales((n,), True)
     out = _requantize(matmul_packed(data, packed, n), lambda row, col: (col,), scales)
     a = RNG.integers(0, 256, (m, k), dtype=np.uint8)
     w = RNG.integers(-128, 128, (k, n), dtype=np.int8)
-    values = _scale_values((n,))
+    values = _scale_values(scales)
     return (te.create_prim_func([data, packed, *scales, out]), [a, pack_matmul_weight(w), *values],
             _requantized(a.astype(np.int64) @ w.astype(np.int64), values))
 
 
 def _requantize(acc, scale_index, scales):
+    """``lower_integer``'s requantize, ``(acc * b + R) >> c`` clamped to uint8, its constants as
+    ``narrow_constants`` leaves them where they fit int32 (b, c) or int64 throughout."""
     from tvm import tirx
 
     def compute(*index):
-        bias, multiplier, rounding, shift = (s[scale_index(*index)] for s in scales)
-        value = ((acc[index].astype("int64") + bias) * multiplier + rounding) >> shift
+        multiplier, rounding, shift = (s[scale_index(*index)].astype("int64") for s in scales)
+        value = (acc[index].astype("int64") * multiplier + rounding) >> shift
         return tirx.Cast("uint8", tirx.min(tirx.max(value, tirx.const(0, "int64")), tirx.const(255, "int64")))
 
     return te.compute(acc.shape, compute, name="requantize")
 
 
-def _scale_values(shape) -> list[np.ndarray]:
-    bias, multiplier = RNG.integers(-1000, 1000, shape), RNG.integers(1, 2**15, shape)
-    return [bias, multiplier, np.full(shape, 2**21), np.full(shape, 22)]
+def _scales(shape, narrow: bool) -> list:
+    return [te.placeholder(shape, "int32" if narrow and name != "rounding" else "int64", name)
+            for name in ("multiplier", "rounding", "shift")]
+
+
+def _scale_values(scales) -> list[np.ndarray]:
+    shape = [int(d) for d in scales[0].shape]
+    offset, multiplier = RNG.integers(-1000, 1000, shape), RNG.integers(1, 2**30, shape)
+    values = [multiplier, offset * multiplier + 2**37, np.full(shape, 38)]
+    return [v.astype(str(s.dtype)) for v, s in zip(values, scales)]
 
 
 def _requantized(acc: np.ndarray, values: list[np.ndarray]) -> np.ndarray:
-    bias, multiplier, rounding, shift = values
-    return np.clip(((acc + bias) * multiplier + rounding) >> shift, 0, 255).astype(np.uint8)
+    multiplier, rounding, shift = (v.astype(np.int64) for v in values)
+    return np.clip((acc * multiplier + rounding) >> shift, 0, 255).astype(np.uint8)
 
 
 def _torch_conv(x, w, stride, pad, groups=1) -> np.ndarray:
@@ -201,6 +210,9 @@ REQUANTIZED = {
     "conv 1x1 64->96 @5 + requantize": lambda: requantized_conv_case(64, 96, 5),
     "conv 1x1 128->64 @7 + requantize (AMX where the host has it)": lambda: requantized_conv_case(128, 64, 7, 64),
     "conv 1x1 112->672 @14 + requantize": lambda: requantized_conv_case(112, 672, 14),
+    "conv 1x1 96->576 @7 + requantize (MobileNetV3-Small's; constants all int64)":
+        lambda: requantized_conv_case(96, 576, 7, narrow=False),
+    "conv 1x1 96->576 @7 + requantize (b and c int32)": lambda: requantized_conv_case(96, 576, 7),
     "matmul 24x64x33 + requantize (N padded to 48)": lambda: requantized_matmul_case(24, 64, 33),
 }
 
