@@ -1,4 +1,6 @@
-"""Backends: turn a lowered Relax module into an executable for a target (today: the host CPU via LLVM).
+"""Backends: turn a lowered Relax module into an executable for a target: LLVM code for this CPU, another
+x86 CPU, or another architecture (``backends.targets``: which lowering a target gets, whether its code runs
+here, the cross linker).
 
 TVM's runtime sizes its thread pool once, from ``TVM_NUM_THREADS`` or else half the hardware threads (it
 assumes hyper-threading: on a 2-core machine without it, one thread), and pins its threads to cores, which
@@ -19,8 +21,10 @@ os.environ.setdefault("TVM_BIND_THREADS", "0")
 
 from .cpu import TuningOptions, build, host_target, parse_target, tune  # noqa: E402
 from .errors import BackendError  # noqa: E402
+from .targets import linker, lowering_family, runs_here, why_not_here  # noqa: E402
 from .x86_amx import enable_amx  # noqa: E402
 
 enable_amx()  # this process may run AMX tile kernels (Linux hands out the tile state only on request)
 
-__all__ = ["BackendError", "enable_amx", "TuningOptions", "build", "host_target", "parse_target", "tune"]
+__all__ = ["BackendError", "enable_amx", "TuningOptions", "build", "host_target", "linker", "lowering_family",
+           "parse_target", "runs_here", "tune", "why_not_here"]

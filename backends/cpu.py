@@ -52,7 +52,9 @@ def missing_features(target: Target) -> list[str]:
 
     from .x86_amx import enable_amx
 
-    if target.kind.name != "llvm" or "x86_64" not in str(target.attrs.get("mtriple", "x86_64")):
+    from .targets import X86_ARCHES, arch, host_arch
+
+    if target.kind.name != "llvm" or arch(target) not in X86_ARCHES or host_arch() not in X86_ARCHES:
         return []
     host = host_target(1)
     missing = [f for f in KERNEL_FEATURES if target_has_features(f, target) and not target_has_features(f, host)]
@@ -93,6 +95,12 @@ def build(mod: tvm.IRModule, target: Target, tuning: TuningOptions | None = None
     Returns the executable and a tuning report (empty without tuning; see ``tune``)."""
     report: dict[str, Any] = {}
     choose = None
+    if tuning is not None and tuning.trials > 0:
+        from .targets import why_not_here
+
+        reason = why_not_here(target)
+        if reason:
+            raise BackendError(f"cannot tune for this target: tuning times kernels on this machine, and {reason}")
     if tuning is not None:
         tuning.work_dir.mkdir(parents=True, exist_ok=True)
         database = KnobDatabase(tuning.work_dir)

@@ -82,8 +82,13 @@ def compile(model: Any, *, example_inputs: Sequence[Any] | None = None,
         raise CompilerError("the oracle checks a quantized model: give a quantization scheme (--quantize / quantize=)")
     if calibration is not None and quantize is None:
         raise CompilerError("calibration samples were given without a quantization scheme (--quantize / quantize=)")
-    pipeline = Pipeline.from_spec(passes)
     tvm_target = backends.parse_target(target)
+    pipeline = Pipeline.from_spec(passes, tvm_target)
+    elsewhere = backends.why_not_here(tvm_target)  # a cross compile: nothing may run the target's code here
+    if elsewhere and (oracle or max_latency is not None):
+        raise CompilerError(f"{'the oracle' if oracle else 'a latency budget'} runs the compiled code on this "
+                            f"machine, and for this target {elsewhere}")
+    host = None if elsewhere else tvm_target  # calibration and sensitivities run float code here
     tuning = None
     if tune_trials or work_dir is not None:
         if work_dir is None:
@@ -99,12 +104,12 @@ def compile(model: Any, *, example_inputs: Sequence[Any] | None = None,
             bar.stage("allocating bits")
             quantize, calibration, allocation = _allocated(imported, quantize, calibration, bits,
                                                            Budgets(max_size, max_bops, max_latency),
-                                                           target, work_dir, bar)
+                                                           host, work_dir, bar)
         if quantize is not None:
             bar.stage("calibrating")
             if oracle:  # read twice: calibration, then the oracle
                 calibration = list(_samples(imported, calibration))
-            quantized = _quantized(imported, quantize, calibration, target)
+            quantized = _quantized(imported, quantize, calibration, host)
             imported = quantized.imported
             mod, records = lower(quantized, verify=verify, strict=_strict(integer_only))
             quantization = {"mode": "integer", **quantized.info, "float_islands": declared_islands(mod),
@@ -130,7 +135,7 @@ def compile(model: Any, *, example_inputs: Sequence[Any] | None = None,
         "compile_seconds": round(time.perf_counter() - started, 3),
         "versions": _versions(),
     }
-    return CompiledModel(library, manifest)
+    return CompiledModel(library, manifest, target=tvm_target)
 
 
 @dataclass(frozen=True)

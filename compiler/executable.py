@@ -26,16 +26,31 @@ class CompiledModel:
     """A Relax VM executable with the names, shapes and dtypes of its inputs and outputs.
 
     ``run`` takes inputs by name (a mapping) or by position and returns ``{output name: numpy array}``.
+    A model compiled for another machine (another architecture, or CPU features this one lacks) can be
+    saved but not run: running it raises ``ArtifactError`` saying why.
     """
 
-    def __init__(self, library: Any, manifest: dict[str, Any], origin: Path | None = None):
+    def __init__(self, library: Any, manifest: dict[str, Any], origin: Path | None = None,
+                 target: tvm.target.Target | None = None):
         self._library = library
         self._origin = origin  # the artifact it was loaded from: a loaded library cannot be re-exported
+        self._target = target  # what the library was built for (None: this machine)
         self.manifest = manifest
         self.inputs = [TensorSpec.from_json(t) for t in manifest["inputs"]]
         self.outputs = [TensorSpec.from_json(t) for t in manifest["outputs"]]
-        self._vm = relax.VirtualMachine(library, tvm.cpu())
-        self._main = self._vm["main"]
+        self._main_function = None
+
+    @property
+    def _main(self) -> Any:
+        """The VM's ``main``, created on first use (never for a library this machine cannot run)."""
+        if self._main_function is None:
+            from backends import why_not_here
+
+            reason = self._target is not None and why_not_here(self._target)
+            if reason:
+                raise ArtifactError(f"cannot run this model here: {reason}")
+            self._main_function = relax.VirtualMachine(self._library, tvm.cpu())["main"]
+        return self._main_function
 
     def run(self, inputs: Inputs = None, /, **named: Any) -> dict[str, np.ndarray]:
         """Run once; inputs are checked against the model's shapes and dtypes first."""
@@ -62,7 +77,10 @@ class CompiledModel:
             if self._origin is not None:
                 shutil.copyfile(self._origin / self.manifest["library"]["file"], tmp / artifact.LIBRARY)
             else:
-                self._library.export_library(str(tmp / artifact.LIBRARY))
+                from backends import linker
+
+                fcompile = linker(self._target) if self._target is not None else None
+                self._library.export_library(str(tmp / artifact.LIBRARY), fcompile=fcompile)
             artifact.write_manifest(tmp, self.manifest)
         self.manifest = artifact.read_manifest(path, verify=False)
         return path
@@ -84,15 +102,14 @@ def load(path: str | Path) -> CompiledModel:
 
 
 def _check_cpu(path: Path, manifest: dict[str, Any]) -> None:
-    """Refuse an artifact whose code uses instructions this CPU lacks (it would die of SIGILL mid-run)."""
-    from backends.cpu import missing_features
+    """Refuse an artifact this machine cannot run: another architecture (the library would not load) or
+    instructions this CPU lacks (it would die of SIGILL mid-run)."""
+    from backends import why_not_here
 
-    target = tvm.target.Target(manifest["target"])
-    missing = missing_features(target)
-    if missing:
-        raise ArtifactError(
-            f"{path} was built for CPU {target.attrs.get('mcpu', '?')!r} with {', '.join(missing)}, which this "
-            f"machine lacks; compile the model again here (or with --target for this CPU)")
+    reason = why_not_here(tvm.target.Target(manifest["target"]))
+    if reason:
+        raise ArtifactError(f"cannot load {path} here: {reason}; compile the model again here "
+                            "(or with --target for this machine)")
 
 
 def run(model: "CompiledModel | str | Path", inputs: Inputs = None, /, **named: Any) -> dict[str, np.ndarray]:

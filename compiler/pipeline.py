@@ -1,6 +1,7 @@
 """The pipeline: the ordered, named list of passes every compile runs, and how users change it.
 
-The default float pipeline is ``DEFAULT_PASSES`` below, top to bottom; a quantized model runs
+The default float pipeline is ``TARGET_INDEPENDENT_PASSES`` then the target's ``BACKEND_LOWERING`` below,
+top to bottom (``default_passes(target)``; ``DEFAULT_PASSES`` is the x86 one); a quantized model runs
 ``QUANTIZED_PASSES`` first (after calibration and ``insert_qdq``, see ``compiler.quantization.quantize``). A spec may
 replace the whole list or insert registered passes before/after a named step:
 
@@ -27,14 +28,15 @@ from passes import PassError, get_pass
 
 from .errors import PipelineSpecError
 
-DEFAULT_PASSES: tuple[str, ...] = (
+TARGET_INDEPENDENT_PASSES: tuple[str, ...] = (  # every target runs these first
     "canonicalize_bindings",    # tidy the importer's output
     "fold_constant",            # constant bias reshapes -> constants
     "fold_batchnorm",           # conv2d [+ bias] -> batch_norm  =>  conv2d with folded weights + bias
     "decompose_for_inference",  # remaining batch_norm, layer_norm, ... -> arithmetic
     "fold_constant",            # pre-compute weight-only subgraphs
-    "pack_int8_layers",         # uint8 x int8 layers -> kernels over weights packed for 4-wide dot products
-    "pack_float_layers",        # float32 conv2d / constant-weight matmul -> kernels for FMA register tiles
+)
+
+_TO_TIR: tuple[str, ...] = (
     "fast_math",                # float32 exp / erf / tanh / GELU / softmax -> vectorizable approximations
     "legalize_ops",             # every Relax op -> a TIR loop nest
     "annotate_op_pattern",      # label each loop nest for fusion
@@ -45,7 +47,28 @@ DEFAULT_PASSES: tuple[str, ...] = (
     "dead_code_elimination",    # drop what fusion left unused
 )
 
-QUANTIZED_PASSES: tuple[str, ...] = (  # run first on a quantized (QDQ) model, then DEFAULT_PASSES
+BACKEND_LOWERING: dict[str, tuple[str, ...]] = {  # then one of these, by ``backends.lowering_family(target)``
+    "x86": (
+        "pack_int8_layers",     # uint8 x int8 layers -> kernels over weights packed for 4-wide dot products
+        "pack_float_layers",    # float32 conv2d / constant-weight matmul -> kernels for FMA register tiles
+        *_TO_TIR,
+    ),
+    "generic": _TO_TIR,         # other architectures (aarch64, ...): TVM's loop nests, default schedules
+}
+
+DEFAULT_PASSES: tuple[str, ...] = TARGET_INDEPENDENT_PASSES + BACKEND_LOWERING["x86"]
+"""The pipeline of an x86 target (this machine's); ``default_passes(target)`` gives any target's."""
+
+
+def default_passes(target: Any = None) -> tuple[str, ...]:
+    """The default pipeline for ``target`` (None: this machine): the target-independent passes, then the
+    lowering of the target's backend family (chosen from its kind, triple and features, never its CPU name)."""
+    import backends
+
+    return TARGET_INDEPENDENT_PASSES + BACKEND_LOWERING[backends.lowering_family(backends.parse_target(target))]
+
+
+QUANTIZED_PASSES: tuple[str, ...] = (  # run first on a quantized (QDQ) model, then the default pipeline
     "lower_integer",            # QDQ -> uint8/int8 kernels, int32 accumulators, dyadic requantize
     "check_integer_only",       # fail unless only the declared float islands compute in float
 )
@@ -81,28 +104,31 @@ class Pipeline:
             get_pass(step.name)  # raises PassError naming the registered passes
 
     @classmethod
-    def default(cls) -> "Pipeline":
-        return cls(DEFAULT_PASSES)
+    def default(cls, target: Any = None) -> "Pipeline":
+        """The default pipeline for ``target`` (None: this machine), ``default_passes``."""
+        return cls(default_passes(target))
 
     @classmethod
-    def from_spec(cls, spec: "Pipeline | Sequence[str | Step] | str | Path | dict | None") -> "Pipeline":
-        """A pipeline from ``None`` (default), a list of names, a TOML path, or a parsed TOML dict."""
+    def from_spec(cls, spec: "Pipeline | Sequence[str | Step] | str | Path | dict | None",
+                  target: Any = None) -> "Pipeline":
+        """A pipeline from ``None`` (the default for ``target``), a list of names, a TOML path, or a parsed
+        TOML dict (its ``insert`` entries go into the default pipeline for ``target``)."""
         if spec is None:
-            return cls.default()
+            return cls.default(target)
         if isinstance(spec, Pipeline):
             return spec
         if isinstance(spec, (str, Path)):
-            return cls.from_spec(_read_toml(Path(spec)))
+            return cls.from_spec(_read_toml(Path(spec)), target)
         if isinstance(spec, dict):
-            return cls._from_dict(spec)
+            return cls._from_dict(spec, target)
         return cls(spec)
 
     @classmethod
-    def _from_dict(cls, spec: dict) -> "Pipeline":
+    def _from_dict(cls, spec: dict, target: Any = None) -> "Pipeline":
         unknown = set(spec) - {"passes", "insert"}
         if unknown:
             raise PipelineSpecError(f"unknown key(s) {sorted(unknown)} in pipeline spec; expected 'passes' and/or 'insert'")
-        pipeline = cls(spec.get("passes", DEFAULT_PASSES))
+        pipeline = cls(spec["passes"]) if "passes" in spec else cls.default(target)
         for entry in spec.get("insert", []):
             if not isinstance(entry, dict) or "pass" not in entry:
                 raise PipelineSpecError(f"each [[insert]] needs a 'pass' key, got {entry!r}")

@@ -1,0 +1,98 @@
+"""Which machine a target is for: its architecture, the lowering it gets, whether it runs here, how to link it.
+
+    arch(target)            "x86_64", "aarch64", ...: from the target's ``mtriple`` (the host's when absent)
+    lowering_family(target) "x86" (the packed int8 / float kernels of ``backends.x86_packed``) or "generic"
+    why_not_here(target)    None when code built for ``target`` runs on this machine, else a one-line reason
+    linker(target)          what ``export_library`` links with: the host's C compiler for this architecture,
+                            ``zig cc -target ARCH-linux-gnu`` (the ``ziglang`` wheel) for another one
+
+Choices read the target's kind, triple and CPU features, never its CPU name: an artifact built for
+``haswell`` runs here, one built for ``aarch64-linux-gnu`` or needing AVX-512 VNNI on a CPU without it does not.
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+from typing import Any, Callable
+
+import tvm
+from tvm.target import Target
+
+from .errors import BackendError
+
+_ARCH_ALIASES = {"amd64": "x86_64", "x86-64": "x86_64", "arm64": "aarch64", "i686": "i386"}
+X86_ARCHES = ("x86_64", "i386")
+
+
+def _normal(name: str) -> str:
+    name = name.lower()
+    return _ARCH_ALIASES.get(name, name)
+
+
+def host_arch() -> str:
+    return _normal(platform.machine())
+
+
+def triple(target: Target) -> str:
+    """The target's LLVM triple (the host's when it names none)."""
+    return str(target.attrs.get("mtriple", "") or tvm.target.codegen.llvm_get_system_triple())
+
+
+def arch(target: Target) -> str:
+    """The target's architecture, normalized (``x86_64``, ``aarch64``, ``riscv64``, ...)."""
+    return _normal(triple(target).split("-")[0])
+
+
+def lowering_family(target: Target) -> str:
+    """``"x86"`` for an LLVM target of an x86 CPU (any features: the packed kernels choose their instructions
+    from them), else ``"generic"`` (TVM's legalized loop nests with default schedules)."""
+    return "x86" if target.kind.name == "llvm" and arch(target) in X86_ARCHES else "generic"
+
+
+def why_not_here(target: Target) -> str | None:
+    """None when this machine runs code built for ``target``; else why not, in one line."""
+    from .cpu import missing_features
+
+    if target.kind.name != "llvm":
+        return f"it was built for a {target.kind.name} target and this machine runs CPU (llvm) code only"
+    built, here = arch(target), host_arch()
+    if built != here:
+        return f"it was built for {built} ({triple(target)}) and this machine is {here}"
+    missing = missing_features(target)
+    if missing:
+        return (f"it was built for CPU {target.attrs.get('mcpu', '?')!r} with {', '.join(missing)}, "
+                "which this machine lacks")
+    return None
+
+
+def runs_here(target: Target) -> bool:
+    return why_not_here(target) is None
+
+
+def linker(target: Target) -> Callable[..., Any] | None:
+    """The ``fcompile`` for ``export_library``: None (TVM's default, the host compiler) for this architecture,
+    else a cross link by ``zig cc``."""
+    built = arch(target)
+    if built == host_arch():
+        return None
+    if not any(part.startswith("linux") for part in triple(target).split("-")[1:]):
+        raise BackendError(f"no cross toolchain for {triple(target)}: qc links Linux shared libraries only")
+    try:
+        import ziglang  # noqa: F401  (the wheel ships the zig binary)
+    except ImportError:
+        raise BackendError(f"linking for {built} needs the ziglang package (pip install ziglang); "
+                           "scripts/setup.sh installs it") from None
+    zig_triple = f"{'x86' if built == 'i386' else built}-linux-gnu"
+
+    def zig_cc(output: str, objects: list[str], options: list[str] | None = None, **_: Any) -> None:
+        command = [sys.executable, "-m", "ziglang", "cc", "-shared", "-fPIC", "-target", zig_triple,
+                   "-o", output, *objects, *(options or [])]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            detail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise BackendError(f"zig cc could not link the {built} library: {detail}")
+
+    zig_cc.output_format = "so"
+    return zig_cc
