@@ -109,6 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     i.set_defaults(handler=_info)
 
     p = commands.add_parser("passes", help="list registered passes and the default pipeline")
+    p.add_argument("--target", default="host", help="the target whose default pipeline is shown")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_passes)
     return parser
@@ -483,16 +484,21 @@ def _info(args: argparse.Namespace) -> int:
 def _passes(args: argparse.Namespace) -> int:
     from passes import registered_passes
 
-    from .pipeline import DEFAULT_PASSES, QUANTIZED_PASSES
+    from .pipeline import BACKEND_LOWERING, QUANTIZED_PASSES, TARGET_INDEPENDENT_PASSES, default_passes
 
     infos = registered_passes()
     if args.json:
         print(json.dumps({"passes": [{"name": p.name, "contract": p.contract, "origin": p.origin} for p in infos],
-                          "default_pipeline": list(DEFAULT_PASSES),
+                          "default_pipeline": list(default_passes(_target(args))),
+                          "target_independent": list(TARGET_INDEPENDENT_PASSES),
+                          "backend_lowering": {k: list(v) for k, v in BACKEND_LOWERING.items()},
                           "quantized_first": list(QUANTIZED_PASSES)}, indent=2))
         return 0
     _print_table("registered passes", ["name", "contract", "from"], [[p.name, p.contract, p.origin] for p in infos])
-    print("default pipeline: " + " -> ".join(DEFAULT_PASSES))
+    print("default pipeline for this target: " + " -> ".join(default_passes(_target(args))))
+    print("  = target-independent: " + " -> ".join(TARGET_INDEPENDENT_PASSES))
+    for family, steps in BACKEND_LOWERING.items():
+        print(f"  + {family} lowering: " + " -> ".join(steps))
     print("quantized models run first: " + " -> ".join(QUANTIZED_PASSES))
     return 0
 
