@@ -80,3 +80,30 @@ def test_range_before_any_data_is_an_error():
 def _state_bytes(observer) -> int:
     histogram = getattr(observer, "histogram", None)
     return histogram.counts.nbytes if histogram is not None else len(vars(observer))
+
+
+@pytest.mark.parametrize("kind", ["entropy", "mse"])
+@pytest.mark.parametrize("bits", [8, 4])
+def test_asymmetric_histogram_observers_keep_a_skewed_images_range(kind, bits):
+    """MNIST's normalised digits: 256 pixel values, a spike of background at the minimum (-0.42), strokes to
+    2.82. A symmetric |x| threshold cut them to +-0.42 (W4A4 entropy 37.3% accuracy); the asymmetric
+    observers keep both ends."""
+    from models import mnist_cnn
+
+    digits = mnist_cnn.load_split()[0][:64]
+    lo, hi = _feed(make_observer(kind, bits=bits, symmetric=False), list(digits))
+    assert lo == pytest.approx(digits.min(), abs=0.01) and hi == pytest.approx(digits.max(), rel=0.01)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_asymmetric_entropy_is_not_drawn_to_a_relus_zeros(bits):
+    """Exact zeros (70% of a ReLU's output) are exact at any scale: they must not pull the range to 0."""
+    data = np.where(RNG.random(200_000) < 0.7, 0.0, RNG.exponential(1.0, 200_000))
+    lo, hi = _feed(make_observer("entropy", bits=bits, symmetric=False), np.split(data, 4))
+    assert lo == 0.0 and 3.0 < hi <= data.max()
+
+
+def test_asymmetric_mse_clips_each_tail_on_its_own():
+    data = np.concatenate([RNG.laplace(0, 0.2, 100_000) - 0.5, RNG.laplace(4, 0.5, 100_000)])
+    lo, hi = _feed(make_observer("mse", bits=4, symmetric=False), np.split(data, 4))
+    assert data.min() < lo < -0.5 and 4.0 < hi < data.max()
