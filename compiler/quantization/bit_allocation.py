@@ -16,7 +16,8 @@ Sensitivity comes two ways. ``measured_sensitivity`` works for any model: the me
 model's outputs on calibration samples when only that layer's weights are rounded to that width (per-channel,
 symmetric), computed by the numpy reference interpreter on the float graph (no compile per configuration).
 ``hessian_sensitivity`` is HAWQ's for PyTorch classifiers: the average Hessian trace of each layer's weights
-(Hutchinson, a fixed number of Rademacher probes) times ||Q(W) - W||^2.
+after BatchNorm folding, the weights the compiler quantizes (Hutchinson, a fixed number of Rademacher
+probes), times ||Q(W) - W||^2 of those weights.
 """
 
 from __future__ import annotations
@@ -225,17 +226,35 @@ def _with_weight(mod, call, weight: np.ndarray):
 
 def hessian_sensitivity(module, example_inputs: Sequence, widths: Sequence[int] = WIDTHS, probes: int = 8,
                         seed: int = 0) -> dict[tuple[str, int], float]:
-    """HAWQ-style sensitivity of a PyTorch classifier: average Hessian trace of each layer's weights
-    (Hutchinson, ``probes`` Rademacher vectors) times ||Q_b(W) - W||^2.
+    """HAWQ-style sensitivity of a PyTorch classifier: average Hessian trace of each layer's weights as the
+    compiler quantizes them (after BatchNorm folding, ``hessian_traces``) times ||Q_b(W) - W||^2 of those
+    folded weights.
 
     The loss is the cross-entropy of the model's logits against its own predictions on ``example_inputs``
     (a batch, or a tuple of input tensors), so no labels are needed. Layers are the model's ``Conv2d`` and
     ``Linear`` modules in call order, named as the compiler names them (``conv2d_i``, ``matmul_i``).
     """
+    result = {}
+    for name, (trace, weight) in hessian_traces(module, example_inputs, probes, seed).items():
+        for bits in widths:  # torch keeps output channels first (OIHW, [out, in])
+            error = float(np.sum((rounded_weight(weight, bits, 0) - weight) ** 2))
+            result[(name, bits)] = trace / weight.size * error
+    return result
+
+
+def hessian_traces(module, example_inputs: Sequence, probes: int = 8,
+                   seed: int = 0) -> dict[str, tuple[float, np.ndarray]]:
+    """Per layer: (Hutchinson estimate of the trace of the loss's Hessian with respect to the weight the
+    compiler quantizes, that weight). A conv followed by a BatchNorm (eval statistics) is quantized after
+    folding, W_f = W * g (g = gamma / sqrt(var + eps) per output channel), so its Hessian is the one of
+    W_f: H_f = G^-1 H G^-1, and a probe v of W_f is the probe v / g of W (``fold_batchnorm``'s folding is
+    linear in W). ``probes`` Rademacher vectors, seeded."""
     import torch
 
     layers = _torch_layers(module, example_inputs)
-    weights = [m.weight for _, m in layers]
+    weights = [m.weight for _, m, _ in layers]
+    scales = [torch.ones(w.shape[0], dtype=w.dtype) if g is None else g.to(w.dtype) for w, (_, _, g)
+              in zip(weights, layers)]
     inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     logits = module(*inputs)
     if logits.ndim != 2:
@@ -246,26 +265,39 @@ def hessian_sensitivity(module, example_inputs: Sequence, widths: Sequence[int] 
     generator = torch.Generator().manual_seed(seed)
     traces = [0.0] * len(weights)
     for _ in range(probes):
-        vs = [torch.randint(0, 2, w.shape, generator=generator).to(w.dtype) * 2 - 1 for w in weights]
+        vs = [(torch.randint(0, 2, w.shape, generator=generator).to(w.dtype) * 2 - 1)
+              / g.reshape(-1, *[1] * (w.ndim - 1)) for w, g in zip(weights, scales)]
         hvs = torch.autograd.grad(grads, weights, grad_outputs=vs, retain_graph=True)
         for i, (v, hv) in enumerate(zip(vs, hvs)):
             traces[i] += float((v * hv).sum()) / probes
-    result = {}
-    for (name, layer), trace in zip(layers, traces):
-        weight = layer.weight.detach().numpy()
-        for bits in widths:  # torch keeps output channels first (OIHW, [out, in])
-            error = float(np.sum((rounded_weight(weight, bits, 0) - weight) ** 2))
-            result[(name, bits)] = trace / weight.size * error
-    return result
+    return {name: (trace, (layer.weight.detach() * g.reshape(-1, *[1] * (layer.weight.ndim - 1))).numpy())
+            for (name, layer, _), trace, g in zip(layers, traces, scales)}
 
 
-def _torch_layers(module, example_inputs) -> list[tuple[str, object]]:
-    """(compiler layer name, module) of every Conv2d / Linear in the order the forward pass calls them."""
+def _torch_layers(module, example_inputs) -> list[tuple[str, object, object]]:
+    """(compiler layer name, module, BatchNorm folding scale or None) of every Conv2d / Linear in the order
+    the forward pass calls them; the scale is gamma / sqrt(running_var + eps) of a BatchNorm2d that reads
+    the conv's output directly (what ``fold_batchnorm`` folds)."""
     import torch
 
     order: list[object] = []
-    hooks = [m.register_forward_hook(lambda mod, inp, out: order.append(mod))
+    produced: dict[int, object] = {}  # id of a conv's output tensor -> the conv
+    folded: dict[int, object] = {}  # id of a conv -> its BatchNorm's scale
+
+    def layer_hook(mod, inp, out):
+        order.append(mod)
+        produced[id(out)] = (mod, out)  # the output held, so its id is not reused during the pass
+
+    def batchnorm_hook(mod, inp, out):
+        conv, _ = produced.get(id(inp[0]), (None, None))
+        if isinstance(conv, torch.nn.Conv2d):
+            gamma = mod.weight.detach() if mod.affine else torch.ones_like(mod.running_var)
+            folded[id(conv)] = gamma / torch.sqrt(mod.running_var + mod.eps)
+
+    hooks = [m.register_forward_hook(layer_hook)
              for m in module.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    hooks += [m.register_forward_hook(batchnorm_hook)
+              for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     try:
         with torch.no_grad():
             inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
@@ -277,6 +309,6 @@ def _torch_layers(module, example_inputs) -> list[tuple[str, object]]:
     named = []
     for layer in order:
         kind = "conv2d" if isinstance(layer, torch.nn.Conv2d) else "matmul"
-        named.append((f"{kind}_{counters[kind]}", layer))
+        named.append((f"{kind}_{counters[kind]}", layer, folded.get(id(layer))))
         counters[kind] += 1
     return named
