@@ -130,10 +130,18 @@ def qc_threads(count: int) -> Iterator[None]:
             configure(1, previous)
 
 
-def ort_quantize_static(float_path: Path, calibration: Sequence[Mapping[str, np.ndarray]], path: Path) -> Path:
-    """onnxruntime's static quantization of ``float_path``: QDQ, per-channel, U8S8, on ``calibration``."""
+def ort_quantize_static(float_path: Path, calibration: Sequence[Mapping[str, np.ndarray]], path: Path,
+                        method: str = "minmax") -> Path:
+    """onnxruntime's static quantization of ``float_path``: QDQ, per-channel, U8S8, on ``calibration``, with
+    its calibration ``method`` (``minmax``, ``entropy``, ``percentile``, ``distribution``)."""
     import onnxruntime as ort
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile, "distribution": CalibrationMethod.Distribution}
+    if method not in methods:
+        raise ValueError(f"unknown onnxruntime calibration method {method!r}; choose one of {', '.join(methods)}")
 
     names = [i.name for i in ort.InferenceSession(str(float_path), providers=["CPUExecutionProvider"]).get_inputs()]
 
@@ -146,7 +154,8 @@ def ort_quantize_static(float_path: Path, calibration: Sequence[Mapping[str, np.
 
     with contextlib.redirect_stdout(sys.stderr):
         quantize_static(str(float_path), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=methods[method])
     return path
 
 

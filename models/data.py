@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 
@@ -140,6 +143,66 @@ def held_out_views(count: int = 8, size: int = 256, seed: int = 0) -> dict[str, 
     return views
 
 
+EVALUATION_PHOTOS = ("astronaut", "rocket", "motorcycle", "hubble_deep_field", "immunohistochemistry", "retina",
+                     "camera", "coins", "moon", "clock")
+"""The photos of the held-out image set: scikit-image's, none of them in :func:`photos` (which calibrates
+image models); the four greyscale ones (camera, coins, moon, clock) are given three equal channels."""
+
+
+def evaluation_photos() -> dict[str, np.ndarray]:
+    """The ``EVALUATION_PHOTOS`` as ``uint8`` HWC RGB arrays (scikit-image ships every one)."""
+    import skimage.data
+
+    loaders = {"motorcycle": lambda: skimage.data.stereo_motorcycle()[0], "clock": skimage.data.clock}
+    images = {}
+    for name in EVALUATION_PHOTOS:
+        image = loaders.get(name, getattr(skimage.data, name, None))()
+        if image.ndim == 2:
+            image = np.repeat(image[..., None], 3, axis=2)
+        images[name] = np.ascontiguousarray(image[..., :3], dtype=np.uint8)
+    return images
+
+
+EVALUATION_VIEWS_FILE = Path(__file__).with_name("evaluation_views.json")
+"""The committed held-out set: 20 views of each of the ten ``EVALUATION_PHOTOS`` (photo, crop box, mirror)."""
+
+
+def evaluation_views(size: int = 256) -> dict[str, np.ndarray]:
+    """The 200 held-out views of ``EVALUATION_VIEWS_FILE`` as ``uint8`` ``size`` x ``size`` RGB, keyed
+    ``"<photo>/<index>"``: each crop resized with PIL bicubic and mirrored where the file says so. For
+    evaluation only: no view, and no photo they come from, is among the calibration inputs."""
+    from PIL import Image
+
+    sources = evaluation_photos()
+    views = {}
+    for entry in json.loads(EVALUATION_VIEWS_FILE.read_text())["views"]:
+        left, top, width, height = entry["box"]
+        crop = sources[entry["photo"]][top:top + height, left:left + width]
+        view = np.asarray(Image.fromarray(crop).resize((size, size), Image.BICUBIC))
+        views[entry["key"]] = np.ascontiguousarray(view[:, ::-1] if entry["mirror"] else view, dtype=np.uint8)
+    return views
+
+
+def draw_evaluation_views(per_photo: int = 20, seed: int = 0) -> dict:
+    """The content of ``EVALUATION_VIEWS_FILE``: ``per_photo`` crops of each evaluation photo covering
+    25-70% of its area at a random position, aspect ratio in [3/4, 4/3], mirrored with probability 1/2
+    (``python -c "import json, models.data as d; print(json.dumps(d.draw_evaluation_views(), indent=1))"``)."""
+    rng = np.random.default_rng(seed)
+    views = []
+    for name, image in evaluation_photos().items():
+        height, width = image.shape[:2]
+        for index in range(per_photo):
+            area = rng.uniform(0.25, 0.70) * height * width
+            aspect = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+            crop_w = min(width, max(1, round((area * aspect) ** 0.5)))
+            crop_h = min(height, max(1, round((area / aspect) ** 0.5)))
+            left = int(rng.integers(0, width - crop_w + 1))
+            top = int(rng.integers(0, height - crop_h + 1))
+            views.append({"key": f"{name}/{index}", "photo": name, "box": [left, top, crop_w, crop_h],
+                          "mirror": bool(rng.random() < 0.5)})
+    return {"seed": seed, "per_photo": per_photo, "views": views}
+
+
 def statistics_images(count: int, seed: int = 0, size: int = 224) -> np.ndarray:
     """``count`` ImageNet-normalised ``(3, size, size)`` float32 crops of photos *outside* :func:`photos`.
 
@@ -147,7 +210,8 @@ def statistics_images(count: int, seed: int = 0, size: int = 224) -> np.ndarray:
     these (see ``models.mobilenet_v3_small.randomize``): natural images keep every layer at a sane scale
     on photos, where white noise lets activations grow ~100x through the network. The sources are
     scikit-image's ``astronaut`` and ``rocket``, taken in turn, so these never coincide with calibration
-    or evaluation inputs (which come from :func:`photos`). Each crop is a random square of side between
+    inputs or the held-out views of :func:`photos` that evaluate those models (the trained
+    EfficientNet-Lite0's held-out set, :func:`evaluation_views`, uses these two photos among ten). Each crop is a random square of side between
     ``size`` and the shorter side, resized (PIL bilinear) to ``size``, mirrored with probability 1/2,
     then ``(x / 255 - IMAGENET_MEAN) / IMAGENET_STD``. Returns ``[count, 3, size, size]``.
     """

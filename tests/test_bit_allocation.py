@@ -162,3 +162,23 @@ def test_hessian_trace_is_the_folded_weights_exact_trace():
     estimate, weight = traces["conv2d_0"]
     np.testing.assert_allclose(weight, folded_w.numpy(), rtol=1e-6)
     assert estimate == pytest.approx(exact, rel=0.05)
+
+
+def test_random_allocations_are_uniform_within_one_percent_of_the_size():
+    from compiler.quantization.bit_allocation import LayerCost, random_allocations
+
+    few = [LayerCost(f"l{i}", p, 1) for i, p in enumerate((1000, 2000, 4000))]  # 8 allocations in all
+    every = random_allocations(few, 3500.0, tolerance=0.5)  # 1750..5250 bytes
+    sizes = [sum(c.size_bytes(a[c.name]) for c in few) for a in every]
+    assert sizes == sorted(sizes) and all(1750 <= s <= 5250 for s in sizes)
+    assert len(every) == 4  # 3500 + 500 k bytes, k = 0..7, one allocation each: 3500..5000 fit
+    many = [LayerCost(f"l{i}", int(p), 1) for i, p in enumerate(np.random.default_rng(1).integers(100, 5000, 40))]
+    around = sum(c.size_bytes(6) for c in many)
+    drawn = random_allocations(many, around, count=200, seed=3)
+    assert len(drawn) == 200 and len({tuple(sorted(a.items())) for a in drawn}) == 200
+    for a in drawn:
+        assert abs(sum(c.size_bytes(a[c.name]) for c in many) - around) <= 0.01 * around
+    # uniform over a window centred on the mid size: an allocation and its complement are equally likely,
+    # so every layer is wide in half of them (4.3 standard errors of 200 draws allowed), large or small
+    wide_share = np.mean([[a[c.name] == 8 for c in many] for a in drawn], axis=0)
+    assert np.all((wide_share > 0.35) & (wide_share < 0.65)), wide_share

@@ -185,6 +185,67 @@ def allocate(sensitivity: Mapping[tuple[str, int], float], costs: Sequence[Layer
                       None if latency is None else overhead + float(millis @ x))
 
 
+def random_allocations(costs: Sequence[LayerCost], around: float, *, tolerance: float = 0.01, count: int = 20,
+                       seed: int = 0, widths: tuple[int, int] = (4, 8)) -> list[dict[str, int]]:
+    """Baselines for an allocation of weight size ``around`` bytes: ``count`` distinct allocations drawn
+    uniformly among all those whose size is within ``tolerance`` (relative) of it, or all of them, smallest
+    first, where fewer exist.
+
+    Up to ``ENUMERATED_LAYERS`` layers every allocation is listed. Beyond, the count of allocations per size
+    (in 1/4096 of the model's narrow-to-wide span, a dynamic programme over the layers) makes each draw
+    uniform: a size is drawn in proportion to its count, then each layer's width backwards from it; a draw
+    whose exact size falls outside the window after the rounding to units is drawn again."""
+    low, high = around * (1 - tolerance), around * (1 + tolerance)
+    narrow, wide = widths
+    base = sum(c.size_bytes(narrow) for c in costs)
+    delta = np.array([c.size_bytes(wide) - c.size_bytes(narrow) for c in costs])
+    names = [c.name for c in costs]
+
+    def allocation(chosen) -> dict[str, int]:
+        return {name: wide if pick else narrow for name, pick in zip(names, chosen)}
+
+    if len(costs) <= ENUMERATED_LAYERS:
+        picks = (np.arange(2 ** len(costs))[:, None] >> np.arange(len(costs))) & 1
+        sizes = base + picks @ delta
+        inside = np.flatnonzero((sizes >= low) & (sizes <= high))
+        if inside.size > count:
+            inside = np.random.default_rng(seed).choice(inside, count, replace=False)
+        return [allocation(picks[i]) for i in sorted(inside, key=lambda i: sizes[i])]
+    unit = delta.sum() / 4096
+    steps = np.rint(delta / unit).astype(np.int64)
+    ways = [np.zeros(steps.sum() + 1)]  # ways[l][s]: allocations of the first l layers with s units
+    ways[0][0] = 1.0
+    for step in steps:
+        ways.append(ways[-1].copy())
+        ways[-1][step:] += ways[-2][: ways[-2].size - step]
+    slack = len(costs) / 2 + 1  # the rounding moves a size by at most half a unit per layer
+    first = max(0, int(np.floor((low - base) / unit - slack)))
+    last = min(steps.sum(), int(np.ceil((high - base) / unit + slack)))
+    if first > last or not ways[-1][first:last + 1].any():
+        return []
+    rng = np.random.default_rng(seed)
+    found: dict[tuple, dict[str, int]] = {}
+    for _ in range(50 * count):
+        weights = ways[-1][first:last + 1]
+        units = first + int(rng.choice(weights.size, p=weights / weights.sum()))
+        chosen = []
+        for layer in range(len(costs), 0, -1):  # wide with the share of allocations that have it wide
+            with_wide = ways[layer - 1][units - steps[layer - 1]] if units >= steps[layer - 1] else 0.0
+            pick = rng.random() * ways[layer][units] < with_wide
+            chosen.append(pick)
+            units -= steps[layer - 1] if pick else 0
+        chosen.reverse()
+        if low <= base + float(np.dot(chosen, delta)) <= high:
+            found.setdefault(tuple(chosen), allocation(chosen))
+            if len(found) == count:
+                break
+    return list(found.values())
+
+
+ENUMERATED_LAYERS = 20
+"""``random_allocations`` lists every allocation of models with up to this many layers (2^20 sizes)."""
+
+
 def _row(count: int, entries: Mapping[int, float]) -> np.ndarray:
     row = np.zeros(count)
     for i, v in entries.items():
