@@ -56,13 +56,13 @@ def why_not_here(target: Target) -> str | None:
     from .cpu import missing_features
 
     if target.kind.name != "llvm":
-        return f"it was built for a {target.kind.name} target and this machine runs CPU (llvm) code only"
+        return f"code for a {target.kind.name} target does not run here (this machine runs CPU code only)"
     built, here = arch(target), host_arch()
     if built != here:
-        return f"it was built for {built} ({triple(target)}) and this machine is {here}"
+        return f"code for {built} ({triple(target)}) does not run on this {here} machine"
     missing = missing_features(target)
     if missing:
-        return (f"it was built for CPU {target.attrs.get('mcpu', '?')!r} with {', '.join(missing)}, "
+        return (f"code for CPU {target.attrs.get('mcpu', '?')!r} uses {', '.join(missing)}, "
                 "which this machine lacks")
     return None
 

@@ -87,7 +87,7 @@ def compile(model: Any, *, example_inputs: Sequence[Any] | None = None,
     elsewhere = backends.why_not_here(tvm_target)  # a cross compile: nothing may run the target's code here
     if elsewhere and (oracle or max_latency is not None):
         raise CompilerError(f"{'the oracle' if oracle else 'a latency budget'} runs the compiled code on this "
-                            f"machine, and for this target {elsewhere}")
+                            f"machine, and {elsewhere}")
     host = None if elsewhere else tvm_target  # calibration and sensitivities run float code here
     tuning = None
     if tune_trials or work_dir is not None:

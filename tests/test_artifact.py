@@ -73,7 +73,7 @@ def test_an_artifact_for_a_cpu_with_more_instructions_is_refused_on_load(mnist_a
     import backends.cpu
 
     monkeypatch.setattr(backends.cpu, "host_target", lambda num_cores=None: PLAIN_TARGET)  # an SSE2-only machine
-    with pytest.raises(compiler.ArtifactError, match=r"was built for CPU .* with .*avx2.*which this machine lacks"):
+    with pytest.raises(compiler.ArtifactError, match=r"code for CPU .* uses .*avx2.*which this machine lacks"):
         compiler.load(mnist_artifact)
 
 

@@ -41,7 +41,7 @@ def test_the_lowering_follows_the_targets_architecture_not_its_cpu_name():
 @pytest.fixture(scope="module")
 def aarch64_artifact(mnist_imported, tmp_path_factory):
     model = compiler.compile(mnist_imported, target=AARCH64, quantize="w8a8", calibration=_digits(0, 16))
-    with pytest.raises(compiler.ArtifactError, match="built for aarch64"):
+    with pytest.raises(compiler.ArtifactError, match="code for aarch64"):
         model.run(_digits(100, 1)[0])  # compiled here, never run here
     return model.save(tmp_path_factory.mktemp("cross") / "mnist-aarch64")
 
@@ -54,13 +54,13 @@ def test_an_aarch64_artifact_is_written_read_by_info_and_refused_by_load(aarch64
     assert manifest["quantization"]["layers"]  # calibrated on this machine in float, lowered to integers
     info = qc("info", str(aarch64_artifact))
     assert info.returncode == 0 and "aarch64-linux-gnu" in info.stdout, info.stderr
-    with pytest.raises(compiler.ArtifactError, match=r"built for aarch64 .* this machine is x86_64"):
+    with pytest.raises(compiler.ArtifactError, match=r"code for aarch64 .* does not run on this x86_64 machine"):
         compiler.load(aarch64_artifact)
     np.savez(tmp_path / "in.npz", input=_digits(100, 1)[0]["input"])
     for command in ("run", "profile"):
         result = qc(command, str(aarch64_artifact), "--input", str(tmp_path / "in.npz"))
         assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
-        assert "built for aarch64" in result.stderr
+        assert "code for aarch64" in result.stderr
 
 
 def test_the_generic_lowering_gives_the_x86_lowerings_integers(mnist_imported):
