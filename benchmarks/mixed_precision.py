@@ -94,7 +94,7 @@ def main() -> None:
     baselines = random_allocations(costs, choice.size_bytes, count=args.random)
     print(f"{len(baselines)} random allocations within 1% of the ILP's {choice.size_bytes:.0f} B", flush=True)
     for index, bits in enumerate(baselines):
-        row(f"random {index}", bits)
+        row(f"random {index}" + (" (=ILP)" if bits == choice.bits else ""), bits)
 
 
 if __name__ == "__main__":

@@ -3,12 +3,15 @@
     .venv/bin/python benchmarks/mnist_quantization.py [--calib 64]
 
 Calibrates on the first N training digits, evaluates on the 1,000 held-out digits; prints accuracy and
-agreement of the top-1 class with the float model.
+agreement of the top-1 class with the float model, and onnxruntime's ``quantize_static`` W8A8 (QDQ,
+per-channel, uint8 x int8) on the same digits with each of its calibration methods.
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -37,7 +40,20 @@ def main() -> None:
                                      calibration=({"input": d[None]} for d in x_train[: args.calib]))
             predictions = np.array([model.run(d[None])["output_0"].argmax() for d in x_test])
             print(f"{scheme:7s} {observer:11s} {(predictions == y_test).mean():8.3f} "
-                  f"{(predictions == reference).mean():6.3f}")
+                  f"{(predictions == reference).mean():6.3f}", flush=True)
+    import onnxruntime as ort
+
+    from compiler.bench import ort_quantize_static
+
+    with tempfile.TemporaryDirectory() as tmp:
+        float_path = models.export_onnx(case, Path(tmp) / "float.onnx")
+        for method in ("minmax", "entropy", "percentile"):
+            path = ort_quantize_static(float_path, [{"input": d[None]} for d in x_train[: args.calib]],
+                                       Path(tmp) / f"{method}.onnx", method=method)
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            predictions = np.array([session.run(None, {"input": d[None]})[0].argmax() for d in x_test])
+            print(f"onnxruntime w8a8 {method:11s} {(predictions == y_test).mean():8.3f} "
+                  f"{(predictions == reference).mean():6.3f}", flush=True)
 
 
 if __name__ == "__main__":
