@@ -128,13 +128,7 @@ def held_out_views(count: int = 8, size: int = 256, seed: int = 0) -> dict[str, 
     views = {}
     for index in range(count):
         name, image = sources[index % len(sources)]
-        height, width = image.shape[:2]
-        area = rng.uniform(0.25, 0.70) * height * width
-        aspect = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
-        crop_w = min(width, max(1, round((area * aspect) ** 0.5)))
-        crop_h = min(height, max(1, round((area / aspect) ** 0.5)))
-        left = int(rng.integers(0, width - crop_w + 1))
-        top = int(rng.integers(0, height - crop_h + 1))
+        left, top, crop_w, crop_h = _random_crop(rng, *image.shape[:2])
         view = Image.fromarray(image[top:top + crop_h, left:left + crop_w]).resize((size, size), Image.BICUBIC)
         view = np.asarray(view)
         if rng.random() < 0.5:
@@ -190,17 +184,21 @@ def draw_evaluation_views(per_photo: int = 20, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     views = []
     for name, image in evaluation_photos().items():
-        height, width = image.shape[:2]
         for index in range(per_photo):
-            area = rng.uniform(0.25, 0.70) * height * width
-            aspect = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
-            crop_w = min(width, max(1, round((area * aspect) ** 0.5)))
-            crop_h = min(height, max(1, round((area / aspect) ** 0.5)))
-            left = int(rng.integers(0, width - crop_w + 1))
-            top = int(rng.integers(0, height - crop_h + 1))
-            views.append({"key": f"{name}/{index}", "photo": name, "box": [left, top, crop_w, crop_h],
-                          "mirror": bool(rng.random() < 0.5)})
+            box = list(_random_crop(rng, *image.shape[:2]))
+            views.append({"key": f"{name}/{index}", "photo": name, "box": box, "mirror": bool(rng.random() < 0.5)})
     return {"seed": seed, "per_photo": per_photo, "views": views}
+
+
+def _random_crop(rng: np.random.Generator, height: int, width: int) -> tuple[int, int, int, int]:
+    """(left, top, width, height) of a crop covering 25-70% of the area, aspect ratio in [3/4, 4/3]."""
+    area = rng.uniform(0.25, 0.70) * height * width
+    aspect = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+    crop_w = min(width, max(1, round((area * aspect) ** 0.5)))
+    crop_h = min(height, max(1, round((area / aspect) ** 0.5)))
+    left = int(rng.integers(0, width - crop_w + 1))
+    top = int(rng.integers(0, height - crop_h + 1))
+    return left, top, crop_w, crop_h
 
 
 def statistics_images(count: int, seed: int = 0, size: int = 224) -> np.ndarray:
