@@ -11,7 +11,7 @@ the user set them, before any kernel runs.
 
 Where the CPU has AMX (``backends.x86_amx``), importing this package also asks Linux for the process's tile
 state, without which the first tile instruction is fatal. An artifact whose code needs instructions this
-CPU lacks (AMX, AVX-512 VNNI, AVX2, ...: ``cpu.missing_features``) is refused at load time.
+CPU lacks (AMX, AVX-512 VNNI, AVX2, ...: ``targets.missing_features``) is refused at load time.
 """
 
 import os

@@ -12,7 +12,6 @@ its database lacks.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -25,42 +24,10 @@ from .errors import BackendError
 from .intrinsics import import_cpu_intrinsics
 from .cpu_default import schedule_defaults
 from .int8_tuning import KnobDatabase, tune_int8
-from .x86_amx import has_amx, host_amx_features
+from .targets import KERNEL_FEATURES, host_target, missing_features  # noqa: F401  (re-exported)
 from .x86_packed import schedule_packed_kernels
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
-
-
-def host_target(num_cores: int | None = None) -> Target:
-    """An LLVM target for this machine's CPU (``mcpu`` as LLVM names it, plus AMX where the CPU has it and
-    that name does not say so) using ``num_cores`` threads."""
-    cores = num_cores or len(os.sched_getaffinity(0))
-    spec = {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": cores}
-    if not has_amx(Target(spec)) and host_amx_features():
-        spec["mattr"] = host_amx_features()
-    return Target(spec)
-
-
-KERNEL_FEATURES = ("amx-int8", "amx-tile", "avx512vnni", "avx512bw", "avx512f", "avx2", "fma")
-"""The instruction-set features qc's x86 kernels are chosen by: code built with one runs only where it exists."""
-
-
-def missing_features(target: Target) -> list[str]:
-    """The ``KERNEL_FEATURES`` of ``target`` that this machine lacks (AMX also needs Linux to grant the
-    tile state, ``enable_amx``); empty for non-x86 or non-LLVM targets, which this machine does not run."""
-    from tvm.target.codegen import target_has_features
-
-    from .x86_amx import enable_amx
-
-    from .targets import X86_ARCHES, arch, host_arch
-
-    if target.kind.name != "llvm" or arch(target) not in X86_ARCHES or host_arch() not in X86_ARCHES:
-        return []
-    host = host_target(1)
-    missing = [f for f in KERNEL_FEATURES if target_has_features(f, target) and not target_has_features(f, host)]
-    if has_amx(target) and not missing and not enable_amx():
-        missing.append("amx tile state (Linux refused arch_prctl)")
-    return missing
 
 
 def parse_target(target: str | dict | Target | None) -> Target:

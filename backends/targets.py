@@ -2,6 +2,8 @@
 
     arch(target)            "x86_64", "aarch64", ...: from the target's ``mtriple`` (the host's when absent)
     lowering_family(target) "x86" (the packed int8 / float kernels of ``backends.x86_packed``) or "generic"
+    host_target()           this machine's CPU as LLVM names it, with its cores (and AMX where it has it)
+    missing_features(t)     the instruction-set features the kernels choose by that ``t`` has and this CPU lacks
     why_not_here(target)    None when code built for ``target`` runs on this machine, else a one-line reason
     linker(target)          what ``export_library`` links with: the host's C compiler for this architecture,
                             ``zig cc -target ARCH-linux-gnu`` (the ``ziglang`` wheel) for another one
@@ -12,6 +14,7 @@ Choices read the target's kind, triple and CPU features, never its CPU name: an 
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -21,6 +24,7 @@ import tvm
 from tvm.target import Target
 
 from .errors import BackendError
+from .x86_amx import has_amx, host_amx_features
 
 _ARCH_ALIASES = {"amd64": "x86_64", "x86-64": "x86_64", "arm64": "aarch64", "i686": "i386"}
 X86_ARCHES = ("x86_64", "i386")
@@ -45,6 +49,36 @@ def arch(target: Target) -> str:
     return _normal(triple(target).split("-")[0])
 
 
+def host_target(num_cores: int | None = None) -> Target:
+    """An LLVM target for this machine's CPU (``mcpu`` as LLVM names it, plus AMX where the CPU has it and
+    that name does not say so) using ``num_cores`` threads."""
+    cores = num_cores or len(os.sched_getaffinity(0))
+    spec = {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": cores}
+    if not has_amx(Target(spec)) and host_amx_features():
+        spec["mattr"] = host_amx_features()
+    return Target(spec)
+
+
+KERNEL_FEATURES = ("amx-int8", "amx-tile", "avx512vnni", "avx512bw", "avx512f", "avx2", "fma")
+"""The instruction-set features qc's x86 kernels are chosen by: code built with one runs only where it exists."""
+
+
+def missing_features(target: Target) -> list[str]:
+    """The ``KERNEL_FEATURES`` of ``target`` that this machine lacks (AMX also needs Linux to grant the
+    tile state, ``enable_amx``); empty for non-x86 or non-LLVM targets, which this machine does not run."""
+    from tvm.target.codegen import target_has_features
+
+    from .x86_amx import enable_amx
+
+    if target.kind.name != "llvm" or arch(target) not in X86_ARCHES or host_arch() not in X86_ARCHES:
+        return []
+    host = host_target(1)
+    missing = [f for f in KERNEL_FEATURES if target_has_features(f, target) and not target_has_features(f, host)]
+    if has_amx(target) and not missing and not enable_amx():
+        missing.append("amx tile state (Linux refused arch_prctl)")
+    return missing
+
+
 def lowering_family(target: Target) -> str:
     """``"x86"`` for an LLVM target of an x86 CPU (any features: the packed kernels choose their instructions
     from them), else ``"generic"`` (TVM's legalized loop nests with default schedules)."""
@@ -53,8 +87,6 @@ def lowering_family(target: Target) -> str:
 
 def why_not_here(target: Target) -> str | None:
     """None when this machine runs code built for ``target``; else why not, in one line."""
-    from .cpu import missing_features
-
     if target.kind.name != "llvm":
         return f"code for a {target.kind.name} target does not run here (this machine runs CPU code only)"
     built, here = arch(target), host_arch()

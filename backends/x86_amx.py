@@ -23,7 +23,7 @@ Numerics: exact (int32 sums of uint8 x int8 products, no saturation), the same b
 schedule. The operating system hands out AMX state only to a process that asks (Linux's
 ``arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)``): ``enable_amx`` asks, once per process, and an
 artifact built with AMX is refused at load time where the CPU or the kernel cannot run it
-(``compiler.executable``, ``backends.cpu.missing_features``).
+(``compiler.executable``, ``backends.targets.missing_features``).
 """
 
 from __future__ import annotations

@@ -70,9 +70,9 @@ def test_an_edited_manifest_is_refused_on_load(mnist_artifact, tmp_path, edit):
 
 
 def test_an_artifact_for_a_cpu_with_more_instructions_is_refused_on_load(mnist_artifact, monkeypatch):
-    import backends.cpu
+    import backends.targets
 
-    monkeypatch.setattr(backends.cpu, "host_target", lambda num_cores=None: PLAIN_TARGET)  # an SSE2-only machine
+    monkeypatch.setattr(backends.targets, "host_target", lambda num_cores=None: PLAIN_TARGET)  # an SSE2-only machine
     with pytest.raises(compiler.ArtifactError, match=r"code for CPU .* uses .*avx2.*which this machine lacks"):
         compiler.load(mnist_artifact)
 
