@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import backends
+import backends.targets
 import compiler
 from compiler.pipeline import BACKEND_LOWERING, TARGET_INDEPENDENT_PASSES, default_passes
 from models import mnist_cnn
@@ -84,3 +85,21 @@ def test_what_would_run_the_targets_code_here_is_refused_in_one_line(mnist_impor
                 "--tune-trials", "4", "--work-dir", str(tmp_path / "tuning"))
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "cannot tune" in result.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_another_cpu_name_alone_is_no_mismatch(mnist_imported, tmp_path):
+    """An artifact built for ``haswell`` (AVX2, no AVX-512) uses features this x86 machine has: it loads and
+    runs here in a fresh process, with the outputs of the in-memory model."""
+    model = compiler.compile(mnist_imported, target=AVX2_TARGET)
+    sample = _digits(100, 1)[0]
+    expected = model.run(sample)["output_0"]
+    model.save(tmp_path / "haswell")
+    np.savez(tmp_path / "in.npz", **sample)
+    result = qc("run", str(tmp_path / "haswell"), "--input", str(tmp_path / "in.npz"), "--output",
+                str(tmp_path / "out.npz"))
+    if backends.targets.missing_features(AVX2_TARGET):  # an x86 CPU older than haswell: refused, one line
+        assert result.returncode == 2 and "which this machine lacks" in result.stderr
+        return
+    assert result.returncode == 0, result.stderr
+    with np.load(tmp_path / "out.npz") as out:
+        np.testing.assert_array_equal(out["output_0"], expected)
