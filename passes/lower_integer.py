@@ -251,31 +251,23 @@ class _Lowering:
         (var_i * b_i + R_i) >> c_i with the constant R_i = offset_i * b_i + 2^(c_i - 1) (+ z_out * 2^c_i in
         one term): equal, as integers, to ((var_i + offset_i) * b_i + 2^(c_i - 1)) >> c_i + z_out, and one
         int32 x int32 -> int64 product per output (``vpmuldq`` once ``narrow_constants`` stores b as int32)."""
-        emit = self.builder.emit
         if len(x.terms) > 1:
             summed = self._requantize_sum(x, scale, zero)
             if summed is not None:
-                lo, hi = _integer_bounds(x.lo, x.hi, scale, zero, qmin, qmax)
-                summed = emit(relax.op.minimum(emit(relax.op.maximum(summed, _i64(lo))), _i64(hi)))
-                return Quant(emit(relax.op.astype(summed, dtype)), scale, zero, lo, hi, dtype)
-        total, zero_left = None, zero
+                return self._clamped(summed, x, scale, zero, qmin, qmax, dtype)
+        parts, zero_left = [], zero
         for term in x.terms:
             multiplier, shift = _dyadic_arrays(np.asarray(term.scale, np.float64) / scale)
-            # Python integers (object arrays) until the bound is checked: offset * b may pass int64
-            rounding = np.asarray(term.offset, np.int64).astype(object) * multiplier.astype(object) + np.left_shift(
-                1, shift.astype(object) - 1)
+            rounding = _rounding(term, multiplier, shift)
             with_zero = rounding + np.left_shift(zero_left, shift.astype(object))
             if zero_left and _fits_product(multiplier, with_zero):
                 rounding, zero_left = with_zero, 0
             _check_rescale(term, multiplier, rounding)
-            acc = emit(relax.op.multiply(emit(relax.op.astype(term.var, "int64")), _i64(multiplier)))
-            acc = emit(relax.op.right_shift(emit(relax.op.add(acc, _i64(rounding.astype(np.int64)))), _i64(shift)))
-            total = acc if total is None else emit(relax.op.add(total, acc))
-        lo, hi = _integer_bounds(x.lo, x.hi, scale, zero, qmin, qmax)
+            parts.append((term, multiplier, rounding, shift))
+        total = self._rescaled_sum(parts)
         if zero_left:
-            total = emit(relax.op.add(total, _i64(zero_left)))
-        total = emit(relax.op.minimum(emit(relax.op.maximum(total, _i64(lo))), _i64(hi)))
-        return Quant(emit(relax.op.astype(total, dtype)), scale, zero, lo, hi, dtype)
+            total = self.builder.emit(relax.op.add(total, _i64(zero_left)))
+        return self._clamped(total, x, scale, zero, qmin, qmax, dtype)
 
     def _requantize_sum(self, x: Linear, scale: float, zero: int) -> relax.Var | None:
         """A sum of terms (a residual add) rounded once: each term rescaled to ``SUM_FRACTION_BITS``
@@ -284,15 +276,14 @@ class _Lowering:
         half-unit errors add up (EfficientNet-Lite0's residual adds: mean KL 0.0460 vs 0.0408 for the QDQ
         simulation). None where a term's shift is too small for the fraction bits or int64 could overflow
         (the caller rounds term by term)."""
-        emit, k = self.builder.emit, SUM_FRACTION_BITS
+        k = SUM_FRACTION_BITS
         parts = []
         for term in x.terms:
             multiplier, shift = _dyadic_arrays(np.asarray(term.scale, np.float64) / scale)
             if int(shift.min()) <= k:
                 return None
             drop = shift - k
-            rounding = (np.asarray(term.offset, np.int64).astype(object) * multiplier.astype(object)
-                        + np.left_shift(1, drop.astype(object) - 1))
+            rounding = _rounding(term, multiplier, drop)
             if not _fits_product(multiplier, rounding):
                 return None
             parts.append((term, multiplier, rounding, drop))
@@ -303,12 +294,27 @@ class _Lowering:
         final = (1 << (k - 1)) + (int(zero) << k)
         if worst + abs(final) >= 2**62:
             return None
-        total = None
-        for term, multiplier, rounding, drop in parts:
-            acc = emit(relax.op.multiply(emit(relax.op.astype(term.var, "int64")), _i64(multiplier)))
-            acc = emit(relax.op.right_shift(emit(relax.op.add(acc, _i64(rounding.astype(np.int64)))), _i64(drop)))
-            total = acc if total is None else emit(relax.op.add(total, acc))
+        emit = self.builder.emit
+        total = self._rescaled_sum(parts)
         return emit(relax.op.right_shift(emit(relax.op.add(total, _i64(np.int64(final)))), _i64(np.int64(k))))
+
+    def _rescaled_sum(self, parts: list) -> relax.Var:
+        """sum_i (var_i * b_i + R_i) >> shift_i in int64, for ``parts`` of (term, b, R, shift)."""
+        emit = self.builder.emit
+        total = None
+        for term, multiplier, rounding, shift in parts:
+            acc = emit(relax.op.multiply(emit(relax.op.astype(term.var, "int64")), _i64(multiplier)))
+            acc = emit(relax.op.right_shift(emit(relax.op.add(acc, _i64(rounding.astype(np.int64)))), _i64(shift)))
+            total = acc if total is None else emit(relax.op.add(total, acc))
+        return total
+
+    def _clamped(self, total: relax.Var, x: Linear, scale: float, zero: int, qmin: int, qmax: int,
+                 dtype: str) -> Quant:
+        """The requantized int64 ``total`` clamped to ``x``'s range on the output grid and cast to ``dtype``."""
+        emit = self.builder.emit
+        lo, hi = _integer_bounds(x.lo, x.hi, scale, zero, qmin, qmax)
+        total = emit(relax.op.minimum(emit(relax.op.maximum(total, _i64(lo))), _i64(hi)))
+        return Quant(emit(relax.op.astype(total, dtype)), scale, zero, lo, hi, dtype)
 
     def layer(self, call: relax.Call, x: Quant, weight: Weight, name: str) -> Linear:
         """int conv2d / matmul with int32 accumulation; the input zero point becomes a per-channel offset.
@@ -614,6 +620,13 @@ def _integer_bounds(lo: float, hi: float, scale: float, zero: int, qmin: int, qm
     low = qmin if lo == -math.inf else max(qmin, zero + int(np.round(lo / scale)))
     high = qmax if hi == math.inf else min(qmax, zero + int(np.round(hi / scale)))
     return low, high
+
+
+def _rounding(term: Term, multiplier: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """offset * b + 2^(shift - 1), as Python integers (object arrays) until the bound is checked: offset * b
+    may pass int64."""
+    return (np.asarray(term.offset, np.int64).astype(object) * multiplier.astype(object)
+            + np.left_shift(1, shift.astype(object) - 1))
 
 
 def _fits_product(multiplier: np.ndarray, rounding: np.ndarray) -> bool:
