@@ -21,10 +21,10 @@ os.environ.setdefault("TVM_BIND_THREADS", "0")
 
 from .cpu import TuningOptions, build, host_target, parse_target, tune  # noqa: E402
 from .errors import BackendError  # noqa: E402
-from .targets import linker, lowering_family, runs_here, why_not_here  # noqa: E402
+from .targets import linker, lowering_family, why_not_here  # noqa: E402
 from .x86_amx import enable_amx  # noqa: E402
 
 enable_amx()  # this process may run AMX tile kernels (Linux hands out the tile state only on request)
 
 __all__ = ["BackendError", "enable_amx", "TuningOptions", "build", "host_target", "linker", "lowering_family",
-           "parse_target", "runs_here", "tune", "why_not_here"]
+           "parse_target", "tune", "why_not_here"]

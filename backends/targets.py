@@ -99,10 +99,6 @@ def why_not_here(target: Target) -> str | None:
     return None
 
 
-def runs_here(target: Target) -> bool:
-    return why_not_here(target) is None
-
-
 def linker(target: Target) -> Callable[..., Any] | None:
     """The ``fcompile`` for ``export_library``: None (TVM's default, the host compiler) for this architecture,
     else a cross link by ``zig cc``."""

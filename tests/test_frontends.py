@@ -16,8 +16,6 @@ from passes.quant_policy import QuantPolicy
 
 from .conftest import max_rel_err
 
-BYTES = CONTENT_BYTES
-
 
 @pytest.fixture(scope="module")
 def magika_model() -> Path:
@@ -29,8 +27,8 @@ def test_a_reshape_computed_from_shapes_is_folded_before_tvm_imports_it(magika_m
     from tvm.relax.frontend.onnx import from_onnx
 
     with pytest.raises(Exception, match="Reshape requires the input new shape to be Shape"):
-        from_onnx(onnx.load(str(magika_model)), shape_dict={"bytes": [1, BYTES]})  # TVM's importer alone
-    compiled = compiler.compile(magika_model, shapes={"bytes": (1, BYTES)})
+        from_onnx(onnx.load(str(magika_model)), shape_dict={"bytes": [1, CONTENT_BYTES]})  # TVM's importer alone
+    compiled = compiler.compile(magika_model, shapes={"bytes": (1, CONTENT_BYTES)})
     session = ort.InferenceSession(str(magika_model), providers=["CPUExecutionProvider"])
     files = [Path(compiler.__file__).read_bytes(), Path(np.__file__).read_bytes(), bytes(range(256)) * 3, b"%PDF-1.4"]
     for content in files:

@@ -225,9 +225,9 @@ def random_allocations(costs: Sequence[LayerCost], around: float, *, tolerance: 
         return []
     rng = np.random.default_rng(seed)
     found: dict[tuple, dict[str, int]] = {}
+    window = ways[-1][first:last + 1] / ways[-1][first:last + 1].sum()  # P(size) over the widened window
     for _ in range(50 * count):
-        weights = ways[-1][first:last + 1]
-        units = first + int(rng.choice(weights.size, p=weights / weights.sum()))
+        units = first + int(rng.choice(window.size, p=window))
         chosen = []
         for layer in range(len(costs), 0, -1):  # wide with the share of allocations that have it wide
             with_wide = ways[layer - 1][units - steps[layer - 1]] if units >= steps[layer - 1] else 0.0
@@ -314,8 +314,8 @@ def hessian_traces(module, example_inputs: Sequence, probes: int = 8,
 
     layers = _torch_layers(module, example_inputs)
     weights = [m.weight for _, m, _ in layers]
-    scales = [torch.ones(w.shape[0], dtype=w.dtype) if g is None else g.to(w.dtype) for w, (_, _, g)
-              in zip(weights, layers)]
+    scales = [(torch.ones(w.shape[0], dtype=w.dtype) if g is None else g.to(w.dtype)).reshape(-1, *[1] * (w.ndim - 1))
+              for w, (_, _, g) in zip(weights, layers)]  # broadcast over the output-channel axis
     inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     logits = module(*inputs)
     if logits.ndim != 2:
@@ -326,12 +326,12 @@ def hessian_traces(module, example_inputs: Sequence, probes: int = 8,
     generator = torch.Generator().manual_seed(seed)
     traces = [0.0] * len(weights)
     for _ in range(probes):
-        vs = [(torch.randint(0, 2, w.shape, generator=generator).to(w.dtype) * 2 - 1)
-              / g.reshape(-1, *[1] * (w.ndim - 1)) for w, g in zip(weights, scales)]
+        vs = [(torch.randint(0, 2, w.shape, generator=generator).to(w.dtype) * 2 - 1) / g
+              for w, g in zip(weights, scales)]
         hvs = torch.autograd.grad(grads, weights, grad_outputs=vs, retain_graph=True)
         for i, (v, hv) in enumerate(zip(vs, hvs)):
             traces[i] += float((v * hv).sum()) / probes
-    return {name: (trace, (layer.weight.detach() * g.reshape(-1, *[1] * (layer.weight.ndim - 1))).numpy())
+    return {name: (trace, (layer.weight.detach() * g).numpy())
             for (name, layer, _), trace, g in zip(layers, traces, scales)}
 
 
