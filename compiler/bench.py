@@ -1,8 +1,13 @@
 """Latency of a compiled model against its peers, all measured in the same process and run.
 
 Each engine runs the same inputs: ``warmup`` calls, then ``repeat`` timed calls (wall clock around one
-inference, outputs left on the engine's side), one engine after the other, ours first. We report the
-median and the 90th percentile and the ratio of every engine's median to ours (> 1 means we are faster).
+inference, outputs left on the engine's side), taken in ``rounds`` interleaved rounds (every engine's first
+round, then every engine's second, ...), so that each engine samples the same states of a shared machine:
+on these 2-vCPU guests the host at times runs both vCPUs on one physical core for seconds to minutes (the
+2-thread arithmetic peak then equals the 1-thread one, and a compute-bound model slows by up to 1.8x), and
+engines timed one after the other would see different machines. We report the median and the 90th
+percentile over all of an engine's calls and the ratio of every engine's median to ours (> 1 means we are
+faster).
 Peers: onnxruntime fp32 (on the source ONNX file, or a ``torch.onnx.export(dynamo=True)`` of a torch
 source), onnxruntime int8 (its own static quantization, given calibration samples), PyTorch eager for torch
 sources, and our own float compile.
@@ -81,12 +86,16 @@ QC = "qc (TVM)"
 def bench(compiled: CompiledModel, source: Source | None = None, *, model_name: str = "model", warmup: int = 5,
           repeat: int = 30, threads: int = 2, peers: bool = True, float_model: CompiledModel | None = None,
           calibration: Sequence[Mapping[str, np.ndarray]] | None = None,
-          on_engine: Callable[[str], None] | None = None, variants: Sequence[CompiledModel] = ()) -> list[Row]:
+          on_engine: Callable[[str], None] | None = None, variants: Sequence[CompiledModel] = (),
+          rounds: int = 5) -> list[Row]:
     """Time ``compiled`` and (with ``peers``) onnxruntime fp32 and PyTorch eager on the same inputs; with
     ``float_model``, our float compile of the same model too, and each of ``variants`` (other compiles of it,
     e.g. W4A8 beside W8A8); with ``calibration``, onnxruntime int8
     (``quantize_static``: QDQ, per-channel, uint8 activations x int8 weights, calibrated on those samples).
-    Every engine gets ``threads`` threads, qc's own TVM thread pool included (restored afterwards)."""
+    Every engine gets ``threads`` threads, qc's own TVM thread pool included (restored afterwards); the
+    ``repeat`` timed calls of each engine come in ``rounds`` rounds interleaved with the other engines'."""
+    if repeat < 1 or rounds < 1:
+        raise CompilerError(f"repeat and rounds must be >= 1, got repeat={repeat}, rounds={rounds}")
     with qc_threads(threads), tempfile.TemporaryDirectory() as tmp:
         inputs = sample_inputs(compiled, source)
         engines: list[tuple[str, str, Callable[[], Any]]] = [(QC, precision(compiled.manifest),
@@ -101,12 +110,16 @@ def bench(compiled: CompiledModel, source: Source | None = None, *, model_name: 
                 engines.append(("onnxruntime", "int8 qdq", _ort_runner(int8_path, inputs, threads)))
             if source.is_torch:
                 engines.append(("pytorch eager", "fp32", _torch_runner(source, inputs, threads)))
-        results = []
         for name, kind, run in engines:
             if on_engine:
                 on_engine(f"{name} {kind}")
-            times = time_calls(run, warmup, repeat)
-            results.append((name, kind, float(np.median(times)), float(np.percentile(times, 90))))
+            time_calls(run, warmup, 0)
+        times: list[list[np.ndarray]] = [[] for _ in engines]
+        for calls in np.array_split(np.arange(repeat), min(rounds, repeat)):
+            for engine, (_, _, run) in enumerate(engines):
+                times[engine].append(time_calls(run, 0, len(calls)))
+        results = [(name, kind, float(np.median(np.concatenate(t))), float(np.percentile(np.concatenate(t), 90)))
+                   for (name, kind, _), t in zip(engines, times)]
     ours = results[0][2]
     return [Row(model_name, name, kind, round(median, 4), round(p90, 4), repeat,
                 None if i == 0 else round(median / ours, 3)) for i, (name, kind, median, p90) in enumerate(results)]

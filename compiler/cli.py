@@ -67,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     _model_arguments(b, artifact_ok=True)
     b.add_argument("--warmup", type=int, default=5)
     b.add_argument("--repeat", type=int, default=30)
+    b.add_argument("--rounds", type=int, default=5,
+                   help="the timed runs come in this many rounds, interleaved across engines")
     b.add_argument("--threads", type=int, default=2, help="threads for every engine: qc's TVM thread pool, onnxruntime, PyTorch")
     b.add_argument("--no-peers", action="store_true", help="time only the compiled model")
     b.add_argument("--json", action="store_true", help="print the rows as JSON")
@@ -309,11 +311,13 @@ def _bench(args: argparse.Namespace) -> int:
             calibration = _calibration_samples(args, compiled)
     rows = bench(compiled, source, model_name=name, warmup=args.warmup, repeat=args.repeat,
                  threads=args.threads, peers=not args.no_peers, float_model=float_model, calibration=calibration,
-                 on_engine=None if args.json else lambda e: print(f"timing {e} ...", file=sys.stderr))
+                 rounds=args.rounds,
+                 on_engine=None if args.json else lambda e: print(f"warming up {e} ...", file=sys.stderr))
     if args.json:
         print(json.dumps([r.to_json() for r in rows], indent=2))
     else:
-        _print_table(f"{name}: batch 1, {args.repeat} runs after {args.warmup} warm-up",
+        _print_table(f"{name}: batch 1, {args.repeat} runs after {args.warmup} warm-up, in {args.rounds} "
+                     "rounds interleaved across engines",
                      ["engine", "precision", "median ms", "p90 ms", "peer / qc"],
                      [[r.engine, r.precision, f"{r.median_ms:.3f}", f"{r.p90_ms:.3f}",
                        "-" if r.ratio_vs_qc is None else f"{r.ratio_vs_qc:.3f}"] for r in rows])
