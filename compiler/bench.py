@@ -2,12 +2,12 @@
 
 Each engine runs the same inputs: ``warmup`` calls, then ``repeat`` timed calls (wall clock around one
 inference, outputs left on the engine's side), taken in ``rounds`` interleaved rounds (every engine's first
-round, then every engine's second, ...), so that each engine samples the same states of a shared machine:
-on these 2-vCPU guests the host at times runs both vCPUs on one physical core for seconds to minutes (the
-2-thread arithmetic peak then equals the 1-thread one, and a compute-bound model slows by up to 1.8x), and
-engines timed one after the other would see different machines. We report the median and the 90th
-percentile over all of an engine's calls and the ratio of every engine's median to ours (> 1 means we are
-faster).
+round, then every engine's second, ..., each after a pause that lets the previous engine's threads go
+idle), so that every engine samples the same states of a shared machine: on these 2-vCPU guests the host at
+times runs both vCPUs on one physical core for seconds to minutes (the 2-thread arithmetic peak then equals
+the 1-thread one, and a compute-bound model slows by up to 1.8x), and engines timed one after the other
+would see different machines. We report the median and the 90th percentile over all of an engine's calls
+and the ratio of every engine's median to ours (> 1 means we are faster).
 Peers: onnxruntime fp32 (on the source ONNX file, or a ``torch.onnx.export(dynamo=True)`` of a torch
 source), onnxruntime int8 (its own static quantization, given calibration samples), PyTorch eager for torch
 sources, and our own float compile.
@@ -82,6 +82,12 @@ def sample_inputs(compiled: CompiledModel, source: Source | None, seed: int = 0)
 
 QC = "qc (TVM)"
 
+SETTLE_SECONDS = 0.3
+"""Pause before each engine's round: an idle thread pool keeps spinning on the cores for a while after its last
+call (TVM's workers about 0.19 s after a ResNet-18 call here, by their CPU time), and an engine timed during
+another's spin shares its cores with it (onnxruntime int8 on ResNet-18 read 21.6 ms right after qc's rounds,
+against about 6 ms alone). Each round also starts with one untimed call."""
+
 
 def bench(compiled: CompiledModel, source: Source | None = None, *, model_name: str = "model", warmup: int = 5,
           repeat: int = 30, threads: int = 2, peers: bool = True, float_model: CompiledModel | None = None,
@@ -117,7 +123,8 @@ def bench(compiled: CompiledModel, source: Source | None = None, *, model_name: 
         times: list[list[np.ndarray]] = [[] for _ in engines]
         for calls in np.array_split(np.arange(repeat), min(rounds, repeat)):
             for engine, (_, _, run) in enumerate(engines):
-                times[engine].append(time_calls(run, 0, len(calls)))
+                time.sleep(SETTLE_SECONDS)  # the previous engine's idle threads stop spinning
+                times[engine].append(time_calls(run, 1, len(calls)))
         results = [(name, kind, float(np.median(np.concatenate(t))), float(np.percentile(np.concatenate(t), 90)))
                    for (name, kind, _), t in zip(engines, times)]
     ours = results[0][2]

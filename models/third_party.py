@@ -72,19 +72,48 @@ def ocr_lines() -> list[np.ndarray]:
     """The seven lines of scikit-image's scanned page as recogniser inputs, ``(1, 3, 48, OCR_WIDTH)`` float32:
     rows +-3 pixels, resized to height 48 (PIL bilinear), ``(x / 255 - 0.5) / 0.5``, as PaddleOCR does."""
     import skimage.data
-    from PIL import Image
 
     page = skimage.data.page()
+    return [_recogniser_input(page[max(0, top - 3):bottom + 3]) for top, bottom in PAGE_LINES]
+
+
+RENDER_FONTS = ("DejaVuSerif.ttf", "DejaVuSans.ttf")
+"""Fonts of the rendered calibration lines: the DejaVu faces matplotlib ships (``mpl-data/fonts/ttf``)."""
+
+
+def rendered_lines(texts: list[str], size: int = 15) -> list[np.ndarray]:
+    """``texts`` rendered in black on white, alternately in each of ``RENDER_FONTS`` at ``size`` pixels (about
+    the scanned page's letter height), cut to the rows holding ink +-3 and prepared as ``ocr_lines`` prepares
+    the page: recogniser inputs for calibration that share no text with the page."""
+    import matplotlib
+    from PIL import Image, ImageDraw, ImageFont
+
+    fonts = [ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name), size)
+             for name in RENDER_FONTS]
     lines = []
-    for top, bottom in PAGE_LINES:
-        crop = np.repeat(page[max(0, top - 3):bottom + 3, :, None], 3, axis=2)
-        height, width = crop.shape[:2]
-        resized_width = min(OCR_WIDTH, int(np.ceil(48 * width / height)))
-        pixels = np.asarray(Image.fromarray(crop).resize((resized_width, 48), Image.BILINEAR), np.float32) / 255
-        x = np.zeros((1, 3, 48, OCR_WIDTH), np.float32)
-        x[0, :, :, :resized_width] = ((pixels - 0.5) / 0.5).transpose(2, 0, 1)
-        lines.append(x)
+    for i, text in enumerate(texts):
+        font = fonts[i % len(fonts)]
+        left, top, right, bottom = font.getbbox(text)
+        canvas = Image.new("L", (right + 16, bottom + 16), 255)
+        ImageDraw.Draw(canvas).text((8, 8), text, font=font, fill=0)
+        pixels = np.asarray(canvas)
+        ink = np.flatnonzero((pixels < 128).any(axis=1))
+        lines.append(_recogniser_input(pixels[max(0, ink[0] - 3):ink[-1] + 4]))
     return lines
+
+
+def _recogniser_input(crop: np.ndarray) -> np.ndarray:
+    """A grey text line ``(rows, columns)`` uint8 as the recogniser's input: three channels, height 48 (PIL
+    bilinear, width in proportion, at most ``OCR_WIDTH``), ``(x / 255 - 0.5) / 0.5``, zero padding on the right."""
+    from PIL import Image
+
+    rgb = np.repeat(crop[:, :, None], 3, axis=2)
+    height, width = rgb.shape[:2]
+    resized_width = min(OCR_WIDTH, int(np.ceil(48 * width / height)))
+    pixels = np.asarray(Image.fromarray(rgb).resize((resized_width, 48), Image.BILINEAR), np.float32) / 255
+    x = np.zeros((1, 3, 48, OCR_WIDTH), np.float32)
+    x[0, :, :, :resized_width] = ((pixels - 0.5) / 0.5).transpose(2, 0, 1)
+    return x
 
 
 def ocr_characters(path: Path) -> list[str]:
