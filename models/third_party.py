@@ -77,6 +77,10 @@ def ocr_lines() -> list[np.ndarray]:
     return [_recogniser_input(page[max(0, top - 3):bottom + 3]) for top, bottom in PAGE_LINES]
 
 
+RENDERED_CALIBRATION = 12
+"""Of the 26 sentences of ``models.data.sentences()`` rendered as lines (``rendered_lines``), the first this
+many calibrate the recogniser beside page lines 1-3; the other 14 are held out and scored."""
+
 RENDER_FONTS = ("DejaVuSerif.ttf", "DejaVuSans.ttf")
 """Fonts of the rendered calibration lines: the DejaVu faces matplotlib ships (``mpl-data/fonts/ttf``)."""
 
