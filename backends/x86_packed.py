@@ -56,7 +56,8 @@ from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
 from passes.int4 import conv_nibble_block
-from passes.packed_layouts import FP32, IMAGE_SHAPE, INT8, LANES, NIBBLES, OUTPUT_WIDTH, ROW_STRIDE, WIDE, Packing
+from passes.packed_layouts import (CHANNEL_LANES, CHANNEL_TILE_ROWS, FP32, IMAGE_SHAPE, INT8, LANES, NIBBLES,
+                                   OUTPUT_WIDTH, ROW_STRIDE, WIDE, Packing)
 
 from .x86_amx import fits_tiles, has_amx, schedule_amx
 
@@ -486,12 +487,42 @@ def schedule_matmul(sch: s_tir.Schedule, packing: Packing, knobs: Knobs, steps: 
 
 def schedule_conv(sch: s_tir.Schedule, packing: Packing, knobs: Knobs, steps: tuple) -> None:
     """im2col (parallel, vectorized), then the conv block tiled like the matmul with pixels in the lanes (a
-    4-bit weight unpacked first, once per call: the broadcast operand)."""
+    4-bit weight unpacked first, once per call: the broadcast operand), or, where the layout put the output
+    channels in the lanes (``packed_layouts.channel_lanes``), exactly as the matmul: rows of pixels, each
+    step four im2col bytes broadcast against 64 weight bytes; the write-back then stores each channel
+    vector across the output's channel planes."""
     _schedule_im2col(sch, packing)
     _schedule_unpack(sch, packing)
     block = sch.get_sblock(packing.block("conv"))
+    if is_by_channels(sch, packing):
+        pix, out, red = sch.get_loops(block)
+        tile = channel_tile(knobs, _extent(sch, pix), _extent(sch, out) // LANES)
+        _tile(sch, block, pix, out, red, packing.group, tile, steps[0], lanes_outer=True, strip=False)
+        return
     out, pix, red = sch.get_loops(block)
     _tile(sch, block, out, pix, red, packing.group, knobs, steps[1], lanes_outer=im2col_exceeds_cache(sch, packing))
+
+
+CHANNEL_TILE_ACCUMULATORS = 16
+"""Accumulators of a channels-in-lanes tile: 7 pixels x 2 channel vectors measured 0.80-0.90x the pixel
+layout's time on 7x7 and 14x14 outputs, 7 x 4 (28) 1.5-2.1x (``packed_layouts.CHANNEL_LANES_MIN_REDUCTION``)."""
+
+
+def channel_tile(knobs: Knobs, rows: int, blocks: int) -> Knobs:
+    """The register tile of a conv with its output channels in the lanes, over ``rows`` pixels and ``blocks``
+    channel vectors: ``knobs`` where they divide both with at least ``CHANNEL_TILE_ROWS[0]`` rows, else the
+    most pixel rows (a divisor, at most ``CHANNEL_TILE_ROWS[1]``) times the most channel vectors that divide
+    ``blocks`` within ``CHANNEL_TILE_ACCUMULATORS``."""
+    low, high = CHANNEL_TILE_ROWS
+    if rows % knobs.rows == 0 and blocks % knobs.blocks == 0 and knobs.rows >= low:
+        return knobs
+    r = max(d for d in range(1, min(rows, high) + 1) if rows % d == 0)
+    return Knobs(r, max(b for b in range(1, blocks + 1) if blocks % b == 0 and r * b <= max(r, CHANNEL_TILE_ACCUMULATORS)))
+
+
+def is_by_channels(sch: s_tir.Schedule, packing: Packing) -> bool:
+    """Whether the packed conv block of ``sch`` has its output channels in the lanes."""
+    return bool(sch.get(sch.get_sblock(packing.block("conv"))).annotations.get(CHANNEL_LANES, 0))
 
 
 def _schedule_unpack(sch: s_tir.Schedule, packing: Packing) -> None:
@@ -556,12 +587,13 @@ def im2col_exceeds_cache(sch: s_tir.Schedule, packing: Packing) -> bool:
 
 
 def _tile(sch, block, rows, lanes, reduction, group: int, knobs: Knobs, intrin: str | None,
-          lanes_outer: bool = False, unpack=None) -> None:
+          lanes_outer: bool = False, unpack=None, strip: bool | None = None) -> None:
     """Split ``rows`` by the tile's rows, ``lanes`` into blocks of 16 and ``reduction`` into groups of
     ``group``, order them tile by tile (rows, lane blocks, reduction outside; the 16 x g step inside), then
     finish. For a pair step the reduction splits into (groups, half, pair) and ``rfactor`` makes the half a
     dimension of its own: the tile accumulates two partial sums per lane and the write-back adds them.
-    ``lanes_outer`` runs the tiles lane block by lane block (all row tiles of one strip of lanes together);
+    ``lanes_outer`` runs the tiles lane block by lane block (all row tiles of one strip of lanes together),
+    each strip first copied contiguous unless ``strip`` is False;
     ``unpack``, a 4-bit weight's unpack block, is computed inside the tile (``_unpack_in_tile``)."""
     final = None
     if intrin in PAIR_STEPS:
@@ -582,7 +614,7 @@ def _tile(sch, block, rows, lanes, reduction, group: int, knobs: Knobs, intrin: 
     if unpack is not None:
         go = _unpack_in_tile(sch, unpack, go, unrolled)
     _finish(sch, block, final, outer=outer, reduction=go, unrolled=unrolled, lanes=li, group=gi, intrin=intrin,
-            strip=lanes_outer)
+            strip=lanes_outer if strip is None else strip)
 
 
 DEPTHWISE_ROWS = (8, 2)   # at most this many output rows accumulated together: rows of one vector, wider
@@ -648,7 +680,7 @@ def _schedule_on_tiles(sch: s_tir.Schedule, kind: str, packing: Packing) -> bool
     if kind == "matmul" and schedule_amx(sch, kind, packing.block(kind), _write_back_at, lanes_outer=unpacks):
         _schedule_unpack(sch, packing)
         return True
-    if kind == "conv" and schedule_amx(sch, kind, packing.block(kind), _write_back_at,
+    if kind == "conv" and not is_by_channels(sch, packing) and schedule_amx(sch, kind, packing.block(kind), _write_back_at,
                                        lanes_outer=im2col_exceeds_cache(sch, packing)):
         _schedule_im2col(sch, packing)
         _schedule_unpack(sch, packing)

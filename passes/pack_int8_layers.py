@@ -5,7 +5,9 @@ out_dtype="int32")`` and ``relax.nn.conv2d(data: uint8 NCHW, W: int8 const OIHW,
 batch 1 (groups 1, or one filter per channel). Run before ``legalize_ops``.
 Guarantees: each such layer becomes one kernel of ``packed_layouts.INT8`` with the same int32 result, bit for
 bit: matmuls (K % 4 == 0) and convolutions reduce in groups of four (the shape of ``vpdpbusd`` and of the
-``backends.x86_packed`` schedules) over weights packed here. Under an x86 target with AVX2 but without
+``backends.x86_packed`` schedules) over weights packed here; a convolution whose output pixels would leave
+vector lanes empty and whose weight stays 8-bit puts its output channels in the lanes
+(``packed_layouts.channel_lanes``). Under an x86 target with AVX2 but without
 AVX-512 VNNI the kernels are ``packed_layouts.WIDE`` instead: groups of two over operands widened to int16
 (``vpmaddwd``; matmuls need K % 2 == 0). A weight holding 4-bit values is stored two groups per byte
 (``passes.int4``). When the pass runs under a target
@@ -27,7 +29,7 @@ import tvm
 from tvm import relax
 
 from .int4 import packs_as_nibbles
-from .packed_layouts import INT8, WIDE, ConvGeometry, Packing, constant_weight_types, pack_layers
+from .packed_layouts import INT8, WIDE, ConvGeometry, Packing, channel_lanes, constant_weight_types, pack_layers
 from .registry import register_pass
 
 
@@ -81,4 +83,6 @@ def pack_int8_layers(mod: tvm.IRModule) -> tvm.IRModule:
     (a conv's reduction padded to 64 for AMX tiles when the current target has them), a 4-bit weight two
     groups per byte."""
     target = tvm.target.Target.current(allow_none=True)
-    return pack_layers(mod, packing_for(target), _integer_layer, _tile_friendly(target), nibbles=packs_as_nibbles)
+    packing = packing_for(target)
+    return pack_layers(mod, packing, _integer_layer, _tile_friendly(target), nibbles=packs_as_nibbles,
+                       by_channels=channel_lanes if packing is INT8 else None)

@@ -11,7 +11,12 @@ type. Every family computes the same layouts, with 16 output elements in the vec
   (0 outside the image and past the ends; r = (c*KH + i)*KW + j, p = y*OW + x, padded to a multiple of g and
   16; gathered from the image laid out flat with its padding, through an int32 table of each r's offset), then
   ``acc[o, p] = sum_r col[r // g, p, r % g] * W'[o, r]`` with W' the flattened, zero-padded weight, then
-  ``out[0, o, y, x] = acc[o, y*OW + x]``;
+  ``out[0, o, y, x] = acc[o, y*OW + x]``: output pixels in the lanes. Where that would leave many lanes empty
+  (``channel_lanes``: a 7x7 output is 49 pixels in 64 lanes, 14x14 196 in 208), the output channels go in the
+  lanes instead,
+  as in the matmul: ``acc[p, o] = sum_r col[r // g, p, r % g] * P[o // 16, r // g, o % 16, r % g]`` with P
+  the flattened weight packed like a matmul's (``pack_matmul_weight(W'.T)``), pixels unpadded, and
+  ``out[0, o, y, x] = acc[y*OW + x, o]``;
 - depthwise conv2d: the plain arithmetic with the zero padding made a stage of its own, so the backend can
   vectorize along output columns (no packing: each output reads one filter); a row narrower than a vector
   is computed a vector wide and cropped (``crop``).
@@ -50,6 +55,7 @@ OPS = "qc.ops"  # on a packed block: its useful operations, 2 x MACs of the real
 KERNEL_ATTRIBUTE = "qc.packed_layout"  # on a packed kernel: what it computes (op, weight shape, geometry)
 LAYER_ATTRIBUTE = "qc.layer"  # on a packed kernel of a named layer: the layer's name
 LAYER_NAME = re.compile(r"(conv2d|matmul)_\d+")  # a layer of the quantization plan, as lower_integer names it
+CHANNEL_LANES = "qc.channel_lanes"  # on a conv block: 1 where the output channels are in the lanes
 OUT_ELEMWISE_FUSABLE = 4  # relax's OpPatternKind: fusion may append the elementwise epilogue (the gathers
 # through an offset table would otherwise make annotate_op_pattern call the kernel opaque)
 
@@ -181,6 +187,36 @@ class ConvGeometry:
         return np.pad(offsets, (0, -offsets.size % group)).astype(np.int32)
 
 
+CHANNEL_LANES_MIN_REDUCTION = 256
+"""The smallest reduction for which a convolution with padded pixel vectors puts its output channels in the
+lanes (``channel_lanes``). Measured per layer, both layouts built alone and timed in alternation
+(``vpdpbusd``, this 2-core ``znver4``, 2026-12-07; channels / pixels time): 3x3 512 at 7x7 (reduction 4608)
+0.83, 3x3/2 256 -> 512 to 7x7 0.80, 1x1 1152 -> 320 at 7x7 0.85, 1x1 320 -> 1280 at 7x7 0.89, 3x3 256 at
+14x14 0.86-0.90, 3x3/2 128 -> 256 to 14x14 0.87, 1x1 672 -> 112 at 14x14 1.01, but 1x1 112 -> 672 at 14x14
+1.06 and 80 -> 480 1.23 (a short reduction per tile against its channel-strided write-back); 28x28 and
+56x56 outputs fill their vectors (3x3 128 at 28x28 1.00, 3x3 64 at 56x56 1.18)."""
+
+CHANNEL_TILE_ROWS = (4, 8)
+"""The pixel rows of a channels-in-lanes register tile: a divisor of the output's pixels in this range (each
+step's weight vectors are reused by every row; 1 or 2 rows would stream the weight once per pixel)."""
+
+
+def channel_lanes(geometry: ConvGeometry, out_channels: int) -> bool:
+    """Whether a convolution computes with its output channels in the vector lanes (see the module docstring):
+    its pixels do not fill whole vectors, its reduction is at least ``CHANNEL_LANES_MIN_REDUCTION``, its
+    channels are a multiple of 16 and its pixel count has a divisor in ``CHANNEL_TILE_ROWS``."""
+    oh, ow = geometry.out
+    pixels, reduction = oh * ow, geometry.channels * geometry.kernel[0] * geometry.kernel[1]
+    low, high = CHANNEL_TILE_ROWS
+    return (out_channels % LANES == 0 and geometry.padded_pixels > pixels and reduction >= CHANNEL_LANES_MIN_REDUCTION
+            and any(pixels % r == 0 for r in range(low, high + 1)))
+
+
+def pack_conv_weight_by_channels(flat: np.ndarray, group: int = INT8.group) -> np.ndarray:
+    """A flattened conv weight [O, R'] packed with the output channels in the lanes: [O/16, R'/g, 16, g]."""
+    return pack_matmul_weight(np.ascontiguousarray(flat.T), group)
+
+
 def conv2d_im2col(data, flat, reduce_offsets, geometry: ConvGeometry, packing: Packing = INT8, nibbles: bool = False):
     """TE: NCHW conv2d (batch 1, groups 1) of ``data`` with the flattened weight, via im2col in groups of
     ``packing.group``; accumulator-typed NCHW result. With ``nibbles`` the weight is 4-bit
@@ -188,7 +224,8 @@ def conv2d_im2col(data, flat, reduce_offsets, geometry: ConvGeometry, packing: P
     stage shifts the sums back. The image is first laid out flat with its zero padding
     (the ``pad`` block), so gathering a column is a table lookup (hoisted out of the pixel loops) and an add;
     the pixel's row and column (``p // OW``, ``p % OW``) become loop variables once the schedule splits ``p``
-    by OW. A pointwise convolution (1x1, stride 1, unpadded) gathers from the image directly."""
+    by OW. A pointwise convolution (1x1, stride 1, unpadded) gathers from the image directly. A weight packed
+    by ``pack_conv_weight_by_channels`` (4-d) puts the output channels in the lanes (``acc[p, o]``)."""
     from tvm import te, tirx
 
     g, group, acc_type = geometry, packing.group, packing.accumulator
@@ -196,6 +233,9 @@ def conv2d_im2col(data, flat, reduce_offsets, geometry: ConvGeometry, packing: P
     top, left = g.padding[:2]
     reduce, pixels = g.channels * g.kernel[0] * g.kernel[1], oh * ow
     zero = tirx.const(0, data.dtype)
+    by_channels = len(flat.shape) == 4  # packed by ``pack_conv_weight_by_channels``: channels in the lanes
+    if by_channels and (nibbles or packing.operand):
+        raise ValueError("a conv weight packed by channels is 8-bit and multiplied as stored")
 
     def pad(f):
         c, y, x = f // (ph * pw), f % (ph * pw) // pw - top, f % pw - left
@@ -225,14 +265,23 @@ def conv2d_im2col(data, flat, reduce_offsets, geometry: ConvGeometry, packing: P
 
         flat = te.compute((int(flat.shape[0]), reduce), weight, name=packing.block("unpack"),
                           attrs={NIBBLES: int(nibbles)})
-    groups, padded_pixels = int(flat.shape[1]) // group, g.padded_pixels
+    if by_channels:
+        groups, out_channels, padded_pixels = int(flat.shape[1]), int(flat.shape[0]) * LANES, pixels
+    else:
+        groups, out_channels, padded_pixels = int(flat.shape[1]) // group, int(flat.shape[0]), g.padded_pixels
     column = (lambda rg, p, t: gather(rg, p, t).astype(wide)) if wide else gather
     col = te.compute((groups, padded_pixels, group), column, name=packing.block("im2col"), attrs={OUTPUT_WIDTH: ow})
     r = te.reduce_axis((0, groups * group), "r")
-    out_channels = int(flat.shape[0])
+    attrs = {OPS: 2 * out_channels * g.macs, CHANNEL_LANES: int(by_channels)}
+    if by_channels:
+        acc = te.compute((pixels, out_channels), lambda p, o: te.sum(
+            col[r // group, p, r % group].astype(acc_type)
+            * flat[o // LANES, r // group, o % LANES, r % group].astype(acc_type), axis=r),
+            name=packing.block("conv"), attrs=attrs)
+        return te.compute((1, out_channels, oh, ow), lambda b, o, y, x: acc[y * ow + x, o], name=packing.block("nchw"))
     acc = te.compute((out_channels, padded_pixels),
                      lambda o, p: te.sum(col[r // group, p, r % group].astype(acc_type) * flat[o, r].astype(acc_type),
-                                         axis=r), name=packing.block("conv"), attrs={OPS: 2 * out_channels * g.macs})
+                                         axis=r), name=packing.block("conv"), attrs=attrs)
     return te.compute((1, out_channels, oh, ow), lambda b, o, y, x: _unscaled(acc[o, y * ow + x], nibbles),
                       name=packing.block("nchw"))
 
@@ -299,17 +348,19 @@ def matmul_kernel(m: int, k: int, n: int, packing: Packing = INT8, dtypes: tuple
 
 def conv_kernel(geometry: ConvGeometry, out_channels: int, packing: Packing = INT8,
                 dtypes: tuple[str, str] = ("uint8", "int8"), reduce_multiple: int | None = None,
-                nibbles: bool = False):
+                nibbles: bool = False, by_channels: bool = False):
     """A standalone conv2d PrimFunc taking (data, flattened weight, reduce offsets) -> NCHW, the reduction
     padded to ``reduce_multiple`` (default: the packing's group); with ``nibbles`` the weight is 4-bit
-    (``passes.int4.pack_conv_nibbles``)."""
+    (``passes.int4.pack_conv_nibbles``); with ``by_channels`` it is packed by ``pack_conv_weight_by_channels``
+    (output channels in the lanes)."""
     from tvm import te
 
     g, multiple = geometry, reduce_multiple or packing.group
     data = te.placeholder((1, g.channels, g.height, g.width), dtypes[0], "data")
     reduce = -(-g.channels * g.kernel[0] * g.kernel[1] // multiple) * multiple
     width = -(-reduce // (2 * conv_nibble_block(reduce))) * conv_nibble_block(reduce) if nibbles else reduce
-    flat = te.placeholder((out_channels, width), "uint8" if nibbles else packing.operand or dtypes[1], "flat")
+    shape = (out_channels // LANES, width // packing.group, LANES, packing.group) if by_channels else (out_channels, width)
+    flat = te.placeholder(shape, "uint8" if nibbles else packing.operand or dtypes[1], "flat")
     offsets = te.placeholder(g.reduce_offsets(multiple).shape, "int32", "reduce")
     return te.create_prim_func([data, flat, offsets, conv2d_im2col(data, flat, offsets, g, packing, nibbles)])
 
@@ -324,11 +375,13 @@ class LayerPacker(PyExprMutator):
 
     def __init__(self, mod, packing: Packing, accepts: Callable[[relax.Call], bool],
                  reduce_multiple: Callable[[ConvGeometry, int], int] | None = None,
-                 nibbles: Callable[[np.ndarray, tuple[int, ...]], bool] | None = None):
+                 nibbles: Callable[[np.ndarray, tuple[int, ...]], bool] | None = None,
+                 by_channels: Callable[[ConvGeometry, int], bool] | None = None):
         super().__init__(mod)
         self.packing, self.accepts, self.binding = packing, accepts, ""
         self.reduce_multiple = reduce_multiple or (lambda geometry, out_channels: packing.group)
         self.nibbles = nibbles or (lambda weight, reduce_axes: False)
+        self.by_channels = by_channels or (lambda geometry, out_channels: False)
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:  # noqa: N802  (TVM's visitor naming)
         self.binding = binding.var.name
@@ -376,12 +429,14 @@ class LayerPacker(PyExprMutator):
             weight, geometry = call.args[1].value.numpy(), _geometry(call)
             multiple = self.reduce_multiple(geometry, weight.shape[0])
             flat, nibbles = flatten_conv_weight(weight, multiple), self.nibbles(weight, (1, 2, 3))
+            by_channels = not nibbles and multiple == group and self.by_channels(geometry, weight.shape[0])
             info = {"op": "conv2d", "weight_shape": list(weight.shape), "strides": list(geometry.strides),
                     "padding": list(geometry.padding), "dilation": list(geometry.dilation),
-                    "weight_bits": 4 if nibbles else 8}
+                    "weight_bits": 4 if nibbles else 8, "lanes": "channels" if by_channels else "pixels"}
+            stored = (pack_conv_weight_by_channels(flat, group) if by_channels
+                      else self._stored(flat, nibbles, pack_conv_nibbles, widened=True))
             return self.builder_.call_te(partial(conv2d_im2col, geometry=geometry, packing=packing, nibbles=nibbles),
-                                         call.args[0],
-                                         relax.const(self._stored(flat, nibbles, pack_conv_nibbles, widened=True)),
+                                         call.args[0], relax.const(stored),
                                          relax.const(geometry.reduce_offsets(multiple)),
                                          primfunc_name_hint=self._name("conv2d", nibbles),
                                          primfunc_attrs=self._attrs(info))
@@ -397,11 +452,14 @@ class LayerPacker(PyExprMutator):
 
 def pack_layers(mod: tvm.IRModule, packing: Packing, accepts: Callable[[relax.Call], bool],
                 reduce_multiple: Callable[[ConvGeometry, int], int] | None = None,
-                nibbles: Callable[[np.ndarray, tuple[int, ...]], bool] | None = None) -> tvm.IRModule:
+                nibbles: Callable[[np.ndarray, tuple[int, ...]], bool] | None = None,
+                by_channels: Callable[[ConvGeometry, int], bool] | None = None) -> tvm.IRModule:
     """``mod`` with every conv2d / matmul that ``accepts`` takes rewritten by ``LayerPacker``; a conv2d's
     flattened reduction is padded to ``reduce_multiple(geometry, out_channels)`` (default: the group); a
-    weight for which ``nibbles(weight, reduce_axes)`` holds is stored 4-bit (``passes.int4``)."""
-    return rewrite_functions(mod, LayerPacker(mod, packing, accepts, reduce_multiple, nibbles))
+    weight for which ``nibbles(weight, reduce_axes)`` holds is stored 4-bit (``passes.int4``); an 8-bit
+    conv2d for which ``by_channels(geometry, out_channels)`` holds (default: none) and whose reduction is
+    padded only to the group computes with its output channels in the lanes."""
+    return rewrite_functions(mod, LayerPacker(mod, packing, accepts, reduce_multiple, nibbles, by_channels))
 
 
 def constant_weight_types(call: relax.Call) -> tuple[str, str, str] | None:

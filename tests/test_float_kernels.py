@@ -18,6 +18,7 @@ from passes.packed_layouts import (
     depthwise_conv2d,
     flatten_conv_weight,
     matmul_kernel,
+    pack_conv_weight_by_channels,
     pack_matmul_weight,
 )
 
@@ -37,11 +38,14 @@ def matmul_case(m: int, k: int, n: int):
     return matmul_kernel(m, k, n, FP32, FLOATS), [a, pack_matmul_weight(w, FP32.group)], a.astype(np.float64) @ w
 
 
-def conv_case(cin: int, cout: int, kernel: int, stride: int, pad: int, size: int):
+def conv_case(cin: int, cout: int, kernel: int, stride: int, pad: int, size: int, by_channels: bool = False):
     geometry = ConvGeometry(cin, size, size, (kernel, kernel), (stride, stride), (pad,) * 4, (1, 1))
     x, w = normal(1, cin, size, size), normal(cout, cin, kernel, kernel)
-    inputs = [x, flatten_conv_weight(w, FP32.group), geometry.reduce_offsets(FP32.group)]
-    return conv_kernel(geometry, cout, FP32, FLOATS), inputs, _reference(x, w, stride, pad)
+    flat = flatten_conv_weight(w, FP32.group)
+    stored = pack_conv_weight_by_channels(flat, FP32.group) if by_channels else flat
+    inputs = [x, stored, geometry.reduce_offsets(FP32.group)]
+    return (conv_kernel(geometry, cout, FP32, FLOATS, by_channels=by_channels), inputs,
+            _reference(x, w, stride, pad))
 
 
 def depthwise_case(channels: int, kernel: int, stride: int, pad: int, size: int):
@@ -63,6 +67,8 @@ CASES = {
     "conv 7x7/2 pad 3, 3->16 @20": lambda: conv_case(3, 16, 7, 2, 3, 20),
     "conv 1x1, 32->16 @7": lambda: conv_case(32, 16, 1, 1, 0, 7),
     "conv 3x3/1 pad 1, 16->24 @64 (a 2.4 MB im2col: read strip by strip)": lambda: conv_case(16, 24, 3, 1, 1, 64),
+    "conv 3x3/1 pad 1, 64->32 @7, output channels in the lanes": lambda: conv_case(64, 32, 3, 1, 1, 7, True),
+    "conv 3x3/2 pad 1, 30->48 @14 (to 7x7), channels in the lanes": lambda: conv_case(30, 48, 3, 2, 1, 14, True),
     "depthwise 3x3/2 pad 1, 8 @15": lambda: depthwise_case(8, 3, 2, 1, 15),
     "depthwise 5x5/1 pad 2, 6 @12": lambda: depthwise_case(6, 5, 1, 2, 12),
     "depthwise 5x5/2 pad 2, 8 @13 (odd width: phases of 7 and 6 columns)": lambda: depthwise_case(8, 5, 2, 2, 13),

@@ -27,7 +27,9 @@ from passes.packed_layouts import (
     depthwise_conv2d,
     flatten_conv_weight,
     matmul_kernel,
+    channel_lanes,
     matmul_packed,
+    pack_conv_weight_by_channels,
     pack_matmul_weight,
 )
 from backends.cpu import missing_features
@@ -48,16 +50,16 @@ def matmul_case(m: int, k: int, n: int, nibbles: bool = False, packing=INT8):
 
 
 def conv_case(cin: int, cout: int, kernel: int, stride: int, pad: int, size: int, reduce_multiple: int | None = None,
-              nibbles: bool = False, packing=INT8):
+              nibbles: bool = False, packing=INT8, by_channels: bool = False):
     geometry = ConvGeometry(cin, size, size, (kernel, kernel), (stride, stride), (pad,) * 4, (1, 1))
     w = RNG.integers(*((-8, 8) if nibbles else (-128, 128)), (cout, cin, kernel, kernel), dtype=np.int8)
     x = RNG.integers(0, 256, (1, cin, size, size), dtype=np.uint8)
     multiple = reduce_multiple or packing.group
     flat = flatten_conv_weight(w, multiple)
-    inputs = [x, pack_conv_nibbles(flat) if nibbles else flat.astype(packing.operand or flat.dtype),
-              geometry.reduce_offsets(multiple)]
-    return (conv_kernel(geometry, cout, packing, reduce_multiple=multiple, nibbles=nibbles), inputs,
-            _torch_conv(x, w, stride, pad))
+    stored = (pack_conv_weight_by_channels(flat) if by_channels else pack_conv_nibbles(flat) if nibbles
+              else flat.astype(packing.operand or flat.dtype))
+    return (conv_kernel(geometry, cout, packing, reduce_multiple=multiple, nibbles=nibbles, by_channels=by_channels),
+            [x, stored, geometry.reduce_offsets(multiple)], _torch_conv(x, w, stride, pad))
 
 
 def depthwise_case(channels: int, kernel: int, stride: int, pad: int, size: int):
@@ -69,12 +71,15 @@ def depthwise_case(channels: int, kernel: int, stride: int, pad: int, size: int)
     return func, [x, w], _torch_conv(x, w, stride, pad, groups=channels)
 
 
-def requantized_conv_case(cin: int, cout: int, size: int, reduce_multiple: int = 4, narrow: bool = True):
+def requantized_conv_case(cin: int, cout: int, size: int, reduce_multiple: int = 4, narrow: bool = True,
+                          by_channels: bool = False):
     """A 1x1 conv with the dyadic requantize after it (int64 add, multiply, rounding shift, clamp to uint8), as
-    ``lower_integer`` fuses it: the write-back narrows int64 to bytes over the real pixels of a padded tile."""
+    ``lower_integer`` fuses it: the write-back narrows int64 to bytes over the real pixels of a padded tile
+    (``by_channels``: each channel vector of one pixel, across the output's channel planes)."""
     geometry = ConvGeometry(cin, size, size, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1))
     data = te.placeholder((1, cin, size, size), "uint8", "data")
-    flat = te.placeholder((cout, -(-cin // reduce_multiple) * reduce_multiple), "int8", "flat")
+    reduce = -(-cin // reduce_multiple) * reduce_multiple
+    flat = te.placeholder((cout // 16, reduce // 4, 16, 4) if by_channels else (cout, reduce), "int8", "flat")
     offsets = te.placeholder(geometry.reduce_offsets(reduce_multiple).shape, "int32", "offsets")
     acc = conv2d_im2col(data, flat, offsets, geometry)
     scales = _scales((1, cout, 1, 1), narrow)
@@ -82,7 +87,9 @@ def requantized_conv_case(cin: int, cout: int, size: int, reduce_multiple: int =
     x = RNG.integers(0, 256, (1, cin, size, size), dtype=np.uint8)
     w = RNG.integers(-128, 128, (cout, cin, 1, 1), dtype=np.int8)
     values = _scale_values(scales)
-    inputs = [x, flatten_conv_weight(w, reduce_multiple), geometry.reduce_offsets(reduce_multiple), *values]
+    flat_values = flatten_conv_weight(w, reduce_multiple)
+    stored = pack_conv_weight_by_channels(flat_values) if by_channels else flat_values
+    inputs = [x, stored, geometry.reduce_offsets(reduce_multiple), *values]
     return (te.create_prim_func([data, flat, offsets, *scales, out]), inputs,
             _requantized(_torch_conv(x, w, 1, 0), values))
 
@@ -153,6 +160,11 @@ CASES = {
         lambda: conv_case(5, 24, 3, 1, 1, 9, nibbles=True),
     "conv 3x3/1 pad 1, 30->32 @7, 4-bit weight (AMX tiles where the host has them)":
         lambda: conv_case(30, 32, 3, 1, 1, 7, reduce_multiple=64, nibbles=True),
+    "conv 3x3/1 pad 1, 64->32 @7, output channels in the lanes": lambda: conv_case(64, 32, 3, 1, 1, 7, by_channels=True),
+    "conv 3x3/2 pad 1, 30->48 @14 (to 7x7, K=270 padded to 272), channels in the lanes":
+        lambda: conv_case(30, 48, 3, 2, 1, 14, by_channels=True),
+    "conv 1x1, 320->64 @5, channels in the lanes (5 pixel rows a tile)":
+        lambda: conv_case(320, 64, 1, 1, 0, 5, by_channels=True),
     "depthwise 3x3/2 pad 1, 8 @15": lambda: depthwise_case(8, 3, 2, 1, 15),
     "depthwise 5x5/1 pad 2, 6 @12": lambda: depthwise_case(6, 5, 1, 2, 12),
     "depthwise 5x5/2 pad 2, 8 @13 (odd width: phases of 7 and 6 columns)": lambda: depthwise_case(8, 5, 2, 2, 13),
@@ -192,6 +204,20 @@ def test_wide_kernels_for_cpus_without_vnni_are_exact(case):
         np.testing.assert_array_equal(run_kernel(func, inputs, expected.shape, "int32", target), expected)
 
 
+def test_convolutions_whose_pixels_leave_lanes_empty_put_their_channels_in_the_lanes():
+    """``channel_lanes``: 7x7 and 14x14 outputs (49 and 196 pixels in 64 and 208 lanes) with a reduction of at
+    least 256 and whole vectors of channels; 28x28 and 56x56 fill their vectors; short reductions stay."""
+    def geometry(cin, kernel, stride, size):
+        return ConvGeometry(cin, size, size, (kernel, kernel), (stride, stride), ((kernel - 1) // 2,) * 4, (1, 1))
+
+    assert channel_lanes(geometry(512, 3, 1, 7), 512) and channel_lanes(geometry(256, 3, 2, 14), 512)
+    assert channel_lanes(geometry(256, 3, 1, 14), 256) and channel_lanes(geometry(1152, 1, 1, 7), 320)
+    assert not channel_lanes(geometry(64, 3, 1, 56), 64) and not channel_lanes(geometry(128, 3, 1, 28), 128)
+    assert not channel_lanes(geometry(112, 1, 1, 14), 672)  # reduction 112
+    assert not channel_lanes(geometry(512, 3, 1, 7), 40)  # 40 channels: not whole vectors
+    assert not channel_lanes(geometry(512, 3, 1, 3), 64)  # 9 pixels: no tile of 4 to 8 rows
+
+
 def test_cpus_without_vnni_get_the_wide_kernels():
     from passes.pack_int8_layers import packing_for
 
@@ -214,6 +240,9 @@ REQUANTIZED = {
         lambda: requantized_conv_case(96, 576, 7, narrow=False),
     "conv 1x1 96->576 @7 + requantize (b and c int32)": lambda: requantized_conv_case(96, 576, 7),
     "matmul 24x64x33 + requantize (N padded to 48)": lambda: requantized_matmul_case(24, 64, 33),
+    "conv 1x1 672->192 @7 + requantize, channels in the lanes (a scattered write-back)":
+        lambda: requantized_conv_case(672, 192, 7, by_channels=True),
+    "conv 1x1 320->64 @14 + requantize, channels in the lanes": lambda: requantized_conv_case(320, 64, 14, by_channels=True),
 }
 
 
