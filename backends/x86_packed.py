@@ -7,7 +7,11 @@ output elements in the vector lanes and the reduction in groups of ``g`` (4 for 
 - ``qc_*_matmul``: ``acc[m, n] += data[m, k] * W[n // 16, k // g, n % 16, k % g]``: 16 output columns in the
   lanes, activations broadcast, the weight pre-packed so each step loads one contiguous vector;
 - ``qc_*_conv``: ``acc[o, p] += col[r // g, p, r % g] * W[o, r]``: 16 output pixels in the lanes (im2col in
-  groups of ``g`` reduction elements, ``qc_*_im2col``), weights broadcast, the output already NCHW;
+  groups of ``g`` reduction elements, ``qc_*_im2col``), weights broadcast, the output already NCHW; or, where
+  the pixels would leave lanes empty (``packed_layouts.channel_lanes``: 7x7, 14x14),
+  ``acc[p, o] += col[r // g, p, r % g] * W[o // 16, r // g, o % 16, r % g]``: 16 output channels in the lanes
+  as in the matmul (``channel_tile``: 7 pixel rows x 2 channel vectors, channel block by channel block so
+  a block's weight stays in cache for every pixel), the write-back storing across the channel planes;
 - ``qc_*_depthwise``: tiles of output rows with the columns in the lanes, summed filter column by filter
   column so the rows of a tile share their input rows; a tile or (rows of one vector) a channel per task.
 
@@ -517,7 +521,8 @@ def channel_tile(knobs: Knobs, rows: int, blocks: int) -> Knobs:
     if rows % knobs.rows == 0 and blocks % knobs.blocks == 0 and knobs.rows >= low:
         return knobs
     r = max(d for d in range(1, min(rows, high) + 1) if rows % d == 0)
-    return Knobs(r, max(b for b in range(1, blocks + 1) if blocks % b == 0 and r * b <= max(r, CHANNEL_TILE_ACCUMULATORS)))
+    budget = max(r, CHANNEL_TILE_ACCUMULATORS)
+    return Knobs(r, max(b for b in range(1, blocks + 1) if blocks % b == 0 and r * b <= budget))
 
 
 def is_by_channels(sch: s_tir.Schedule, packing: Packing) -> bool:
@@ -680,8 +685,8 @@ def _schedule_on_tiles(sch: s_tir.Schedule, kind: str, packing: Packing) -> bool
     if kind == "matmul" and schedule_amx(sch, kind, packing.block(kind), _write_back_at, lanes_outer=unpacks):
         _schedule_unpack(sch, packing)
         return True
-    if kind == "conv" and not is_by_channels(sch, packing) and schedule_amx(sch, kind, packing.block(kind), _write_back_at,
-                                       lanes_outer=im2col_exceeds_cache(sch, packing)):
+    if kind == "conv" and not is_by_channels(sch, packing) and schedule_amx(
+            sch, kind, packing.block(kind), _write_back_at, lanes_outer=im2col_exceeds_cache(sch, packing)):
         _schedule_im2col(sch, packing)
         _schedule_unpack(sch, packing)
         return True

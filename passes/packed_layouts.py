@@ -359,7 +359,8 @@ def conv_kernel(geometry: ConvGeometry, out_channels: int, packing: Packing = IN
     data = te.placeholder((1, g.channels, g.height, g.width), dtypes[0], "data")
     reduce = -(-g.channels * g.kernel[0] * g.kernel[1] // multiple) * multiple
     width = -(-reduce // (2 * conv_nibble_block(reduce))) * conv_nibble_block(reduce) if nibbles else reduce
-    shape = (out_channels // LANES, width // packing.group, LANES, packing.group) if by_channels else (out_channels, width)
+    shape = ((out_channels // LANES, width // packing.group, LANES, packing.group) if by_channels
+             else (out_channels, width))
     flat = te.placeholder(shape, "uint8" if nibbles else packing.operand or dtypes[1], "flat")
     offsets = te.placeholder(g.reduce_offsets(multiple).shape, "int32", "reduce")
     return te.create_prim_func([data, flat, offsets, conv2d_im2col(data, flat, offsets, g, packing, nibbles)])

@@ -160,7 +160,8 @@ CASES = {
         lambda: conv_case(5, 24, 3, 1, 1, 9, nibbles=True),
     "conv 3x3/1 pad 1, 30->32 @7, 4-bit weight (AMX tiles where the host has them)":
         lambda: conv_case(30, 32, 3, 1, 1, 7, reduce_multiple=64, nibbles=True),
-    "conv 3x3/1 pad 1, 64->32 @7, output channels in the lanes": lambda: conv_case(64, 32, 3, 1, 1, 7, by_channels=True),
+    "conv 3x3/1 pad 1, 64->32 @7, output channels in the lanes":
+        lambda: conv_case(64, 32, 3, 1, 1, 7, by_channels=True),
     "conv 3x3/2 pad 1, 30->48 @14 (to 7x7, K=270 padded to 272), channels in the lanes":
         lambda: conv_case(30, 48, 3, 2, 1, 14, by_channels=True),
     "conv 1x1, 320->64 @5, channels in the lanes (5 pixel rows a tile)":
@@ -242,7 +243,8 @@ REQUANTIZED = {
     "matmul 24x64x33 + requantize (N padded to 48)": lambda: requantized_matmul_case(24, 64, 33),
     "conv 1x1 672->192 @7 + requantize, channels in the lanes (a scattered write-back)":
         lambda: requantized_conv_case(672, 192, 7, by_channels=True),
-    "conv 1x1 320->64 @14 + requantize, channels in the lanes": lambda: requantized_conv_case(320, 64, 14, by_channels=True),
+    "conv 1x1 320->64 @14 + requantize, channels in the lanes":
+        lambda: requantized_conv_case(320, 64, 14, by_channels=True),
 }
 
 
