@@ -11,12 +11,11 @@ type. Every family computes the same layouts, with 16 output elements in the vec
   (0 outside the image and past the ends; r = (c*KH + i)*KW + j, p = y*OW + x, padded to a multiple of g and
   16; gathered from the image laid out flat with its padding, through an int32 table of each r's offset), then
   ``acc[o, p] = sum_r col[r // g, p, r % g] * W'[o, r]`` with W' the flattened, zero-padded weight, then
-  ``out[0, o, y, x] = acc[o, y*OW + x]``: output pixels in the lanes. Where that would leave many lanes empty
-  (``channel_lanes``: a 7x7 output is 49 pixels in 64 lanes, 14x14 196 in 208), the output channels go in the
-  lanes instead,
-  as in the matmul: ``acc[p, o] = sum_r col[r // g, p, r % g] * P[o // 16, r // g, o % 16, r % g]`` with P
-  the flattened weight packed like a matmul's (``pack_matmul_weight(W'.T)``), pixels unpadded, and
-  ``out[0, o, y, x] = acc[y*OW + x, o]``;
+  ``out[0, o, y, x] = acc[o, y*OW + x]``: output pixels in the lanes. Where that would leave lanes empty
+  (``channel_lanes``: a 7x7 output is 49 pixels in 64 lanes, 14x14 196 in 208), the output channels go in
+  the lanes instead, as in the matmul: ``acc[p, o] = sum_r col[r // g, p, r % g] * P[o // 16, r // g, o % 16,
+  r % g]`` with P the flattened weight packed like a matmul's (``pack_matmul_weight(W'.T)``), pixels
+  unpadded, and ``out[0, o, y, x] = acc[y*OW + x, o]``;
 - depthwise conv2d: the plain arithmetic with the zero padding made a stage of its own, so the backend can
   vectorize along output columns (no packing: each output reads one filter); a row narrower than a vector
   is computed a vector wide and cropped (``crop``).
@@ -193,7 +192,7 @@ lanes (``channel_lanes``). Measured per layer, both layouts built alone and time
 (``vpdpbusd``, this 2-core ``znver4``, 2026-12-07; channels / pixels time): 3x3 512 at 7x7 (reduction 4608)
 0.83, 3x3/2 256 -> 512 to 7x7 0.80, 1x1 1152 -> 320 at 7x7 0.85, 1x1 320 -> 1280 at 7x7 0.89, 3x3 256 at
 14x14 0.86-0.90, 3x3/2 128 -> 256 to 14x14 0.87, 1x1 672 -> 112 at 14x14 1.01, but 1x1 112 -> 672 at 14x14
-1.06 and 80 -> 480 1.23 (a short reduction per tile against its channel-strided write-back); 28x28 and
+1.06 and 80 -> 480 1.23 (short reductions); 28x28 and
 56x56 outputs fill their vectors (3x3 128 at 28x28 1.00, 3x3 64 at 56x56 1.18)."""
 
 CHANNEL_TILE_ROWS = (4, 8)
