@@ -186,14 +186,17 @@ class ConvGeometry:
         return np.pad(offsets, (0, -offsets.size % group)).astype(np.int32)
 
 
-CHANNEL_LANES_MIN_REDUCTION = 256
+CHANNEL_LANES_MIN_REDUCTION = 64
 """The smallest reduction for which a convolution with padded pixel vectors puts its output channels in the
-lanes (``channel_lanes``). Measured per layer, both layouts built alone and timed in alternation
-(``vpdpbusd``, this 2-core ``znver4``, 2026-12-07; channels / pixels time): 3x3 512 at 7x7 (reduction 4608)
-0.83, 3x3/2 256 -> 512 to 7x7 0.80, 1x1 1152 -> 320 at 7x7 0.85, 1x1 320 -> 1280 at 7x7 0.89, 3x3 256 at
-14x14 0.86-0.90, 3x3/2 128 -> 256 to 14x14 0.87, 1x1 672 -> 112 at 14x14 1.01, but 1x1 112 -> 672 at 14x14
-1.06 and 80 -> 480 1.23 (short reductions); 28x28 and
-56x56 outputs fill their vectors (3x3 128 at 28x28 1.00, 3x3 64 at 56x56 1.18)."""
+lanes (``channel_lanes``). Measured per layer on this 2-core ``znver4`` (2026-12-07), channels / pixels time.
+Both layouts built alone and timed in alternation (``vpdpbusd``): 3x3 512 at 7x7 (reduction 4608) 0.83,
+3x3/2 256 -> 512 to 7x7 0.80, 1x1 1152 -> 320 at 7x7 0.85, 1x1 320 -> 1280 at 7x7 0.89, 3x3 256 at 14x14
+0.86-0.90, 3x3/2 128 -> 256 to 14x14 0.87, 1x1 672 -> 112 at 14x14 1.01, 1x1 112 -> 672 at 14x14 1.06 and
+80 -> 480 1.23. In the model, whose kernels index in int64 and fuse the requantize, the pixel layout's
+partial last vector (196 = 12 x 16 + 4) costs more: EfficientNet-Lite0's 1x1 112 -> 672 at 14x14 0.126 ->
+0.067 ms and 80 -> 480 0.083 -> 0.042 ms in the channel layout (``qc profile``, one process each), the whole
+model 3.54 -> 3.23 ms (alternating rounds in one process). 28x28 and 56x56 outputs fill their vectors (3x3
+128 at 28x28 1.00, 3x3 64 at 56x56 1.18 alone) and keep the pixel layout."""
 
 CHANNEL_TILE_ROWS = (4, 8)
 """The pixel rows of a channels-in-lanes register tile: a divisor of the output's pixels in this range (each

@@ -207,14 +207,14 @@ def test_wide_kernels_for_cpus_without_vnni_are_exact(case):
 
 def test_convolutions_whose_pixels_leave_lanes_empty_put_their_channels_in_the_lanes():
     """``channel_lanes``: 7x7 and 14x14 outputs (49 and 196 pixels in 64 and 208 lanes) with a reduction of at
-    least 256 and whole vectors of channels; 28x28 and 56x56 fill their vectors; short reductions stay."""
+    least 64 and whole vectors of channels; 28x28 and 56x56 fill their vectors; short reductions stay."""
     def geometry(cin, kernel, stride, size):
         return ConvGeometry(cin, size, size, (kernel, kernel), (stride, stride), ((kernel - 1) // 2,) * 4, (1, 1))
 
     assert channel_lanes(geometry(512, 3, 1, 7), 512) and channel_lanes(geometry(256, 3, 2, 14), 512)
     assert channel_lanes(geometry(256, 3, 1, 14), 256) and channel_lanes(geometry(1152, 1, 1, 7), 320)
     assert not channel_lanes(geometry(64, 3, 1, 56), 64) and not channel_lanes(geometry(128, 3, 1, 28), 128)
-    assert not channel_lanes(geometry(112, 1, 1, 14), 672)  # reduction 112
+    assert channel_lanes(geometry(112, 1, 1, 14), 672) and not channel_lanes(geometry(32, 1, 1, 14), 192)
     assert not channel_lanes(geometry(512, 3, 1, 7), 40)  # 40 channels: not whole vectors
     assert not channel_lanes(geometry(512, 3, 1, 3), 64)  # 9 pixels: no tile of 4 to 8 rows
 
