@@ -57,20 +57,20 @@ def ocr(tmp: Path) -> dict:
     theirs = [_session(path).run(None, {"x": x})[0] for x in lines]
     float_model = compiler.compile(path, shapes={"x": lines[0].shape})
     ours = _run(float_model, "x", lines)
-    texts = [tp.ctc_decode(p, characters) for p in theirs]
+    decode = lambda outputs: [tp.ctc_decode(p, characters) for p in outputs]  # noqa: E731
+    texts = decode(theirs)
     sentences = data.sentences()
     rendered = tp.rendered_lines(sentences)
     calibration = [{"x": x} for x in lines[:3] + rendered[:tp.RENDERED_CALIBRATION]]
     page, truth = lines[3:], tp.PAGE_TEXT[3:]
     held_out, held_out_truth = rendered[tp.RENDERED_CALIBRATION:], sentences[tp.RENDERED_CALIBRATION:]
-    decode = lambda outputs: [tp.ctc_decode(p, characters) for p in outputs]  # noqa: E731
     read = {"float": (texts[3:], decode(_run(float_model, "x", held_out)))}
     for observer in ("minmax", "percentile"):
         quantized = compiler.compile(path, shapes={"x": lines[0].shape}, calibration=calibration,
                                      quantize=QuantPolicy.from_scheme("w8a8", observer))
         read[f"qc w8a8 {observer}"] = (decode(_run(quantized, "x", page)), decode(_run(quantized, "x", held_out)))
     session = _session(ort_quantize_static(path, calibration, tmp / "ocr-int8.onnx"))
-    read["onnxruntime w8a8 minmax"] = tuple([tp.ctc_decode(session.run(None, {"x": x})[0], characters) for x in xs]
+    read["onnxruntime w8a8 minmax"] = tuple(decode([session.run(None, {"x": x})[0] for x in xs])
                                             for xs in (page, held_out))
     squeeze = lambda t: t.replace(" ", "")  # noqa: E731  (float itself drops spaces on this scan)
     float_page, float_rendered = read["float"]

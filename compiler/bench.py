@@ -125,8 +125,9 @@ def bench(compiled: CompiledModel, source: Source | None = None, *, model_name: 
             for engine, (_, _, run) in enumerate(engines):
                 time.sleep(SETTLE_SECONDS)  # the previous engine's idle threads stop spinning
                 times[engine].append(time_calls(run, 1, len(calls)))
-        results = [(name, kind, float(np.median(np.concatenate(t))), float(np.percentile(np.concatenate(t), 90)))
-                   for (name, kind, _), t in zip(engines, times)]
+        samples = [np.concatenate(t) for t in times]
+        results = [(name, kind, float(np.median(s)), float(np.percentile(s, 90)))
+                   for (name, kind, _), s in zip(engines, samples)]
     ours = results[0][2]
     return [Row(model_name, name, kind, round(median, 4), round(p90, 4), repeat,
                 None if i == 0 else round(median / ours, 3)) for i, (name, kind, median, p90) in enumerate(results)]

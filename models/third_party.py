@@ -97,7 +97,7 @@ def rendered_lines(texts: list[str], size: int = 15) -> list[np.ndarray]:
     lines = []
     for i, text in enumerate(texts):
         font = fonts[i % len(fonts)]
-        left, top, right, bottom = font.getbbox(text)
+        *_, right, bottom = font.getbbox(text)
         canvas = Image.new("L", (right + 16, bottom + 16), 255)
         ImageDraw.Draw(canvas).text((8, 8), text, font=font, fill=0)
         pixels = np.asarray(canvas)
