@@ -64,6 +64,7 @@ from passes.packed_layouts import (CHANNEL_LANES, CHANNEL_TILE_ROWS, FP32, IMAGE
                                    OUTPUT_WIDTH, ROW_STRIDE, WIDE, Packing)
 
 from .x86_amx import fits_tiles, has_amx, schedule_amx
+from .x86_depthwise import has_depthwise_taps, is_taps_block, schedule_depthwise_taps
 
 VNNI_ROW_INTRIN = "qc_vnni_16x4_lanes_from_weight"   # matmul: lanes over output columns
 VNNI_COL_INTRIN = "qc_vnni_16x4_lanes_from_data"     # conv: lanes over output pixels
@@ -463,7 +464,9 @@ def schedule_packed_kernels(mod: tvm.IRModule, target: tvm.target.Target, knobs:
         if found is None:
             continue
         kind, packing = found
-        if not (amx and packing is INT8 and _schedule_on_tiles(sch, kind, packing)):
+        if kind == "depthwise" and is_taps_block(sch, sch.get_sblock(packing.block(kind))):
+            schedule_depthwise_taps(sch, packing, _write_back_at, native=has_depthwise_taps(target))
+        elif not (amx and packing is INT8 and _schedule_on_tiles(sch, kind, packing)):
             steps = (STEPS[isa] if packing is INT8 else WIDE_STEPS[has_avx512bw(target)] if packing is WIDE
                      else FLOAT_STEPS)
             tile = (choose(func) if choose else None) or knobs or default_knobs(target, packing)

@@ -14,7 +14,8 @@ AVX-512 VNNI the kernels are ``packed_layouts.WIDE`` instead: groups of two over
 (``with target:``) whose CPU has AMX-INT8, a convolution with at least ``AMX_MIN_REDUCTION`` reduction
 elements and a multiple of 16 output channels has its reduction padded to a multiple of 64 (one AMX tile
 row, ``backends.x86_amx``); depthwise convolutions get their padding as a stage
-of their own. Everything else (int8 activations, other grouped convolutions, a K that is not a multiple of 4)
+of their own, and, where the target has AVX-512 VNNI and VBMI (``vpdpbusd``, ``vpermb``) and the layer no
+dilation, the layout of four filter taps per lane (``packed_layouts.depthwise_conv2d_taps``). Everything else (int8 activations, other grouped convolutions, a K that is not a multiple of 4)
 is left as it is.
 Numerics: exact. Padding the reduction with zero weights adds 0; padding with real zeros matches
 ``conv2d``'s own padding only when the activation zero point is 0, which ``lower_integer`` guarantees (it pads
@@ -84,5 +85,10 @@ def pack_int8_layers(mod: tvm.IRModule) -> tvm.IRModule:
     groups per byte."""
     target = tvm.target.Target.current(allow_none=True)
     packing = packing_for(target)
+    taps = packing is INT8 and _has(target, *DEPTHWISE_TAPS_FEATURES)
     return pack_layers(mod, packing, _integer_layer, _tile_friendly(target), nibbles=packs_as_nibbles,
-                       by_channels=channel_lanes if packing is INT8 else None)
+                       by_channels=channel_lanes if packing is INT8 else None,
+                       taps=_integer_layer if taps else None)
+
+
+DEPTHWISE_TAPS_FEATURES = ("avx512vnni", "avx512vbmi", "avx512bw")  # vpdpbusd, vpermb, masked byte loads

@@ -49,6 +49,9 @@ LANES = 16
 IMAGE_SHAPE = "qc.image_shape"  # on the flat padded image stage: (channels, padded height, padded width)
 OUTPUT_WIDTH = "qc.output_width"  # on an im2col block: the output row length its pixel loop splits by
 ROW_STRIDE = "qc.row_stride"  # on a depthwise block: its vertical stride
+COLUMN_STRIDE = "qc.column_stride"  # on a depthwise block of four taps per lane: its horizontal stride
+INPUT_PITCH = "qc.input_pitch"  # on a depthwise block of four taps per lane: the row pitch of what it reads
+TAPS_MAX_STRIDE = 4  # four taps per lane: the bytes of 16 lanes, 15 * stride + 4, within one 64-byte window
 NIBBLES = "qc.nibbles"  # on an unpack block: 1 where it unpacks a 4-bit weight (two groups per byte)
 OPS = "qc.ops"  # on a packed block: its useful operations, 2 x MACs of the real outputs (no padding lanes)
 KERNEL_ATTRIBUTE = "qc.packed_layout"  # on a packed kernel: what it computes (op, weight shape, geometry)
@@ -288,6 +291,38 @@ def conv2d_im2col(data, flat, reduce_offsets, geometry: ConvGeometry, packing: P
                       name=packing.block("nchw"))
 
 
+def depthwise_conv2d_taps(data, weight, strides, padding, packing: Packing = INT8):
+    """TE: NCHW depthwise conv2d (batch 1, one filter per channel, no dilation) for a kernel that sums four
+    filter taps per lane (``backends.x86_depthwise``: ``vpdpbusd`` on a window of the input row permuted by
+    ``vpermb``): the plain arithmetic on the output's own shape (no lanes to round up to), its zero padding,
+    where ``padding`` has any, a stage over exactly the columns the taps read. The block carries the input's
+    row pitch (``INPUT_PITCH``), which the kernel's lane tables are built from."""
+    from tvm import te, tirx
+
+    _, channels, height, width = (int(d) for d in data.shape)
+    kh, kw = (int(d) for d in weight.shape[2:])
+    (sy, sx), (top, left, bottom, right) = strides, padding
+    oh, ow = (height + top + bottom - kh) // sy + 1, (width + left + right - kw) // sx + 1
+    if any(padding):
+        rows, cols, zero = (oh - 1) * sy + kh, (ow - 1) * sx + kw, tirx.const(0, data.dtype)
+
+        def padded(c, y, x):
+            inside = tirx.all(y >= top, y < top + height, x >= left, x < left + width)
+            return tirx.if_then_else(inside, data[0, c, y - top, x - left], zero)
+
+        image = te.compute((channels, rows, cols), padded, name=packing.block("pad"))
+        tap, pitch = (lambda c, y, x: image[c, y, x]), cols  # noqa: E731
+    else:
+        tap, pitch = (lambda c, y, x: data[0, c, y, x]), width  # noqa: E731
+    i, j = te.reduce_axis((0, kh), "i"), te.reduce_axis((0, kw), "j")
+    return te.compute(
+        (1, channels, oh, ow),
+        lambda b, c, y, x: te.sum(tap(c, y * sy + i, x * sx + j).astype(packing.accumulator)
+                                  * weight[c, 0, i, j].astype(packing.accumulator), axis=[i, j]),
+        name=packing.block("depthwise"),
+        attrs={OPS: 2 * channels * oh * ow * kh * kw, ROW_STRIDE: sy, COLUMN_STRIDE: sx, INPUT_PITCH: pitch})
+
+
 def depthwise_conv2d(data, weight, strides, padding, dilation, packing: Packing = INT8):
     """TE: NCHW depthwise conv2d (batch 1, one filter per channel); accumulator-typed NCHW result.
     A row narrower than a vector (``LANES``) is computed a whole vector wide (the extra columns accumulated,
@@ -379,12 +414,14 @@ class LayerPacker(PyExprMutator):
     def __init__(self, mod, packing: Packing, accepts: Callable[[relax.Call], bool],
                  reduce_multiple: Callable[[ConvGeometry, int], int] | None = None,
                  nibbles: Callable[[np.ndarray, tuple[int, ...]], bool] | None = None,
-                 by_channels: Callable[[ConvGeometry, int], bool] | None = None):
+                 by_channels: Callable[[ConvGeometry, int], bool] | None = None,
+                 taps: Callable[[relax.Call], bool] | None = None):
         super().__init__(mod)
         self.packing, self.accepts, self.binding = packing, accepts, ""
         self.reduce_multiple = reduce_multiple or (lambda geometry, out_channels: packing.group)
         self.nibbles = nibbles or (lambda weight, reduce_axes: False)
         self.by_channels = by_channels or (lambda geometry, out_channels: False)
+        self.taps = taps or (lambda call: False)
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:  # noqa: N802  (TVM's visitor naming)
         self.binding = binding.var.name
@@ -447,6 +484,11 @@ class LayerPacker(PyExprMutator):
             attrs = call.attrs
             strides, padding, dilation = ([int(v) for v in attrs.strides], [int(v) for v in attrs.padding],
                                           [int(v) for v in attrs.dilation])
+            if dilation == [1, 1] and strides[1] <= TAPS_MAX_STRIDE and self.taps(call):
+                return self.builder_.call_te(partial(depthwise_conv2d_taps, packing=packing), call.args[0],
+                                             call.args[1], strides, padding,
+                                             primfunc_name_hint=self._name("conv2d_depthwise"),
+                                             primfunc_attrs=self._attrs())
             return self.builder_.call_te(partial(depthwise_conv2d, packing=packing), call.args[0], call.args[1],
                                          strides, padding, dilation, primfunc_name_hint=self._name("conv2d_depthwise"),
                                          primfunc_attrs=self._attrs())
@@ -456,13 +498,15 @@ class LayerPacker(PyExprMutator):
 def pack_layers(mod: tvm.IRModule, packing: Packing, accepts: Callable[[relax.Call], bool],
                 reduce_multiple: Callable[[ConvGeometry, int], int] | None = None,
                 nibbles: Callable[[np.ndarray, tuple[int, ...]], bool] | None = None,
-                by_channels: Callable[[ConvGeometry, int], bool] | None = None) -> tvm.IRModule:
+                by_channels: Callable[[ConvGeometry, int], bool] | None = None,
+                taps: Callable[[relax.Call], bool] | None = None) -> tvm.IRModule:
     """``mod`` with every conv2d / matmul that ``accepts`` takes rewritten by ``LayerPacker``; a conv2d's
     flattened reduction is padded to ``reduce_multiple(geometry, out_channels)`` (default: the group); a
     weight for which ``nibbles(weight, reduce_axes)`` holds is stored 4-bit (``passes.int4``); an 8-bit
     conv2d for which ``by_channels(geometry, out_channels)`` holds (default: none) and whose reduction is
-    padded only to the group computes with its output channels in the lanes."""
-    return rewrite_functions(mod, LayerPacker(mod, packing, accepts, reduce_multiple, nibbles, by_channels))
+    padded only to the group computes with its output channels in the lanes; a depthwise conv2d without
+    dilation for which ``taps(call)`` holds (default: none) becomes ``depthwise_conv2d_taps``."""
+    return rewrite_functions(mod, LayerPacker(mod, packing, accepts, reduce_multiple, nibbles, by_channels, taps))
 
 
 def constant_weight_types(call: relax.Call) -> tuple[str, str, str] | None:

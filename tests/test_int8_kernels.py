@@ -25,6 +25,7 @@ from passes.packed_layouts import (
     conv2d_im2col,
     conv_kernel,
     depthwise_conv2d,
+    depthwise_conv2d_taps,
     flatten_conv_weight,
     matmul_kernel,
     channel_lanes,
@@ -62,10 +63,13 @@ def conv_case(cin: int, cout: int, kernel: int, stride: int, pad: int, size: int
             [x, stored, geometry.reduce_offsets(multiple)], _torch_conv(x, w, stride, pad))
 
 
-def depthwise_case(channels: int, kernel: int, stride: int, pad: int, size: int):
+def depthwise_case(channels: int, kernel: int, stride: int, pad: int, size: int, taps: bool = False):
+    """A depthwise conv2d; ``taps``: in the layout of four filter taps per lane (``depthwise_conv2d_taps``)."""
     data = te.placeholder((1, channels, size, size), "uint8", "data")
     weight = te.placeholder((channels, 1, kernel, kernel), "int8", "weight")
-    func = te.create_prim_func([data, weight, depthwise_conv2d(data, weight, (stride, stride), (pad,) * 4, (1, 1))])
+    out = (depthwise_conv2d_taps(data, weight, (stride, stride), (pad,) * 4) if taps
+           else depthwise_conv2d(data, weight, (stride, stride), (pad,) * 4, (1, 1)))
+    func = te.create_prim_func([data, weight, out])
     x = RNG.integers(0, 256, (1, channels, size, size), dtype=np.uint8)
     w = RNG.integers(-128, 128, (channels, 1, kernel, kernel), dtype=np.int8)
     return func, [x, w], _torch_conv(x, w, stride, pad, groups=channels)
@@ -171,6 +175,23 @@ CASES = {
     "depthwise 5x5/2 pad 2, 8 @13 (odd width: phases of 7 and 6 columns)": lambda: depthwise_case(8, 5, 2, 2, 13),
     "depthwise 3x3/2 unpadded, 4 @10": lambda: depthwise_case(4, 3, 2, 0, 10),
     "depthwise 3x3/1 pad 1, 4 @40 (rows wider than a vector: one row per task)": lambda: depthwise_case(4, 3, 1, 1, 40),
+    # four taps per lane (vpermb + vpdpbusd where the CPU has them): partial last vectors, several rows a vector
+    "depthwise taps 3x3/2 unpadded, 8 @33 (16 wide: one whole vector a row)":
+        lambda: depthwise_case(8, 3, 2, 0, 33, taps=True),
+    "depthwise taps 3x3/1 unpadded, 6 @40 (38 wide: a partial last vector)":
+        lambda: depthwise_case(6, 3, 1, 0, 40, taps=True),
+    "depthwise taps 5x5/2 unpadded, 8 @23 (10 wide, 10 rows: two taps groups, the second of one tap)":
+        lambda: depthwise_case(8, 5, 2, 0, 23, taps=True),
+    "depthwise taps 5x5/1 unpadded, 16 @11 (7x7: two rows a vector, a tile of 7 rows)":
+        lambda: depthwise_case(16, 5, 1, 0, 11, taps=True),
+    "depthwise taps 5x5/2 unpadded, 8 @17 (7x7 from stride 2: two rows a vector)":
+        lambda: depthwise_case(8, 5, 2, 0, 17, taps=True),
+    "depthwise taps 3x3/1 pad 1, 4 @4 (four rows a vector; the padding a stage per tile)":
+        lambda: depthwise_case(4, 3, 1, 1, 4, taps=True),
+    "depthwise taps 3x3/1 pad 1, 5 @13 (13 rows: tiles of one row)":
+        lambda: depthwise_case(5, 3, 1, 1, 13, taps=True),
+    "depthwise taps 7x7/3 pad 3, 3 @50 (two groups of taps, stride 3)":
+        lambda: depthwise_case(3, 7, 3, 3, 50, taps=True),
 }
 
 

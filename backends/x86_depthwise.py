@@ -1,0 +1,305 @@
+"""Int8 depthwise convolutions with four filter taps per lane: ``vpdpbusd`` on windows of the input row
+permuted by ``vpermb`` (x86 with AVX-512 VNNI and VBMI).
+
+The layout is ``packed_layouts.depthwise_conv2d_taps``: the plain NCHW arithmetic on the output's own shape.
+``vpdpbusd`` adds, in each of 16 int32 lanes, four uint8 x int8 products. Here a lane is an output pixel and
+its four products are four consecutive taps 4g..4g+3 of one filter row i: the lane of output (y, x) needs
+the input bytes ``in[y*sy + i, x*sx + 4g + t]``. For 16 pixels of one row those bytes lie in one 64-byte
+window of input row ``y*sy + i`` (15 * sx + 4 <= 64 for sx <= 4), so the operand is one masked load (only
+the bytes the lanes read: nothing past the input's end, no padded copy for the vector's width) and one
+``vpermb`` through a constant table; the weight operand is the four taps broadcast to every lane, zero past
+the filter's width (so whatever the table puts in those bytes adds 0). A window of input row Y serves every
+output row of the tile that reads it (each filter row i with Y = y*sy + i): loaded and permuted once, then
+one ``vpdpbusd`` per use. Per 16 outputs of a 3x3 stride-1 layer that is 3 ``vpdpbusd`` and, over a tile of
+8 rows, 1.25 loads and permutes; of a 5x5, 10 and 1.5 x 2. Rows narrower than 8 share a vector (a 7-wide row:
+two rows in 14 lanes) where their bytes fit one window; a row's last partial vector is loaded and stored
+under a mask.
+
+``schedule_depthwise_taps`` tiles each channel by ``tile_rows`` output rows (the tile loop parallel over
+channels and tiles), accumulates a tile in a small buffer and writes it back through the fused epilogue
+(``x86_packed._write_back_at``), the tile's computation replaced by the generated straight-line kernel
+(tensorize: its description is the layout's own arithmetic for one tile). A zero padding in the layer's
+attributes is made per tile, in L1, by the layout's ``pad`` stage.
+
+Numerics: exact (int32 sums of uint8 x int8 products, no saturation; zero weights on the padding taps).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tvm
+from tvm import s_tir
+from tvm.s_tir import TensorIntrin
+from tvm.script import tirx as T
+from tvm.script.ir_builder import IRBuilder
+from tvm.script.ir_builder.tirx import prim_func as build_prim_func
+
+from passes.packed_layouts import COLUMN_STRIDE, INPUT_PITCH, ROW_STRIDE, Packing
+
+LANES = 16
+TAPS = 4  # filter taps per vpdpbusd lane
+WINDOW = 64  # the bytes one vpermb selects from
+MAX_TILE_ROWS = 8  # output rows accumulated together (accumulators, the rows' filter weights: in registers)
+_VPDPBUSD = "llvm.x86.avx512.vpdpbusd.512"
+_VPERMB = "llvm.x86.avx512.permvar.qi.512"
+
+
+def tile_rows(out_rows: int) -> int:
+    """Output rows per tile: the most, up to ``MAX_TILE_ROWS``, that divide ``out_rows``."""
+    return max(r for r in range(1, MAX_TILE_ROWS + 1) if out_rows % r == 0)
+
+
+def rows_per_vector(width: int, stride: tuple[int, int], pitch: int) -> int:
+    """Output rows one vector holds: as many whole rows of ``width`` as fill 16 lanes and read within one
+    window (1 for rows of 9 pixels or more)."""
+    sy, sx = stride
+    rows = max(1, LANES // width)
+    while rows > 1 and (rows - 1) * sy * pitch + (width - 1) * sx + TAPS > WINDOW:
+        rows -= 1
+    return rows
+
+
+@dataclass(frozen=True)
+class DepthwiseTile:
+    """One tile's shape: ``rows`` x ``width`` outputs of a ``kernel`` filter at ``stride`` over an input of
+    row ``pitch`` bytes."""
+
+    rows: int
+    width: int
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    pitch: int
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        (kh, kw), (sy, sx) = self.kernel, self.stride
+        return (self.rows - 1) * sy + kh, (self.width - 1) * sx + kw
+
+    @property
+    def groups(self) -> int:
+        return -(-self.kernel[1] // TAPS)
+
+    def name(self) -> str:
+        (kh, kw), (sy, sx) = self.kernel, self.stride
+        return f"qc_depthwise_taps_{self.rows}x{self.width}_k{kh}x{kw}_s{sy}x{sx}_p{self.pitch}"
+
+
+@dataclass(frozen=True)
+class _Vector:
+    """16 lanes of a tile: ``rows`` output rows from ``row`` of ``cols`` columns from ``col``, row-major."""
+
+    row: int
+    col: int
+    rows: int
+    cols: int
+
+    @property
+    def lanes(self) -> int:
+        return self.rows * self.cols
+
+
+def _column_blocks(tile: DepthwiseTile) -> list[list[_Vector]]:
+    """The tile's vectors, by column block: each block's vectors in row order, consecutive ones
+    ``rows_per_vector`` output rows apart."""
+    per = rows_per_vector(tile.width, tile.stride, tile.pitch)
+    if per > 1:
+        return [[_Vector(row, 0, min(per, tile.rows - row), tile.width) for row in range(0, tile.rows, per)]]
+    return [[_Vector(row, col, 1, min(LANES, tile.width - col)) for row in range(tile.rows)]
+            for col in range(0, tile.width, LANES)]
+
+
+def _lane_table(tile: DepthwiseTile, vector: _Vector, taps: int):
+    """vpermb's byte table: for lane l and tap t, the byte of the window lane l's pixel reads at tap t (taps
+    past the filter repeat its last one: their weights are 0); lanes past the vector read byte 0."""
+    (sy, sx), table = tile.stride, []
+    for lane in range(LANES):
+        for t in range(TAPS):
+            inside = lane < vector.lanes
+            offset = (lane // vector.cols) * sy * tile.pitch + (lane % vector.cols) * sx + min(t, taps - 1)
+            table.append(offset if inside else 0)
+    return T.Shuffle([T.int8(v) for v in table], list(range(LANES * TAPS)))
+
+
+def _masked_load(dtype: str, lanes: int, address, count: int):
+    """``lanes`` elements from ``address``, only the first ``count`` read (the rest 0)."""
+    mask = T.ramp(0, 1, lanes) < T.broadcast(count, lanes)
+    intrinsic = f"llvm.masked.load.v{lanes}i{''.join(filter(str.isdigit, dtype))}.p0"
+    return T.call_llvm_intrin(f"{dtype}x{lanes}", intrinsic, address, mask, T.broadcast(tvm.tirx.const(0, dtype), lanes))
+
+
+def _implementation(tile: DepthwiseTile):
+    """The tile's kernel, straight-line code (see the module docstring)."""
+    rows, width, (kh, kw), (sy, sx) = tile.rows, tile.width, tile.kernel, tile.stride
+    in_rows, in_cols = tile.input_shape
+    with IRBuilder() as builder:
+        with build_prim_func(s_tir=True):
+            T.func_name("impl")
+            image_handle, weight_handle, acc_handle = (T.arg(n, T.handle()) for n in ("image", "weight", "acc"))
+            image = T.match_buffer(image_handle, (in_rows, in_cols), "uint8", strides=[tile.pitch, 1],
+                                   offset_factor=1)
+            weight = T.match_buffer(weight_handle, (kh, kw), "int8", strides=[kw, 1], offset_factor=1)
+            acc = T.match_buffer(acc_handle, (rows, width), "int32", strides=[width, 1], offset_factor=1)
+            with T.sblock("root"):
+                T.reads(acc[0:rows, 0:width], image[0:in_rows, 0:in_cols], weight[0:kh, 0:kw])
+                T.writes(acc[0:rows, 0:width])
+                weights = [[T.Bind(_tap_weights(weight, i, g, kw)) for g in range(tile.groups)] for i in range(kh)]
+                for vectors in _column_blocks(tile):
+                    _column_block(tile, image, acc, weights, vectors)
+    return builder.get()
+
+
+def _tap_weights(weight, i: int, g: int, kw: int):
+    """Filter row i's taps 4g..4g+3 (0 past the filter's width) in every lane: vpdpbusd's int8x64 operand."""
+    taps = min(TAPS, kw - TAPS * g)
+    four = (weight.vload([i, TAPS * g], "int8x4") if taps == TAPS
+            else _masked_load("int8", TAPS, T.address_of(weight[i, TAPS * g]), taps))
+    return T.reinterpret("int8x64", T.broadcast(T.reinterpret("int32", four), LANES))
+
+
+def _column_block(tile: DepthwiseTile, image, acc, weights, vectors: list[_Vector]) -> None:
+    """Accumulate one column block's vectors: each window of an input row loaded and permuted once, then
+    added into every vector that reads it."""
+    (kh, kw), (sy, sx) = tile.kernel, tile.stride
+    step = (vectors[1].row - vectors[0].row) * sy if len(vectors) > 1 else 0
+    sums = {k: T.Bind(_load_sum(acc, v)) for k, v in enumerate(vectors)}
+    for y in range((len(vectors) - 1) * step + kh):
+        users = [(k, y - k * step) for k in range(len(vectors)) if 0 <= y - k * step < kh]
+        for shape in sorted({vectors[k].rows for k, _ in users}):
+            vector = next(vectors[k] for k, _ in users if vectors[k].rows == shape)
+            for g in range(tile.groups):
+                taps = min(TAPS, kw - TAPS * g)
+                count = (vector.rows - 1) * sy * tile.pitch + (vector.cols - 1) * sx + taps
+                window = _masked_load("uint8", WINDOW, T.address_of(image[y, vector.col * sx + TAPS * g]), count)
+                permuted = T.Bind(T.call_llvm_pure_intrin("int8x64", _VPERMB, T.reinterpret("int8x64", window),
+                                                          _lane_table(tile, vector, taps)))
+                for k, i in users:
+                    if vectors[k].rows == shape:
+                        sums[k] = T.Bind(T.call_llvm_pure_intrin("int32x16", _VPDPBUSD, sums[k], permuted,
+                                                                 weights[i][g]))
+    for k, vector in enumerate(vectors):
+        _store_sum(acc, vector, sums[k])
+
+
+def _load_sum(acc, vector: _Vector):
+    if vector.lanes == LANES:
+        return acc.vload([vector.row, vector.col], "int32x16")
+    return _masked_load("int32", LANES, T.address_of(acc[vector.row, vector.col]), vector.lanes)
+
+
+def _store_sum(acc, vector: _Vector, value) -> None:
+    if vector.lanes == LANES:
+        T.buffer_store(acc, value, [vector.row, T.ramp(vector.col, 1, LANES)])
+        return
+    mask = T.ramp(0, 1, LANES) < T.broadcast(vector.lanes, LANES)
+    T.evaluate(T.call_llvm_intrin("void", "llvm.masked.store.v16i32.p0", value,
+                                  T.address_of(acc[vector.row, vector.col]), mask))
+
+
+def _description(tile: DepthwiseTile):
+    """The tile's arithmetic as the layout states it (what tensorize matches)."""
+    rows, width, (kh, kw), (sy, sx) = tile.rows, tile.width, tile.kernel, tile.stride
+    in_rows, in_cols = tile.input_shape
+
+    @T.prim_func(s_tir=True)
+    def desc(image: T.Buffer((in_rows, in_cols), "uint8", offset_factor=1),
+             weight: T.Buffer((kh, kw), "int8", offset_factor=1),
+             acc: T.Buffer((rows, width), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(acc[0:rows, 0:width], image[0:in_rows, 0:in_cols], weight[0:kh, 0:kw])
+            T.writes(acc[0:rows, 0:width])
+            for y, x, i, j in T.grid(rows, width, kh, kw):
+                with T.sblock("update"):
+                    vy, vx, vi, vj = T.axis.remap("SSRR", [y, x, i, j])
+                    acc[vy, vx] = acc[vy, vx] + T.cast(image[vy * sy + vi, vx * sx + vj], "int32") * T.cast(
+                        weight[vi, vj], "int32")
+
+    @T.prim_func(s_tir=True)
+    def row_desc(image: T.Buffer((in_rows, in_cols), "uint8", offset_factor=1),
+                 weight: T.Buffer((kh, kw), "int8", offset_factor=1),
+                 acc: T.Buffer((1, width), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(acc[0:1, 0:width], image[0:in_rows, 0:in_cols], weight[0:kh, 0:kw])
+            T.writes(acc[0:1, 0:width])
+            for x, i, j in T.grid(width, kh, kw):
+                with T.sblock("update"):
+                    vx, vi, vj = T.axis.remap("SRR", [x, i, j])
+                    acc[0, vx] = acc[0, vx] + T.cast(image[vi, vx * sx + vj], "int32") * T.cast(weight[vi, vj], "int32")
+
+    return desc if rows > 1 else row_desc  # a tile of one row: its unit row loop is not the block's to match
+
+
+def intrinsic(tile: DepthwiseTile) -> str:
+    """The name of ``tile``'s kernel as a tensor intrinsic, registered with TVM on first use."""
+    name = tile.name()
+    try:
+        TensorIntrin.get(name)
+    except Exception:  # noqa: BLE001  (not registered yet)
+        TensorIntrin.register(name, _description(tile), _implementation(tile))
+    return name
+
+
+def has_depthwise_taps(target: tvm.target.Target) -> bool:
+    """Whether ``target``'s CPU runs this kernel: AVX-512 VNNI (``vpdpbusd``), VBMI (``vpermb``) and BW (masked
+    byte loads)."""
+    from tvm.target.codegen import target_has_features
+
+    return target.kind.name == "llvm" and all(bool(target_has_features(f, target)) for f in TAPS_FEATURES)
+
+
+TAPS_FEATURES = ("avx512vnni", "avx512vbmi", "avx512bw")
+
+
+def is_taps_block(sch: s_tir.Schedule, block) -> bool:
+    """Whether a depthwise block has the four-taps-per-lane layout (its ``INPUT_PITCH`` annotation)."""
+    return INPUT_PITCH in sch.get(block).annotations
+
+
+def schedule_depthwise_taps(sch: s_tir.Schedule, packing: Packing, write_back_at, native: bool = True) -> None:
+    """Tiles of ``tile_rows`` output rows of one channel, parallel, each accumulated by the generated kernel
+    and written back through the epilogue by ``write_back_at(sch, block, loop)``, the padding stage (if any)
+    made per tile. Where the target lacks ``TAPS_FEATURES`` (``native`` False: a kernel built for another
+    CPU than the one the layout was chosen for), the same tiles in LLVM's own vector code."""
+    pad = _block_or_none(sch, packing.block("pad"))
+    block = sch.get_sblock(packing.block("depthwise"))
+    annotations = sch.get(block).annotations
+    batch, channel, row, col, i, j = sch.get_loops(block)
+    kernel = (int(sch.get(i).extent), int(sch.get(j).extent))
+    stride = (int(annotations[ROW_STRIDE]), int(annotations[COLUMN_STRIDE]))
+    tile = DepthwiseTile(tile_rows(int(sch.get(row).extent)), int(sch.get(col).extent), kernel, stride,
+                         int(annotations[INPUT_PITCH]))
+    outer, row = sch.split(row, [None, tile.rows])
+    outer = sch.fuse(batch, channel, outer)
+    write_back_at(sch, block, outer)
+    _vectors_of_sixteen(sch, sch.get_consumers(block)[0])
+    if pad is not None:
+        sch.compute_at(pad, outer)
+        sch.vectorize(sch.get_loops(pad)[-1])
+    sch.parallel(outer)
+    init = sch.decompose_reduction(block, row)
+    sch.vectorize(sch.fuse(*sch.get_loops(init)[-2:]))
+    if native:
+        sch.tensorize(row if tile.rows > 1 else col, intrinsic(tile))
+    else:  # the filter taps outermost: LLVM vectorizes the tile's rows of columns
+        sch.reorder(i, j, row, col)
+
+
+def _vectors_of_sixteen(sch: s_tir.Schedule, write_back) -> None:
+    """The write-back's rows and columns as one loop of 16-lane vectors where they divide into them (a tile's
+    rows are whole rows: contiguous in the accumulators and in the output): a 56-wide row vectorized whole
+    is seven int64 vectors per step of the requantize, and LLVM spills them."""
+    rows, cols = sch.get_loops(write_back)[-2:]
+    if (_extent(sch, rows) * _extent(sch, cols)) % LANES == 0:
+        _, lanes = sch.split(sch.fuse(rows, cols), [None, LANES])
+        sch.vectorize(lanes)
+
+
+def _extent(sch: s_tir.Schedule, loop) -> int:
+    return int(sch.get(loop).extent)
+
+
+def _block_or_none(sch: s_tir.Schedule, name: str):
+    try:
+        return sch.get_sblock(name)
+    except Exception:  # noqa: BLE001  (TVM raises when no block has that name)
+        return None
