@@ -291,11 +291,12 @@ def conv2d_im2col(data, flat, reduce_offsets, geometry: ConvGeometry, packing: P
                       name=packing.block("nchw"))
 
 
-def depthwise_conv2d_taps(data, weight, strides, padding, packing: Packing = INT8):
+def depthwise_conv2d_taps(data, weight, strides, padding, packing: Packing = INT8, fill: int = 0):
     """TE: NCHW depthwise conv2d (batch 1, one filter per channel, no dilation) for a kernel that sums four
     filter taps per lane (``backends.x86_depthwise``: ``vpdpbusd`` on a window of the input row permuted by
-    ``vpermb``): the plain arithmetic on the output's own shape (no lanes to round up to), its zero padding,
-    where ``padding`` has any, a stage over exactly the columns the taps read. The block carries the input's
+    ``vpermb``): the plain arithmetic on the output's own shape (no lanes to round up to), its padding (with
+    ``fill``: 0, or the zero point of a pad the packer took in), where ``padding`` has any, a stage over
+    exactly the columns the taps read. The block carries the input's
     row pitch (``INPUT_PITCH``), which the kernel's lane tables are built from."""
     from tvm import te, tirx
 
@@ -304,7 +305,7 @@ def depthwise_conv2d_taps(data, weight, strides, padding, packing: Packing = INT
     (sy, sx), (top, left, bottom, right) = strides, padding
     oh, ow = (height + top + bottom - kh) // sy + 1, (width + left + right - kw) // sx + 1
     if any(padding):
-        rows, cols, zero = (oh - 1) * sy + kh, (ow - 1) * sx + kw, tirx.const(0, data.dtype)
+        rows, cols, zero = (oh - 1) * sy + kh, (ow - 1) * sx + kw, tirx.const(fill, data.dtype)
 
         def padded(c, y, x):
             inside = tirx.all(y >= top, y < top + height, x >= left, x < left + width)
@@ -427,6 +428,19 @@ class LayerPacker(PyExprMutator):
         self.binding = binding.var.name
         super().visit_var_binding_(binding)
 
+    def _spatial_pad(self, data: relax.Expr):
+        """(the padded tensor, [top, left, bottom, right], the fill) when ``data`` is bound to a constant pad of
+        rows and columns only, else None."""
+        bound = self.lookup_binding(data) if isinstance(data, relax.Var) else None
+        if bound is None or op_name(bound) != "relax.nn.pad" or str(bound.attrs.pad_mode) != "constant":
+            return None
+        widths = [int(w) for w in bound.attrs.pad_width]
+        fill = _constant_pad_value(float(bound.attrs.pad_value), str(bound.args[0].ty.dtype))
+        if any(widths[:4]) or fill is None:
+            return None
+        top, bottom, left, right = widths[4:]
+        return bound.args[0], [top, left, bottom, right], fill
+
     def _name(self, kind: str, nibbles: bool = False) -> str:
         suffix = NIBBLE_SUFFIX if nibbles else self.packing.suffix
         return f"{self.binding if LAYER_NAME.fullmatch(self.binding) else kind}_{suffix}"
@@ -485,7 +499,11 @@ class LayerPacker(PyExprMutator):
             strides, padding, dilation = ([int(v) for v in attrs.strides], [int(v) for v in attrs.padding],
                                           [int(v) for v in attrs.dilation])
             if dilation == [1, 1] and strides[1] <= TAPS_MAX_STRIDE and self.taps(call):
-                return self.builder_.call_te(partial(depthwise_conv2d_taps, packing=packing), call.args[0],
+                data, fill = call.args[0], 0
+                padded = None if any(padding) else self._spatial_pad(data)
+                if padded is not None:  # the pad (lower_integer's, with the zero point) made per tile, in L1
+                    data, padding, fill = padded
+                return self.builder_.call_te(partial(depthwise_conv2d_taps, packing=packing, fill=fill), data,
                                              call.args[1], strides, padding,
                                              primfunc_name_hint=self._name("conv2d_depthwise"),
                                              primfunc_attrs=self._attrs())
@@ -493,6 +511,12 @@ class LayerPacker(PyExprMutator):
                                          strides, padding, dilation, primfunc_name_hint=self._name("conv2d_depthwise"),
                                          primfunc_attrs=self._attrs())
         return call
+
+
+def _constant_pad_value(value: float, dtype: str) -> int | None:
+    """``value`` as an integer of ``dtype`` when it is one, else None."""
+    info = np.iinfo(dtype)
+    return int(value) if float(value).is_integer() and info.min <= value <= info.max else None
 
 
 def pack_layers(mod: tvm.IRModule, packing: Packing, accepts: Callable[[relax.Call], bool],

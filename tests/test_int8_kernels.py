@@ -63,16 +63,18 @@ def conv_case(cin: int, cout: int, kernel: int, stride: int, pad: int, size: int
             [x, stored, geometry.reduce_offsets(multiple)], _torch_conv(x, w, stride, pad))
 
 
-def depthwise_case(channels: int, kernel: int, stride: int, pad: int, size: int, taps: bool = False):
-    """A depthwise conv2d; ``taps``: in the layout of four filter taps per lane (``depthwise_conv2d_taps``)."""
+def depthwise_case(channels: int, kernel: int, stride: int, pad: int, size: int, taps: bool = False, fill: int = 0):
+    """A depthwise conv2d; ``taps``: in the layout of four filter taps per lane (``depthwise_conv2d_taps``),
+    its padding filled with ``fill`` (a zero point)."""
     data = te.placeholder((1, channels, size, size), "uint8", "data")
     weight = te.placeholder((channels, 1, kernel, kernel), "int8", "weight")
-    out = (depthwise_conv2d_taps(data, weight, (stride, stride), (pad,) * 4) if taps
+    out = (depthwise_conv2d_taps(data, weight, (stride, stride), (pad,) * 4, fill=fill) if taps
            else depthwise_conv2d(data, weight, (stride, stride), (pad,) * 4, (1, 1)))
     func = te.create_prim_func([data, weight, out])
     x = RNG.integers(0, 256, (1, channels, size, size), dtype=np.uint8)
     w = RNG.integers(-128, 128, (channels, 1, kernel, kernel), dtype=np.int8)
-    return func, [x, w], _torch_conv(x, w, stride, pad, groups=channels)
+    padded = np.pad(x, [(0, 0), (0, 0), (pad, pad), (pad, pad)], constant_values=fill)
+    return func, [x, w], _torch_conv(padded, w, stride, 0, groups=channels)
 
 
 def requantized_conv_case(cin: int, cout: int, size: int, reduce_multiple: int = 4, narrow: bool = True,
@@ -192,6 +194,8 @@ CASES = {
         lambda: depthwise_case(5, 3, 1, 1, 13, taps=True),
     "depthwise taps 7x7/3 pad 3, 3 @50 (two groups of taps, stride 3)":
         lambda: depthwise_case(3, 7, 3, 3, 50, taps=True),
+    "depthwise taps 5x5/2 pad 2 filled with 37 (a zero point), 8 @21":
+        lambda: depthwise_case(8, 5, 2, 2, 21, taps=True, fill=37),
 }
 
 
