@@ -190,10 +190,8 @@ def _load_sum(acc, vector: _Vector):
 def _store_sum(acc, vector: _Vector, value) -> None:
     if vector.lanes == LANES:
         T.buffer_store(acc, value, [vector.row, T.ramp(vector.col, 1, LANES)])
-        return
-    mask = T.ramp(0, 1, LANES) < T.broadcast(vector.lanes, LANES)
-    T.evaluate(T.call_llvm_intrin("void", "llvm.masked.store.v16i32.p0", value,
-                                  T.address_of(acc[vector.row, vector.col]), mask))
+    else:
+        _masked_store("int32", LANES, value, T.address_of(acc[vector.row, vector.col]), vector.lanes)
 
 
 def _description(tile: DepthwiseTile):
@@ -229,14 +227,94 @@ def _description(tile: DepthwiseTile):
     return desc if rows > 1 else row_desc  # a tile of one row: its unit row loop is not the block's to match
 
 
-def intrinsic(tile: DepthwiseTile) -> str:
-    """The name of ``tile``'s kernel as a tensor intrinsic, registered with TVM on first use."""
-    name = tile.name()
+def intrinsic(tile: DepthwiseTile, kind: str = "depthwise") -> str:
+    """The name of ``tile``'s kernel (``depthwise`` or ``maxpool``) as a tensor intrinsic, registered with TVM
+    on first use."""
+    name = tile.name() if kind == "depthwise" else tile.name().replace("depthwise_taps", "maxpool_rows")
     try:
         TensorIntrin.get(name)
     except Exception:  # noqa: BLE001  (not registered yet)
-        TensorIntrin.register(name, _description(tile), _implementation(tile))
+        if kind == "depthwise":
+            TensorIntrin.register(name, _description(tile), _implementation(tile))
+        else:
+            TensorIntrin.register(name, _pool_description(tile), _pool_implementation(tile))
     return name
+
+
+POOL_LANES = 32  # output bytes a max-pooling step makes: the even bytes of a 64-byte window
+
+
+def _pool_description(tile: DepthwiseTile):
+    """A tile of max pooling as the layout states it (what tensorize matches)."""
+    rows, width, (kh, kw), (sy, sx) = tile.rows, tile.width, tile.kernel, tile.stride
+    in_rows, in_cols = tile.input_shape
+
+    @T.prim_func(s_tir=True)
+    def desc(image: T.Buffer((in_rows, in_cols), "uint8", offset_factor=1),
+             out: T.Buffer((rows, width), "uint8", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(out[0:rows, 0:width], image[0:in_rows, 0:in_cols])
+            T.writes(out[0:rows, 0:width])
+            for y, x, i, j in T.grid(rows, width, kh, kw):
+                with T.sblock("update"):
+                    vy, vx, vi, vj = T.axis.remap("SSRR", [y, x, i, j])
+                    out[vy, vx] = T.max(out[vy, vx], image[vy * sy + vi, vx * sx + vj])
+
+    @T.prim_func(s_tir=True)
+    def row_desc(image: T.Buffer((in_rows, in_cols), "uint8", offset_factor=1),
+                 out: T.Buffer((1, width), "uint8", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(out[0:1, 0:width], image[0:in_rows, 0:in_cols])
+            T.writes(out[0:1, 0:width])
+            for x, i, j in T.grid(width, kh, kw):
+                with T.sblock("update"):
+                    vx, vi, vj = T.axis.remap("SRR", [x, i, j])
+                    out[0, vx] = T.max(out[0, vx], image[vi, vx * sx + vj])
+
+    return desc if rows > 1 else row_desc
+
+
+def _pool_implementation(tile: DepthwiseTile):
+    """Max pooling of 3-wide windows at column stride 2, 32 outputs a step: the window rows' maximum on whole
+    64-byte loads from columns 2x and 2x + 2, then, read as 16-bit words, the low bytes (columns 2x,
+    ``vpmovwb``), the high bytes (2x + 1) and the low bytes of the second (2x + 2), their maximum."""
+    rows, width, (kh, kw), (sy, sx) = tile.rows, tile.width, tile.kernel, tile.stride
+    in_rows, in_cols = tile.input_shape
+    with IRBuilder() as builder:
+        with build_prim_func(s_tir=True):
+            T.func_name("impl")
+            image_handle, out_handle = T.arg("image", T.handle()), T.arg("out", T.handle())
+            image = T.match_buffer(image_handle, (in_rows, in_cols), "uint8", strides=[tile.pitch, 1],
+                                   offset_factor=1)
+            out = T.match_buffer(out_handle, (rows, width), "uint8", strides=[width, 1], offset_factor=1)
+            with T.sblock("root"):
+                T.reads(out[0:rows, 0:width], image[0:in_rows, 0:in_cols])
+                T.writes(out[0:rows, 0:width])
+                for y in range(rows):
+                    for x in range(0, width, POOL_LANES):
+                        count = min(POOL_LANES, width - x)
+                        words = []
+                        for shift, need in ((0, 2 * count), (2, 2 * count - 1)):
+                            window = None
+                            for i in range(kh):
+                                row = _masked_load("uint8", 2 * POOL_LANES,
+                                                   T.address_of(image[y * sy + i, 2 * x + shift]), need)
+                                window = row if window is None else T.max(window, row)
+                            words.append(T.Bind(T.reinterpret(f"uint16x{POOL_LANES}", window)))
+                        even, odd = T.Cast(f"uint8x{POOL_LANES}", words[0]), T.Cast(
+                            f"uint8x{POOL_LANES}", T.shift_right(words[0], T.broadcast(T.uint16(8), POOL_LANES)))
+                        pooled = T.max(T.max(even, odd), T.Cast(f"uint8x{POOL_LANES}", words[1]))
+                        address = T.address_of(out[y, x])
+                        pooled = T.max(pooled, _masked_load("uint8", POOL_LANES, address, count))
+                        _masked_store("uint8", POOL_LANES, pooled, address, count)
+    return builder.get()
+
+
+def _masked_store(dtype: str, lanes: int, value, address, count: int) -> None:
+    """Store the first ``count`` of ``value``'s ``lanes`` elements at ``address``."""
+    mask = T.ramp(0, 1, lanes) < T.broadcast(count, lanes)
+    T.evaluate(T.call_llvm_intrin("void", f"llvm.masked.store.v{lanes}i{''.join(filter(str.isdigit, dtype))}.p0",
+                                  value, address, mask))
 
 
 def has_depthwise_taps(target: tvm.target.Target) -> bool:
@@ -261,8 +339,9 @@ def schedule_depthwise_taps(sch: s_tir.Schedule, packing: Packing, write_back_at
     channel per task, its padded image made once. Where the target lacks ``TAPS_FEATURES`` (``native``
     False: a kernel built for another CPU than the one the layout was chosen for), the same tiles in LLVM's
     own vector code."""
+    kind = "depthwise" if _block_or_none(sch, packing.block("depthwise")) is not None else "maxpool"
     pad = _block_or_none(sch, packing.block("pad"))
-    block = sch.get_sblock(packing.block("depthwise"))
+    block = sch.get_sblock(packing.block(kind))
     annotations = sch.get(block).annotations
     batch, channel, row, col, i, j = sch.get_loops(block)
     kernel = (int(sch.get(i).extent), int(sch.get(j).extent))
@@ -284,7 +363,7 @@ def schedule_depthwise_taps(sch: s_tir.Schedule, packing: Packing, write_back_at
     init = sch.decompose_reduction(block, row)
     sch.vectorize(sch.fuse(*sch.get_loops(init)[-2:]))
     if native:
-        sch.tensorize(row if tile.rows > 1 else col, intrinsic(tile))
+        sch.tensorize(row if tile.rows > 1 else col, intrinsic(tile, kind))
     else:  # the filter taps outermost: LLVM vectorizes the tile's rows of columns
         sch.reorder(i, j, row, col)
 

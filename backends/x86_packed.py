@@ -407,11 +407,12 @@ def register_intrinsics() -> None:
 
 
 PACKINGS = (INT8, WIDE, FP32)
-KINDS = ("matmul", "conv", "depthwise")
+KINDS = ("matmul", "conv", "depthwise", "maxpool")
 
 
 def kernel_kind(sch: s_tir.Schedule) -> tuple[str, Packing] | None:
-    """(``matmul`` / ``conv`` / ``depthwise``, its packing) when the function holds a packed block, else None."""
+    """(``matmul`` / ``conv`` / ``depthwise`` / ``maxpool``, its packing) when the function holds a packed block,
+    else None."""
     for packing in PACKINGS:
         for kind in KINDS:
             if _block_or_none(sch, packing.block(kind)) is not None:
@@ -438,7 +439,7 @@ def register_tile_extents(func: tvm.tirx.PrimFunc, target: tvm.target.Target) ->
     tiles on ``target``."""
     sch = s_tir.Schedule(tvm.IRModule({"main": func}))
     found = kernel_kind(sch)
-    if found is None or found[0] == "depthwise":
+    if found is None or found[0] in ("depthwise", "maxpool"):
         return None
     kind, packing = found
     block = sch.get_sblock(packing.block(kind))
@@ -464,7 +465,7 @@ def schedule_packed_kernels(mod: tvm.IRModule, target: tvm.target.Target, knobs:
         if found is None:
             continue
         kind, packing = found
-        if kind == "depthwise" and is_taps_block(sch, sch.get_sblock(packing.block(kind))):
+        if kind in ("depthwise", "maxpool") and is_taps_block(sch, sch.get_sblock(packing.block(kind))):
             schedule_depthwise_taps(sch, packing, _write_back_at, native=has_depthwise_taps(target))
         elif not (amx and packing is INT8 and _schedule_on_tiles(sch, kind, packing)):
             steps = (STEPS[isa] if packing is INT8 else WIDE_STEPS[has_avx512bw(target)] if packing is WIDE

@@ -15,7 +15,9 @@ AVX-512 VNNI the kernels are ``packed_layouts.WIDE`` instead: groups of two over
 elements and a multiple of 16 output channels has its reduction padded to a multiple of 64 (one AMX tile
 row, ``backends.x86_amx``); depthwise convolutions get their padding as a stage
 of their own, and, where the target has AVX-512 VNNI and VBMI (``vpdpbusd``, ``vpermb``) and the layer no
-dilation, the layout of four filter taps per lane (``packed_layouts.depthwise_conv2d_taps``). Everything else (int8 activations, other grouped convolutions, a K that is not a multiple of 4)
+dilation, the layout of four filter taps per lane (``packed_layouts.depthwise_conv2d_taps``, which takes in
+a zero-point pad before it); there a uint8 max pooling of 3-wide windows at column stride 2 becomes
+``packed_layouts.max_pool2d_rows``. Everything else (int8 activations, other grouped convolutions, a K that is not a multiple of 4)
 is left as it is.
 Numerics: exact. Padding the reduction with zero weights adds 0; padding with real zeros matches
 ``conv2d``'s own padding only when the activation zero point is 0, which ``lower_integer`` guarantees (it pads
@@ -88,7 +90,7 @@ def pack_int8_layers(mod: tvm.IRModule) -> tvm.IRModule:
     taps = packing is INT8 and _has(target, *DEPTHWISE_TAPS_FEATURES)
     return pack_layers(mod, packing, _integer_layer, _tile_friendly(target), nibbles=packs_as_nibbles,
                        by_channels=channel_lanes if packing is INT8 else None,
-                       taps=_integer_layer if taps else None)
+                       taps=taps)
 
 
 DEPTHWISE_TAPS_FEATURES = ("avx512vnni", "avx512vbmi", "avx512bw")  # vpdpbusd, vpermb, masked byte loads

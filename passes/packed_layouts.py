@@ -324,6 +324,31 @@ def depthwise_conv2d_taps(data, weight, strides, padding, packing: Packing = INT
         attrs={OPS: 2 * channels * oh * ow * kh * kw, ROW_STRIDE: sy, COLUMN_STRIDE: sx, INPUT_PITCH: pitch})
 
 
+def max_pool2d_rows(data, pool, strides, padding, packing: Packing = INT8):
+    """TE: NCHW uint8 max pooling (batch 1, no dilation) for a kernel that pools whole output rows at once
+    (``backends.x86_pool``): the plain window maximum, its padding a stage filled with 0 (uint8's least value,
+    so the maximum ignores it as pooling's padding means). The block carries the input's row pitch."""
+    from tvm import te, tirx
+
+    _, channels, height, width = (int(d) for d in data.shape)
+    (kh, kw), (sy, sx), (top, left, bottom, right) = pool, strides, padding
+    oh, ow = (height + top + bottom - kh) // sy + 1, (width + left + right - kw) // sx + 1
+    rows, cols = (oh - 1) * sy + kh, (ow - 1) * sx + kw
+    if any(padding):
+        def padded(c, y, x):
+            inside = tirx.all(y >= top, y < top + height, x >= left, x < left + width)
+            return tirx.if_then_else(inside, data[0, c, y - top, x - left], tirx.const(0, data.dtype))
+
+        image = te.compute((channels, rows, cols), padded, name=packing.block("pad"))
+        tap, pitch = (lambda c, y, x: image[c, y, x]), cols  # noqa: E731
+    else:
+        tap, pitch = (lambda c, y, x: data[0, c, y, x]), width  # noqa: E731
+    i, j = te.reduce_axis((0, kh), "i"), te.reduce_axis((0, kw), "j")
+    return te.compute((1, channels, oh, ow), lambda b, c, y, x: te.max(tap(c, y * sy + i, x * sx + j), axis=[i, j]),
+                      name=packing.block("maxpool"),
+                      attrs={OPS: channels * oh * ow * kh * kw, ROW_STRIDE: sy, COLUMN_STRIDE: sx, INPUT_PITCH: pitch})
+
+
 def depthwise_conv2d(data, weight, strides, padding, dilation, packing: Packing = INT8):
     """TE: NCHW depthwise conv2d (batch 1, one filter per channel); accumulator-typed NCHW result.
     A row narrower than a vector (``LANES``) is computed a whole vector wide (the extra columns accumulated,
@@ -416,13 +441,13 @@ class LayerPacker(PyExprMutator):
                  reduce_multiple: Callable[[ConvGeometry, int], int] | None = None,
                  nibbles: Callable[[np.ndarray, tuple[int, ...]], bool] | None = None,
                  by_channels: Callable[[ConvGeometry, int], bool] | None = None,
-                 taps: Callable[[relax.Call], bool] | None = None):
+                 taps: bool = False):
         super().__init__(mod)
         self.packing, self.accepts, self.binding = packing, accepts, ""
         self.reduce_multiple = reduce_multiple or (lambda geometry, out_channels: packing.group)
         self.nibbles = nibbles or (lambda weight, reduce_axes: False)
         self.by_channels = by_channels or (lambda geometry, out_channels: False)
-        self.taps = taps or (lambda call: False)
+        self.taps = taps
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:  # noqa: N802  (TVM's visitor naming)
         self.binding = binding.var.name
@@ -468,6 +493,12 @@ class LayerPacker(PyExprMutator):
     def visit_call_(self, call: relax.Call) -> relax.Expr:  # noqa: N802  (TVM's visitor naming)
         call = super().visit_call_(call)
         name, packing, group = op_name(call), self.packing, self.packing.group
+        if name == "relax.nn.max_pool2d" and self.taps and _rows_poolable(call):
+            attrs = call.attrs
+            return self.builder_.call_te(partial(max_pool2d_rows, packing=packing), call.args[0],
+                                         [int(v) for v in attrs.pool_size], [int(v) for v in attrs.strides],
+                                         [int(v) for v in attrs.padding], primfunc_name_hint="max_pool2d_rows",
+                                         primfunc_attrs=self._attrs())
         if name not in ("relax.matmul", "relax.nn.conv2d") or not self.accepts(call):
             return call
         if name == "relax.matmul" and _packable_matmul(call, group):
@@ -498,7 +529,7 @@ class LayerPacker(PyExprMutator):
             attrs = call.attrs
             strides, padding, dilation = ([int(v) for v in attrs.strides], [int(v) for v in attrs.padding],
                                           [int(v) for v in attrs.dilation])
-            if dilation == [1, 1] and strides[1] <= TAPS_MAX_STRIDE and self.taps(call):
+            if dilation == [1, 1] and strides[1] <= TAPS_MAX_STRIDE and self.taps:
                 data, fill = call.args[0], 0
                 padded = None if any(padding) else self._spatial_pad(data)
                 if padded is not None:  # the pad (lower_integer's, with the zero point) made per tile, in L1
@@ -523,13 +554,14 @@ def pack_layers(mod: tvm.IRModule, packing: Packing, accepts: Callable[[relax.Ca
                 reduce_multiple: Callable[[ConvGeometry, int], int] | None = None,
                 nibbles: Callable[[np.ndarray, tuple[int, ...]], bool] | None = None,
                 by_channels: Callable[[ConvGeometry, int], bool] | None = None,
-                taps: Callable[[relax.Call], bool] | None = None) -> tvm.IRModule:
+                taps: bool = False) -> tvm.IRModule:
     """``mod`` with every conv2d / matmul that ``accepts`` takes rewritten by ``LayerPacker``; a conv2d's
     flattened reduction is padded to ``reduce_multiple(geometry, out_channels)`` (default: the group); a
     weight for which ``nibbles(weight, reduce_axes)`` holds is stored 4-bit (``passes.int4``); an 8-bit
     conv2d for which ``by_channels(geometry, out_channels)`` holds (default: none) and whose reduction is
-    padded only to the group computes with its output channels in the lanes; a depthwise conv2d without
-    dilation for which ``taps(call)`` holds (default: none) becomes ``depthwise_conv2d_taps``."""
+    padded only to the group computes with its output channels in the lanes; with ``taps`` (a target with
+    ``vpdpbusd`` and ``vpermb``), a depthwise conv2d without dilation becomes ``depthwise_conv2d_taps`` and
+    a uint8 max pooling of 3-wide windows at column stride 2 ``max_pool2d_rows``."""
     return rewrite_functions(mod, LayerPacker(mod, packing, accepts, reduce_multiple, nibbles, by_channels, taps))
 
 
@@ -560,6 +592,16 @@ def _depthwise(call: relax.Call) -> bool:
         return False
     channels, filters = int(call.args[0].ty.shape[1]), call.args[1].value.numpy().shape
     return int(call.attrs.groups) == channels == filters[0] and filters[1] == 1
+
+
+def _rows_poolable(call: relax.Call) -> bool:
+    """A uint8 NCHW batch-1 max pooling of windows 3 wide at column stride 2, no dilation, floor mode: what
+    ``max_pool2d_rows`` takes."""
+    attrs, data = call.attrs, call.args[0].ty
+    return (isinstance(data, relax.TensorType) and str(data.dtype) == "uint8" and data.ndim == 4
+            and int(data.shape[0]) == 1 and attrs.layout == "NCHW" and attrs.out_layout == "NCHW"
+            and int(attrs.pool_size[1]) == 3 and int(attrs.strides[1]) == 2
+            and [int(v) for v in attrs.dilation] == [1, 1] and not attrs.ceil_mode)
 
 
 def _packable_matmul(call: relax.Call, group: int) -> bool:

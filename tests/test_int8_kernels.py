@@ -26,6 +26,7 @@ from passes.packed_layouts import (
     conv_kernel,
     depthwise_conv2d,
     depthwise_conv2d_taps,
+    max_pool2d_rows,
     flatten_conv_weight,
     matmul_kernel,
     channel_lanes,
@@ -75,6 +76,32 @@ def depthwise_case(channels: int, kernel: int, stride: int, pad: int, size: int,
     w = RNG.integers(-128, 128, (channels, 1, kernel, kernel), dtype=np.int8)
     padded = np.pad(x, [(0, 0), (0, 0), (pad, pad), (pad, pad)], constant_values=fill)
     return func, [x, w], _torch_conv(padded, w, stride, 0, groups=channels)
+
+
+def max_pool_case(channels: int, kernel: int, pad: int, height: int, width: int):
+    """A uint8 max pooling, windows ``kernel`` rows x 3 columns at stride 2 (``max_pool2d_rows``)."""
+    data = te.placeholder((1, channels, height, width), "uint8", "data")
+    func = te.create_prim_func([data, max_pool2d_rows(data, (kernel, 3), (2, 2), (pad,) * 4)])
+    x = RNG.integers(0, 256, (1, channels, height, width), dtype=np.uint8)
+    pooled = torch.nn.functional.max_pool2d(torch.from_numpy(x.astype(np.float32)), (kernel, 3), 2, pad)
+    return func, [x], pooled.numpy().astype(np.uint8)
+
+
+MAX_POOLS = {
+    "3x3/2 pad 1 @112 (ResNet's: 56 wide, a vector of 32 and one of 24)": lambda: max_pool_case(4, 3, 1, 112, 112),
+    "3x3/2 unpadded @15x70 (7 rows: tiles of 7; 34 wide)": lambda: max_pool_case(3, 3, 0, 15, 70),
+    "3x3/2 pad 1 @9x9 (5 rows: tiles of 5, one partial vector)": lambda: max_pool_case(5, 3, 1, 9, 9),
+    "3x3/2 pad 1 @26 (13 rows: tiles of one row)": lambda: max_pool_case(2, 3, 1, 26, 26),
+}
+
+
+@pytest.mark.parametrize("case", MAX_POOLS)
+def test_max_pooling_of_whole_rows_is_exact(case):
+    """``max_pool2d_rows``: masked 64-byte loads, the window's rows' maximum, even and odd bytes as 16-bit
+    words' halves (where the CPU has AVX-512 VBMI), else LLVM's code; the padding ignored as 0."""
+    func, inputs, expected = MAX_POOLS[case]()
+    for target in (host_target(2), AVX2_TARGET):
+        np.testing.assert_array_equal(run_kernel(func, inputs, expected.shape, "uint8", target), expected)
 
 
 def requantized_conv_case(cin: int, cout: int, size: int, reduce_multiple: int = 4, narrow: bool = True,
