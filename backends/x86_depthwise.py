@@ -293,29 +293,44 @@ def _pad_description(image: PaddedImage):
 
 
 def _pad_implementation(image: PaddedImage):
-    """Each row: ``fill`` stored over its whole width, then (rows inside the data) the data row over it, both
-    by masked 64-byte moves."""
+    """The padded channel 64 bytes at a time: the data bytes a block of 64 holds lie within 64 consecutive
+    bytes of the data (the padding only spreads them), so one masked load, one ``vpermb`` through a constant
+    table, ``fill`` merged over the padding and one store make the block. Each byte is stored once, by a
+    few whole-vector stores (a byte-by-byte or row-by-row copy left many small stores in flight that the
+    kernel's loads, reading across them, then waited for: 1152 channels 5x5 at 7x7 took 36 us against 18.5
+    with the padding already made, alone)."""
+    rows, cols, height, width = image.rows, image.cols, image.height, image.width
     with IRBuilder() as builder:
         with build_prim_func(s_tir=True):
             T.func_name("impl")
             data_handle, padded_handle = T.arg("data", T.handle()), T.arg("padded", T.handle())
-            data = T.match_buffer(data_handle, (image.rows, image.cols), "uint8", strides=[image.width, 1],
-                                  offset_factor=1)
-            padded = T.match_buffer(padded_handle, (image.rows, image.cols), "uint8", strides=[image.cols, 1],
-                                    offset_factor=1)
+            data = T.match_buffer(data_handle, (rows, cols), "uint8", strides=[width, 1], offset_factor=1)
+            padded = T.match_buffer(padded_handle, (rows, cols), "uint8", strides=[cols, 1], offset_factor=1)
             with T.sblock("root"):
-                T.reads(data[0:image.rows, 0:image.cols])
-                T.writes(padded[0:image.rows, 0:image.cols])
+                T.reads(data[0:rows, 0:cols])
+                T.writes(padded[0:rows, 0:cols])
                 fill = T.broadcast(tvm.tirx.const(image.fill, "uint8"), WINDOW)
-                for y in range(image.rows):
-                    for x in range(0, image.cols, WINDOW):
-                        _masked_store("uint8", WINDOW, fill, T.address_of(padded[y, x]), min(WINDOW, image.cols - x))
-                    if image.top <= y < image.top + image.height:
-                        for x in range(0, image.width, WINDOW):
-                            count = min(WINDOW, image.width - x)
-                            row = _masked_load("uint8", WINDOW, T.address_of(data[y, image.left + x]), count)
-                            _masked_store("uint8", WINDOW, row, T.address_of(padded[y, image.left + x]), count)
+                for start in range(0, rows * cols, WINDOW):
+                    count = min(WINDOW, rows * cols - start)
+                    sources = [_data_index(image, start + lane) if lane < count else None for lane in range(WINDOW)]
+                    inside = [d for d in sources if d is not None]
+                    block = fill
+                    if inside:
+                        first = min(inside)
+                        window = _masked_load("uint8", WINDOW, T.address_of(
+                            data[image.top + first // width, image.left + first % width]), max(inside) - first + 1)
+                        table = T.Shuffle([T.int8(0 if d is None else d - first) for d in sources], list(range(WINDOW)))
+                        mask = T.Shuffle([T.bool(d is not None) for d in sources], list(range(WINDOW)))
+                        permuted = T.call_llvm_pure_intrin("int8x64", _VPERMB, T.reinterpret("int8x64", window), table)
+                        block = T.Select(mask, T.reinterpret("uint8x64", permuted), fill)
+                    _masked_store("uint8", WINDOW, block, T.address_of(padded[start // cols, start % cols]), count)
     return builder.get()
+
+
+def _data_index(image: PaddedImage, position: int) -> int | None:
+    """The data element (row-major, unpadded) at a flat position of the padded channel, None in the padding."""
+    y, x = position // image.cols - image.top, position % image.cols - image.left
+    return y * image.width + x if 0 <= y < image.height and 0 <= x < image.width else None
 
 
 POOL_LANES = 32  # output bytes a max-pooling step makes: the even bytes of a 64-byte window
