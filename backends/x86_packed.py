@@ -497,16 +497,17 @@ def schedule_conv(sch: s_tir.Schedule, packing: Packing, knobs: Knobs, steps: tu
     """im2col (parallel, vectorized), then the conv block tiled like the matmul with pixels in the lanes (a
     4-bit weight unpacked first, once per call: the broadcast operand), or, where the layout put the output
     channels in the lanes (``packed_layouts.channel_lanes``), exactly as the matmul: rows of pixels, each
-    step four im2col bytes broadcast against 64 weight bytes; the write-back then stores each channel
-    vector across the output's channel planes."""
+    step four im2col bytes broadcast against 64 weight bytes (a 4-bit weight unpacked in the tile, two
+    groups per load); the write-back then stores each channel vector across the output's channel planes."""
     _schedule_im2col(sch, packing)
-    _schedule_unpack(sch, packing)
     block = sch.get_sblock(packing.block("conv"))
-    if is_by_channels(sch, packing):
+    if is_by_channels(sch, packing):  # a 4-bit weight unpacked in the tile, as the matmul's
         pix, out, red = sch.get_loops(block)
         tile = channel_tile(knobs, _extent(sch, pix), _extent(sch, out) // LANES)
-        _tile(sch, block, pix, out, red, packing.group, tile, steps[0], lanes_outer=True, strip=False)
+        _tile(sch, block, pix, out, red, packing.group, tile, steps[0], lanes_outer=True, strip=False,
+              unpack=_block_or_none(sch, packing.block("unpack")))
         return
+    _schedule_unpack(sch, packing)
     out, pix, red = sch.get_loops(block)
     _tile(sch, block, out, pix, red, packing.group, knobs, steps[1], lanes_outer=im2col_exceeds_cache(sch, packing))
 

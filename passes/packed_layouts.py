@@ -239,8 +239,8 @@ def conv2d_im2col(data, flat, reduce_offsets, geometry: ConvGeometry, packing: P
     reduce, pixels = g.channels * g.kernel[0] * g.kernel[1], oh * ow
     zero = tirx.const(0, data.dtype)
     by_channels = len(flat.shape) == 4  # packed by ``pack_conv_weight_by_channels``: channels in the lanes
-    if by_channels and (nibbles or packing.operand):
-        raise ValueError("a conv weight packed by channels is 8-bit and multiplied as stored")
+    if by_channels and packing.operand:
+        raise ValueError("a conv weight packed by channels is multiplied as stored (no widened operand)")
 
     def pad(f):
         c, y, x = f // (ph * pw), f % (ph * pw) // pw - top, f % pw - left
@@ -261,7 +261,12 @@ def conv2d_im2col(data, flat, reduce_offsets, geometry: ConvGeometry, packing: P
             return tirx.if_then_else(tirx.all(r < reduce, p < pixels), image[start + reduce_offsets[r]], zero)
 
     wide = packing.operand
-    if nibbles or (wide and flat.dtype != wide):
+    if by_channels and nibbles:  # as the matmul's: two groups per byte, unpacked to 16 w in the tile
+        source = flat
+        flat = te.compute((int(source.shape[0]), int(source.shape[1]) * 2, LANES, group),
+                          lambda a, b, c, d: nibble16(source[a, b // 2, c, d], b % 2), name=packing.block("unpack"),
+                          attrs={NIBBLES: 1})
+    elif nibbles or (wide and flat.dtype != wide):
         source, reduce = flat, int(reduce_offsets.shape[0])
 
         def weight(o, r):
@@ -283,7 +288,8 @@ def conv2d_im2col(data, flat, reduce_offsets, geometry: ConvGeometry, packing: P
             col[r // group, p, r % group].astype(acc_type)
             * flat[o // LANES, r // group, o % LANES, r % group].astype(acc_type), axis=r),
             name=packing.block("conv"), attrs=attrs)
-        return te.compute((1, out_channels, oh, ow), lambda b, o, y, x: acc[y * ow + x, o], name=packing.block("nchw"))
+        return te.compute((1, out_channels, oh, ow), lambda b, o, y, x: _unscaled(acc[y * ow + x, o], nibbles),
+                          name=packing.block("nchw"))
     acc = te.compute((out_channels, padded_pixels),
                      lambda o, p: te.sum(col[r // group, p, r % group].astype(acc_type) * flat[o, r].astype(acc_type),
                                          axis=r), name=packing.block("conv"), attrs=attrs)
@@ -422,8 +428,8 @@ def conv_kernel(geometry: ConvGeometry, out_channels: int, packing: Packing = IN
     data = te.placeholder((1, g.channels, g.height, g.width), dtypes[0], "data")
     reduce = -(-g.channels * g.kernel[0] * g.kernel[1] // multiple) * multiple
     width = -(-reduce // (2 * conv_nibble_block(reduce))) * conv_nibble_block(reduce) if nibbles else reduce
-    shape = ((out_channels // LANES, width // packing.group, LANES, packing.group) if by_channels
-             else (out_channels, width))
+    shape = ((out_channels // LANES, reduce // packing.group // (2 if nibbles else 1), LANES, packing.group)
+             if by_channels else (out_channels, width))
     flat = te.placeholder(shape, "uint8" if nibbles else packing.operand or dtypes[1], "flat")
     offsets = te.placeholder(g.reduce_offsets(multiple).shape, "int32", "reduce")
     return te.create_prim_func([data, flat, offsets, conv2d_im2col(data, flat, offsets, g, packing, nibbles)])
@@ -514,12 +520,13 @@ class LayerPacker(PyExprMutator):
             weight, geometry = call.args[1].value.numpy(), _geometry(call)
             multiple = self.reduce_multiple(geometry, weight.shape[0])
             flat, nibbles = flatten_conv_weight(weight, multiple), self.nibbles(weight, (1, 2, 3))
-            by_channels = not nibbles and multiple == group and self.by_channels(geometry, weight.shape[0])
+            by_channels = (multiple == group and self.by_channels(geometry, weight.shape[0])
+                           and (not nibbles or flat.shape[1] % (2 * group) == 0))  # 4-bit: pairs of groups
             info = {"op": "conv2d", "weight_shape": list(weight.shape), "strides": list(geometry.strides),
                     "padding": list(geometry.padding), "dilation": list(geometry.dilation),
                     "weight_bits": 4 if nibbles else 8, "lanes": "channels" if by_channels else "pixels"}
-            stored = (pack_conv_weight_by_channels(flat, group) if by_channels
-                      else self._stored(flat, nibbles, pack_conv_nibbles, widened=True))
+            stored = (self._stored(pack_conv_weight_by_channels(flat, group), nibbles, pack_matmul_nibbles)
+                      if by_channels else self._stored(flat, nibbles, pack_conv_nibbles, widened=True))
             return self.builder_.call_te(partial(conv2d_im2col, geometry=geometry, packing=packing, nibbles=nibbles),
                                          call.args[0], relax.const(stored),
                                          relax.const(geometry.reduce_offsets(multiple)),

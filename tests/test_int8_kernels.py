@@ -58,8 +58,9 @@ def conv_case(cin: int, cout: int, kernel: int, stride: int, pad: int, size: int
     x = RNG.integers(0, 256, (1, cin, size, size), dtype=np.uint8)
     multiple = reduce_multiple or packing.group
     flat = flatten_conv_weight(w, multiple)
-    stored = (pack_conv_weight_by_channels(flat) if by_channels else pack_conv_nibbles(flat) if nibbles
-              else flat.astype(packing.operand or flat.dtype))
+    by_channel = pack_conv_weight_by_channels(flat) if by_channels else None
+    stored = (pack_matmul_nibbles(by_channel) if by_channels and nibbles else by_channel if by_channels
+              else pack_conv_nibbles(flat) if nibbles else flat.astype(packing.operand or flat.dtype))
     return (conv_kernel(geometry, cout, packing, reduce_multiple=multiple, nibbles=nibbles, by_channels=by_channels),
             [x, stored, geometry.reduce_offsets(multiple)], _torch_conv(x, w, stride, pad))
 
@@ -199,6 +200,10 @@ CASES = {
         lambda: conv_case(30, 48, 3, 2, 1, 14, by_channels=True),
     "conv 1x1, 320->64 @5, channels in the lanes (5 pixel rows a tile)":
         lambda: conv_case(320, 64, 1, 1, 0, 5, by_channels=True),
+    "conv 3x3/1 pad 1, 64->32 @7, channels in the lanes, 4-bit weight (unpacked in the tile)":
+        lambda: conv_case(64, 32, 3, 1, 1, 7, nibbles=True, by_channels=True),
+    "conv 1x1, 112->48 @14, channels in the lanes, 4-bit weight":
+        lambda: conv_case(112, 48, 1, 1, 0, 14, nibbles=True, by_channels=True),
     "depthwise 3x3/2 pad 1, 8 @15": lambda: depthwise_case(8, 3, 2, 1, 15),
     "depthwise 5x5/1 pad 2, 6 @12": lambda: depthwise_case(6, 5, 1, 2, 12),
     "depthwise 5x5/2 pad 2, 8 @13 (odd width: phases of 7 and 6 columns)": lambda: depthwise_case(8, 5, 2, 2, 13),
