@@ -220,7 +220,7 @@ CASES = {
         lambda: depthwise_case(16, 5, 1, 0, 11, taps=True),
     "depthwise taps 5x5/2 unpadded, 8 @17 (7x7 from stride 2: two rows a vector)":
         lambda: depthwise_case(8, 5, 2, 0, 17, taps=True),
-    "depthwise taps 3x3/1 pad 1, 4 @4 (four rows a vector; the padding a stage per tile)":
+    "depthwise taps 3x3/1 pad 1, 4 @4 (four rows a vector; the padding made per channel)":
         lambda: depthwise_case(4, 3, 1, 1, 4, taps=True),
     "depthwise taps 3x3/1 pad 1, 5 @13 (13 rows: tiles of one row)":
         lambda: depthwise_case(5, 3, 1, 1, 13, taps=True),
