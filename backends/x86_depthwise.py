@@ -1,5 +1,6 @@
-"""Int8 depthwise convolutions with four filter taps per lane: ``vpdpbusd`` on windows of the input row
-permuted by ``vpermb`` (x86 with AVX-512 VNNI and VBMI).
+"""Row kernels for x86 with AVX-512 VNNI and VBMI: int8 depthwise convolutions with four filter taps per lane
+(``vpdpbusd`` on windows of the input row permuted by ``vpermb``), uint8 max pooling by rows, and the
+padding stage both read.
 
 The layout is ``packed_layouts.depthwise_conv2d_taps``: the plain NCHW arithmetic on the output's own shape.
 ``vpdpbusd`` adds, in each of 16 int32 lanes, four uint8 x int8 products. Here a lane is an output pixel and
@@ -15,13 +16,19 @@ one ``vpdpbusd`` per use. Per 16 outputs of a 3x3 stride-1 layer that is 3 ``vpd
 two rows in 14 lanes) where their bytes fit one window; a row's last partial vector is loaded and stored
 under a mask.
 
-``schedule_depthwise_taps`` tiles each channel by ``tile_rows`` output rows (the tile loop parallel over
-channels and tiles), accumulates a tile in a small buffer and writes it back through the fused epilogue
-(``x86_packed._write_back_at``), the tile's computation replaced by the generated straight-line kernel
-(tensorize: its description is the layout's own arithmetic for one tile). A zero padding in the layer's
-attributes is made per tile, in L1, by the layout's ``pad`` stage.
+Max pooling of 3-wide windows at column stride 2 (``packed_layouts.max_pool2d_rows``) makes 32 outputs a
+step: two masked 64-byte loads per window row (columns 2x and 2x + 2), their maximum over the window's rows,
+then the even and odd bytes as the low and high halves of 16-bit words (``vpmovwb``) and their maximum.
 
-Numerics: exact (int32 sums of uint8 x int8 products, no saturation; zero weights on the padding taps).
+``schedule_depthwise_taps`` tiles each channel by ``tile_rows`` output rows, accumulates a tile in a small
+buffer and writes it back through the fused epilogue (``x86_packed._write_back_at``), the tile's
+computation replaced by the generated straight-line kernel (tensorize: its description is the layout's own
+arithmetic for one tile). Without padding the tiles of all channels are the parallel tasks; with a ``pad``
+stage (the layer's, or the zero-point pad ``pack_int8_layers`` took in) each channel is one task, its
+padded image made first, 64 bytes at a time (one masked load, one ``vpermb``, the fill merged, one store).
+
+Numerics: exact (int32 sums of uint8 x int8 products, no saturation; zero weights on the padding taps; the
+pooling's padding 0, below every uint8).
 """
 
 from __future__ import annotations
@@ -449,7 +456,7 @@ def schedule_depthwise_taps(sch: s_tir.Schedule, packing: Packing, write_back_at
         write_back_at(sch, block, outer)
         outer = sch.fuse(batch, channel)
         sch.compute_at(pad, outer)
-        if native:  # (TIR's vectorized if_then_else was byte by byte: 144 channels at 56x56 3x3 69 -> 59 us)
+        if native:  # (TIR's vectorized if_then_else went byte by byte; 144 channels 3x3 at 56x56 69 -> 59 us)
             sch.tensorize(sch.get_loops(pad)[-2], pad_intrinsic(_padded_image(sch, pad)))
         else:
             sch.vectorize(sch.get_loops(pad)[-1])

@@ -14,6 +14,8 @@ output elements in the vector lanes and the reduction in groups of ``g`` (4 for 
   a block's weight stays in cache for every pixel), the write-back storing across the channel planes;
 - ``qc_*_depthwise``: tiles of output rows with the columns in the lanes, summed filter column by filter
   column so the rows of a tile share their input rows; a tile or (rows of one vector) a channel per task.
+  The layout of four taps per lane (``depthwise_conv2d_taps``, where the CPU has VNNI and VBMI) and max
+  pooling by rows (``qc_int8_maxpool``) go to ``backends.x86_depthwise``.
 
 ``schedule_packed_kernels`` schedules every kernel holding one of them: register tiles of ``rows`` x
 ``blocks`` accumulators (16 lanes each) kept in registers across the whole reduction, the tile loop parallel
