@@ -276,6 +276,47 @@ def test_convolutions_whose_pixels_leave_lanes_empty_put_their_channels_in_the_l
     assert not channel_lanes(geometry(512, 3, 1, 3), 64)  # 9 pixels: no tile of 4 to 8 rows
 
 
+def test_depthwise_taps_and_max_pooling_build_to_vpermb_where_the_cpu_has_vbmi():
+    """Built for ``znver4`` (VNNI + VBMI; built only, whatever this CPU): the depthwise kernel's operands come
+    from ``vpermb`` into ``vpdpbusd``, its padding and the pooling from masked 64-byte moves; built for
+    ``haswell``, the same layouts are plain AVX2 code."""
+    depthwise = depthwise_case(8, 5, 1, 2, 14, taps=True, fill=3)[0]
+    pooling = max_pool_case(4, 3, 1, 20, 20)[0]
+    for func, instructions in ((depthwise, ("vpermb", "vpdpbusd", "vmovdqu8")), (pooling, ("vpmovwb", "vpmaxub"))):
+        asm = build_kernel(func, VNNI_TARGET).mod.inspect_source("asm")
+        assert all(name in asm for name in instructions), [name for name in instructions if name not in asm]
+        assert "vpermb" not in build_kernel(func, AVX2_TARGET).mod.inspect_source("asm")
+
+
+def test_a_zero_point_pad_before_a_depthwise_layer_goes_into_its_kernel_where_the_cpu_has_vbmi():
+    """``pack_int8_layers`` under a VNNI + VBMI target: ``pad(x, zero point) -> depthwise conv2d`` becomes one
+    kernel of four taps per lane whose padding stage fills with the zero point; under ``haswell`` the pad
+    stays a separate op."""
+    from tvm import relax
+
+    from passes.pack_int8_layers import pack_int8_layers
+
+    def module():
+        builder = relax.BlockBuilder()
+        x = relax.Var("x", relax.TensorType((1, 8, 10, 10), "uint8"))
+        with builder.function("main", [x]):
+            with builder.dataflow():
+                padded = builder.emit(relax.op.nn.pad(x, [0, 0, 0, 0, 1, 1, 1, 1], pad_value=37.0))
+                weight = relax.const(RNG.integers(-128, 128, (8, 1, 3, 3), dtype=np.int8))
+                out = builder.emit_output(relax.op.nn.conv2d(padded, weight, groups=8, out_dtype="int32"))
+            builder.emit_func_output(out)
+        return builder.get()
+
+    def kernels(target):
+        with target:
+            packed = pack_int8_layers(module())
+        return [f.script() for f in packed.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+
+    taps = [text for text in kernels(VNNI_TARGET) if "qc.input_pitch" in text]
+    assert len(taps) == 1 and "T.uint8(37)" in taps[0]
+    assert not any("qc.input_pitch" in text for text in kernels(AVX2_TARGET))
+
+
 def test_cpus_without_vnni_get_the_wide_kernels():
     from passes.pack_int8_layers import packing_for
 
