@@ -460,7 +460,7 @@ def schedule_depthwise_taps(sch: s_tir.Schedule, packing: Packing, write_back_at
             sch.tensorize(sch.get_loops(pad)[-2], pad_intrinsic(_padded_image(sch, pad)))
         else:
             sch.vectorize(sch.get_loops(pad)[-1])
-    _vectors_of_sixteen(sch, sch.get_consumers(block)[0])
+    _vectors_of_sixteen(sch, sch.get_consumers(block)[0], block)
     sch.parallel(outer)
     init = sch.decompose_reduction(block, row)
     sch.vectorize(sch.fuse(*sch.get_loops(init)[-2:]))
@@ -490,11 +490,16 @@ def _offset(index) -> int:
     return 0
 
 
-def _vectors_of_sixteen(sch: s_tir.Schedule, write_back) -> None:
+def _vectors_of_sixteen(sch: s_tir.Schedule, write_back, block) -> None:
     """The write-back's rows and columns as one loop of 16-lane vectors where they divide into them (a tile's
     rows are whole rows: contiguous in the accumulators and in the output): a 56-wide row vectorized whole
-    is seven int64 vectors per step of the requantize, and LLVM spills them."""
-    rows, cols = sch.get_loops(write_back)[-2:]
+    is seven int64 vectors per step of the requantize, and LLVM spills them. A tile of one row (its row loop
+    gone) keeps its one vectorized loop."""
+    shared = sch.get_loops(block)
+    own = [loop for loop in sch.get_loops(write_back) if not any(sch.get(loop).same_as(sch.get(s)) for s in shared)]
+    if len(own) != 2:
+        return
+    rows, cols = own
     if (_extent(sch, rows) * _extent(sch, cols)) % LANES == 0:
         _, lanes = sch.split(sch.fuse(rows, cols), [None, LANES])
         sch.vectorize(lanes)

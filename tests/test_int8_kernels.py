@@ -65,18 +65,20 @@ def conv_case(cin: int, cout: int, kernel: int, stride: int, pad: int, size: int
             [x, stored, geometry.reduce_offsets(multiple)], _torch_conv(x, w, stride, pad))
 
 
-def depthwise_case(channels: int, kernel: int, stride: int, pad: int, size: int, taps: bool = False, fill: int = 0):
+def depthwise_case(channels: int, kernel: int, stride: int | tuple[int, int], pad: int, size: int | tuple[int, int],
+                   taps: bool = False, fill: int = 0):
     """A depthwise conv2d; ``taps``: in the layout of four filter taps per lane (``depthwise_conv2d_taps``),
-    its padding filled with ``fill`` (a zero point)."""
-    data = te.placeholder((1, channels, size, size), "uint8", "data")
+    its padding filled with ``fill`` (a zero point). ``stride`` and ``size`` may be (rows, columns)."""
+    (sy, sx), (height, width) = ((s, s) if isinstance(s, int) else s for s in (stride, size))
+    data = te.placeholder((1, channels, height, width), "uint8", "data")
     weight = te.placeholder((channels, 1, kernel, kernel), "int8", "weight")
-    out = (depthwise_conv2d_taps(data, weight, (stride, stride), (pad,) * 4, fill=fill) if taps
-           else depthwise_conv2d(data, weight, (stride, stride), (pad,) * 4, (1, 1)))
+    out = (depthwise_conv2d_taps(data, weight, (sy, sx), (pad,) * 4, fill=fill) if taps
+           else depthwise_conv2d(data, weight, (sy, sx), (pad,) * 4, (1, 1)))
     func = te.create_prim_func([data, weight, out])
-    x = RNG.integers(0, 256, (1, channels, size, size), dtype=np.uint8)
+    x = RNG.integers(0, 256, (1, channels, height, width), dtype=np.uint8)
     w = RNG.integers(-128, 128, (channels, 1, kernel, kernel), dtype=np.int8)
     padded = np.pad(x, [(0, 0), (0, 0), (pad, pad), (pad, pad)], constant_values=fill)
-    return func, [x, w], _torch_conv(padded, w, stride, 0, groups=channels)
+    return func, [x, w], _torch_conv(padded, w, (sy, sx), 0, groups=channels)
 
 
 def max_pool_case(channels: int, kernel: int, pad: int, height: int, width: int):
@@ -228,6 +230,8 @@ CASES = {
         lambda: depthwise_case(3, 7, 3, 3, 50, taps=True),
     "depthwise taps 5x5/2 pad 2 filled with 37 (a zero point), 8 @21":
         lambda: depthwise_case(8, 5, 2, 2, 21, taps=True, fill=37),
+    "depthwise taps 3x3 at stride (3, 2), 6 @3x50 (PP-OCR's: one output row, its row loop gone)":
+        lambda: depthwise_case(6, 3, (3, 2), 0, (3, 50), taps=True),
 }
 
 
