@@ -300,55 +300,52 @@ def conv2d_im2col(data, flat, reduce_offsets, geometry: ConvGeometry, packing: P
 def depthwise_conv2d_taps(data, weight, strides, padding, packing: Packing = INT8, fill: int = 0):
     """TE: NCHW depthwise conv2d (batch 1, one filter per channel, no dilation) for a kernel that sums four
     filter taps per lane (``backends.x86_depthwise``: ``vpdpbusd`` on a window of the input row permuted by
-    ``vpermb``): the plain arithmetic on the output's own shape (no lanes to round up to), its padding (with
-    ``fill``: 0, or the zero point of a pad the packer took in), where ``padding`` has any, a stage over
-    exactly the columns the taps read. The block carries the input's
-    row pitch (``INPUT_PITCH``), which the kernel's lane tables are built from."""
-    from tvm import te, tirx
+    ``vpermb``): the plain arithmetic on the output's own shape (no lanes to round up to), its padding, where
+    ``padding`` has any, a stage over exactly the rows and columns the taps read, filled with ``fill`` (0, or
+    the zero point of a pad the packer took in). The block carries the input's row pitch (``INPUT_PITCH``),
+    which the kernel's lane tables are built from."""
+    from tvm import te
 
-    _, channels, height, width = (int(d) for d in data.shape)
-    kh, kw = (int(d) for d in weight.shape[2:])
-    (sy, sx), (top, left, bottom, right) = strides, padding
-    oh, ow = (height + top + bottom - kh) // sy + 1, (width + left + right - kw) // sx + 1
-    if any(padding):
-        rows, cols, zero = (oh - 1) * sy + kh, (ow - 1) * sx + kw, tirx.const(fill, data.dtype)
-
-        def padded(c, y, x):
-            inside = tirx.all(y >= top, y < top + height, x >= left, x < left + width)
-            return tirx.if_then_else(inside, data[0, c, y - top, x - left], zero)
-
-        image = te.compute((channels, rows, cols), padded, name=packing.block("pad"))
-        tap, pitch = (lambda c, y, x: image[c, y, x]), cols  # noqa: E731
-    else:
-        tap, pitch = (lambda c, y, x: data[0, c, y, x]), width  # noqa: E731
+    channels, (kh, kw) = int(data.shape[1]), (int(d) for d in weight.shape[2:])
+    (oh, ow), tap, pitch = _row_window_input(data, (kh, kw), strides, padding, fill, packing)
     i, j = te.reduce_axis((0, kh), "i"), te.reduce_axis((0, kw), "j")
+    (sy, sx), acc = strides, packing.accumulator
     return te.compute(
         (1, channels, oh, ow),
-        lambda b, c, y, x: te.sum(tap(c, y * sy + i, x * sx + j).astype(packing.accumulator)
-                                  * weight[c, 0, i, j].astype(packing.accumulator), axis=[i, j]),
+        lambda b, c, y, x: te.sum(tap(c, y * sy + i, x * sx + j).astype(acc) * weight[c, 0, i, j].astype(acc),
+                                  axis=[i, j]),
         name=packing.block("depthwise"),
         attrs={OPS: 2 * channels * oh * ow * kh * kw, ROW_STRIDE: sy, COLUMN_STRIDE: sx, INPUT_PITCH: pitch})
 
 
-def max_pool2d_rows(data, pool, strides, padding, packing: Packing = INT8):
-    """TE: NCHW uint8 max pooling (batch 1, no dilation) for a kernel that pools whole output rows at once
-    (``backends.x86_pool``): the plain window maximum, its padding a stage filled with 0 (uint8's least value,
-    so the maximum ignores it as pooling's padding means). The block carries the input's row pitch."""
+def _row_window_input(data, window, strides, padding, fill, packing: Packing):
+    """((output rows, columns), tap(c, y, x), row pitch) of a window op over NCHW ``data``: with ``padding``,
+    taps read a ``pad`` stage of exactly the rows and columns they need, filled with ``fill``; else the data."""
     from tvm import te, tirx
 
     _, channels, height, width = (int(d) for d in data.shape)
-    (kh, kw), (sy, sx), (top, left, bottom, right) = pool, strides, padding
+    (kh, kw), (sy, sx), (top, left, bottom, right) = window, strides, padding
     oh, ow = (height + top + bottom - kh) // sy + 1, (width + left + right - kw) // sx + 1
-    rows, cols = (oh - 1) * sy + kh, (ow - 1) * sx + kw
-    if any(padding):
-        def padded(c, y, x):
-            inside = tirx.all(y >= top, y < top + height, x >= left, x < left + width)
-            return tirx.if_then_else(inside, data[0, c, y - top, x - left], tirx.const(0, data.dtype))
+    if not any(padding):
+        return (oh, ow), (lambda c, y, x: data[0, c, y, x]), width
+    rows, cols, value = (oh - 1) * sy + kh, (ow - 1) * sx + kw, tirx.const(fill, data.dtype)
 
-        image = te.compute((channels, rows, cols), padded, name=packing.block("pad"))
-        tap, pitch = (lambda c, y, x: image[c, y, x]), cols  # noqa: E731
-    else:
-        tap, pitch = (lambda c, y, x: data[0, c, y, x]), width  # noqa: E731
+    def padded(c, y, x):
+        inside = tirx.all(y >= top, y < top + height, x >= left, x < left + width)
+        return tirx.if_then_else(inside, data[0, c, y - top, x - left], value)
+
+    image = te.compute((channels, rows, cols), padded, name=packing.block("pad"))
+    return (oh, ow), (lambda c, y, x: image[c, y, x]), cols
+
+
+def max_pool2d_rows(data, pool, strides, padding, packing: Packing = INT8):
+    """TE: NCHW uint8 max pooling (batch 1, no dilation) for a kernel that pools whole output rows at once
+    (``backends.x86_depthwise``): the plain window maximum, its padding a stage filled with 0 (uint8's least
+    value, so the maximum ignores it as pooling's padding means). The block carries the input's row pitch."""
+    from tvm import te
+
+    channels, (kh, kw), (sy, sx) = int(data.shape[1]), pool, strides
+    (oh, ow), tap, pitch = _row_window_input(data, pool, strides, padding, 0, packing)
     i, j = te.reduce_axis((0, kh), "i"), te.reduce_axis((0, kw), "j")
     return te.compute((1, channels, oh, ow), lambda b, c, y, x: te.max(tap(c, y * sy + i, x * sx + j), axis=[i, j]),
                       name=packing.block("maxpool"),
