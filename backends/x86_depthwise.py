@@ -132,7 +132,8 @@ def _masked_load(dtype: str, lanes: int, address, count: int):
     """``lanes`` elements from ``address``, only the first ``count`` read (the rest 0)."""
     mask = T.ramp(0, 1, lanes) < T.broadcast(count, lanes)
     intrinsic = f"llvm.masked.load.v{lanes}i{''.join(filter(str.isdigit, dtype))}.p0"
-    return T.call_llvm_intrin(f"{dtype}x{lanes}", intrinsic, address, mask, T.broadcast(tvm.tirx.const(0, dtype), lanes))
+    zeros = T.broadcast(tvm.tirx.const(0, dtype), lanes)
+    return T.call_llvm_intrin(f"{dtype}x{lanes}", intrinsic, address, mask, zeros)
 
 
 def _implementation(tile: DepthwiseTile):

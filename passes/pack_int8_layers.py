@@ -17,8 +17,8 @@ row, ``backends.x86_amx``); depthwise convolutions get their padding as a stage
 of their own, and, where the target has AVX-512 VNNI and VBMI (``vpdpbusd``, ``vpermb``) and the layer no
 dilation, the layout of four filter taps per lane (``packed_layouts.depthwise_conv2d_taps``, which takes in
 a zero-point pad before it); there a uint8 max pooling of 3-wide windows at column stride 2 becomes
-``packed_layouts.max_pool2d_rows``. Everything else (int8 activations, other grouped convolutions, a K that is not a multiple of 4)
-is left as it is.
+``packed_layouts.max_pool2d_rows``. Everything else (int8 activations, other grouped convolutions, a K that
+is not a multiple of 4) is left as it is.
 Numerics: exact. Padding the reduction with zero weights adds 0; padding with real zeros matches
 ``conv2d``'s own padding only when the activation zero point is 0, which ``lower_integer`` guarantees (it pads
 explicitly with the zero point otherwise, leaving conv2d's padding 0). A 4-bit weight's kernel accumulates
