@@ -42,7 +42,7 @@ from tvm.script import tirx as T
 from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder.tirx import prim_func as build_prim_func
 
-from passes.packed_layouts import COLUMN_STRIDE, INPUT_PITCH, ROW_STRIDE, Packing
+from passes.packed_layouts import COLUMN_STRIDE, INPUT_PITCH, ROW_STRIDE
 
 LANES = 16
 TAPS = 4  # filter taps per vpdpbusd lane
@@ -417,31 +417,18 @@ def _masked_store(dtype: str, lanes: int, value, address, count: int) -> None:
                                   value, address, mask))
 
 
-def has_depthwise_taps(target: tvm.target.Target) -> bool:
-    """Whether ``target``'s CPU runs this kernel: AVX-512 VNNI (``vpdpbusd``), VBMI (``vpermb``) and BW (masked
-    byte loads)."""
-    from tvm.target.codegen import target_has_features
-
-    return target.kind.name == "llvm" and all(bool(target_has_features(f, target)) for f in TAPS_FEATURES)
-
-
-TAPS_FEATURES = ("avx512vnni", "avx512vbmi", "avx512bw")
-
-
 def is_taps_block(sch: s_tir.Schedule, block) -> bool:
     """Whether a depthwise block has the four-taps-per-lane layout (its ``INPUT_PITCH`` annotation)."""
     return INPUT_PITCH in sch.get(block).annotations
 
 
-def schedule_depthwise_taps(sch: s_tir.Schedule, packing: Packing, write_back_at, native: bool = True) -> None:
+def schedule_depthwise_taps(sch: s_tir.Schedule, kind: str, block, pad, write_back_at, native: bool = True) -> None:
     """Tiles of ``tile_rows`` output rows of one channel, parallel, each accumulated by the generated kernel
-    and written back through the epilogue by ``write_back_at(sch, block, loop)``; with a padding stage, a
-    channel per task, its padded image made once. Where the target lacks ``TAPS_FEATURES`` (``native``
-    False: a kernel built for another CPU than the one the layout was chosen for), the same tiles in LLVM's
-    own vector code."""
-    kind = "depthwise" if _block_or_none(sch, packing.block("depthwise")) is not None else "maxpool"
-    pad = _block_or_none(sch, packing.block("pad"))
-    block = sch.get_sblock(packing.block(kind))
+    (``kind``: ``depthwise`` or ``maxpool``, its ``block``) and written back through the epilogue by
+    ``write_back_at(sch, block, loop)``; with a padding stage (``pad``, else None), a channel per task, its
+    padded image made once. Where the target lacks ``packed_layouts.TAPS_FEATURES`` (``native`` False: a
+    kernel built for another CPU than the one the layout was chosen for), the same tiles in LLVM's own
+    vector code."""
     annotations = sch.get(block).annotations
     batch, channel, row, col, i, j = sch.get_loops(block)
     kernel = (int(sch.get(i).extent), int(sch.get(j).extent))
@@ -508,10 +495,3 @@ def _vectors_of_sixteen(sch: s_tir.Schedule, write_back, block) -> None:
 
 def _extent(sch: s_tir.Schedule, loop) -> int:
     return int(sch.get(loop).extent)
-
-
-def _block_or_none(sch: s_tir.Schedule, name: str):
-    try:
-        return sch.get_sblock(name)
-    except Exception:  # noqa: BLE001  (TVM raises when no block has that name)
-        return None

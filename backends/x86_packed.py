@@ -63,10 +63,10 @@ from tvm.script import tirx as T
 
 from passes.int4 import conv_nibble_block
 from passes.packed_layouts import (CHANNEL_LANES, CHANNEL_TILE_ROWS, FP32, IMAGE_SHAPE, INT8, LANES, NIBBLES,
-                                   OUTPUT_WIDTH, ROW_STRIDE, WIDE, Packing)
+                                   OUTPUT_WIDTH, ROW_STRIDE, TAPS_FEATURES, WIDE, Packing)
 
 from .x86_amx import fits_tiles, has_amx, schedule_amx
-from .x86_depthwise import has_depthwise_taps, is_taps_block, schedule_depthwise_taps
+from .x86_depthwise import is_taps_block, schedule_depthwise_taps
 
 VNNI_ROW_INTRIN = "qc_vnni_16x4_lanes_from_weight"   # matmul: lanes over output columns
 VNNI_COL_INTRIN = "qc_vnni_16x4_lanes_from_data"     # conv: lanes over output pixels
@@ -467,8 +467,10 @@ def schedule_packed_kernels(mod: tvm.IRModule, target: tvm.target.Target, knobs:
         if found is None:
             continue
         kind, packing = found
-        if kind in ("depthwise", "maxpool") and is_taps_block(sch, sch.get_sblock(packing.block(kind))):
-            schedule_depthwise_taps(sch, packing, _write_back_at, native=has_depthwise_taps(target))
+        block = sch.get_sblock(packing.block(kind))
+        if kind in ("depthwise", "maxpool") and is_taps_block(sch, block):
+            schedule_depthwise_taps(sch, kind, block, _block_or_none(sch, packing.block("pad")), _write_back_at,
+                                    native=_has_features(target, *TAPS_FEATURES))
         elif not (amx and packing is INT8 and _schedule_on_tiles(sch, kind, packing)):
             steps = (STEPS[isa] if packing is INT8 else WIDE_STEPS[has_avx512bw(target)] if packing is WIDE
                      else FLOAT_STEPS)

@@ -32,7 +32,8 @@ import tvm
 from tvm import relax
 
 from .int4 import packs_as_nibbles
-from .packed_layouts import INT8, WIDE, ConvGeometry, Packing, channel_lanes, constant_weight_types, pack_layers
+from .packed_layouts import (INT8, TAPS_FEATURES, WIDE, ConvGeometry, Packing, channel_lanes, constant_weight_types,
+                             pack_layers)
 from .registry import register_pass
 
 
@@ -87,10 +88,7 @@ def pack_int8_layers(mod: tvm.IRModule) -> tvm.IRModule:
     groups per byte."""
     target = tvm.target.Target.current(allow_none=True)
     packing = packing_for(target)
-    taps = packing is INT8 and _has(target, *DEPTHWISE_TAPS_FEATURES)
+    taps = packing is INT8 and _has(target, *TAPS_FEATURES)
     return pack_layers(mod, packing, _integer_layer, _tile_friendly(target), nibbles=packs_as_nibbles,
                        by_channels=channel_lanes if packing is INT8 else None,
                        taps=taps)
-
-
-DEPTHWISE_TAPS_FEATURES = ("avx512vnni", "avx512vbmi", "avx512bw")  # vpdpbusd, vpermb, masked byte loads

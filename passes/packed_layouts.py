@@ -52,6 +52,8 @@ ROW_STRIDE = "qc.row_stride"  # on a depthwise block: its vertical stride
 COLUMN_STRIDE = "qc.column_stride"  # on a depthwise block of four taps per lane: its horizontal stride
 INPUT_PITCH = "qc.input_pitch"  # on a depthwise block of four taps per lane: the row pitch of what it reads
 TAPS_MAX_STRIDE = 4  # four taps per lane: the bytes of 16 lanes, 15 * stride + 4, within one 64-byte window
+TAPS_FEATURES = ("avx512vnni", "avx512vbmi", "avx512bw")  # what the taps layouts run on: vpdpbusd, vpermb,
+# masked byte loads (pack_int8_layers chooses them, backends.x86_depthwise runs them)
 NIBBLES = "qc.nibbles"  # on an unpack block: 1 where it unpacks a 4-bit weight (two groups per byte)
 OPS = "qc.ops"  # on a packed block: its useful operations, 2 x MACs of the real outputs (no padding lanes)
 KERNEL_ATTRIBUTE = "qc.packed_layout"  # on a packed kernel: what it computes (op, weight shape, geometry)
