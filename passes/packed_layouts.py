@@ -538,7 +538,7 @@ class LayerPacker(PyExprMutator):
             if dilation == [1, 1] and strides[1] <= TAPS_MAX_STRIDE and self.taps:
                 data, fill = call.args[0], 0
                 padded = None if any(padding) else self._spatial_pad(data)
-                if padded is not None:  # the pad (lower_integer's, with the zero point) made per tile, in L1
+                if padded is not None:  # the pad (lower_integer's, with the zero point) made per channel, in L1
                     data, padding, fill = padded
                 return self.builder_.call_te(partial(depthwise_conv2d_taps, packing=packing, fill=fill), data,
                                              call.args[1], strides, padding,
