@@ -25,6 +25,7 @@ from .intrinsics import import_cpu_intrinsics
 from .cpu_default import schedule_defaults
 from .int8_tuning import KnobDatabase, tune_int8
 from .targets import KERNEL_FEATURES, host_target, missing_features  # noqa: F401  (re-exported)
+from .x86_high_product import tir_pipeline
 from .x86_packed import schedule_packed_kernels
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
@@ -82,7 +83,7 @@ def build(mod: tvm.IRModule, target: Target, tuning: TuningOptions | None = None
             mod = relax.transform.MetaScheduleApplyDatabase(str(tuning.work_dir))(mod)
     mod = schedule_defaults(mod)  # what neither schedule covers: parallel outer loops, vector lanes
     try:
-        return tvm.compile(mod, target=target), report
+        return tvm.compile(mod, target=target, tir_pipeline=tir_pipeline(target)), report
     except Exception as exc:
         raise BackendError(f"code generation for {target.kind.name} ({target.attrs.get('mcpu', '')}) "
                            f"failed: {str(exc).strip().splitlines()[0]}") from exc

@@ -852,5 +852,7 @@ def fit_tile(knobs: Knobs, rows: int, blocks: int) -> tuple[int, int]:
 def build_kernel(func: tvm.tirx.PrimFunc, target: tvm.target.Target, knobs: Knobs | None = None):
     """Schedule and compile one standalone kernel (a PrimFunc made from ``packed_layouts``' computes), for
     microbenchmarks and tests; returns the built module (``inspect_source("asm")`` shows its code)."""
+    from .x86_high_product import tir_pipeline
+
     scheduled = schedule_packed_kernels(tvm.IRModule({"main": func}), target, knobs)
-    return tvm.compile(scheduled, target=target)
+    return tvm.compile(scheduled, target=target, tir_pipeline=tir_pipeline(target))

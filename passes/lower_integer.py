@@ -81,6 +81,7 @@ class Term:
     var: relax.Expr
     scale: np.ndarray
     offset: np.ndarray
+    bound: int | None = None  # the largest |var| can be; None: its dtype's range
 
 
 @dataclass(frozen=True)
@@ -255,6 +256,10 @@ class _Lowering:
             summed = self._requantize_sum(x, scale, zero)
             if summed is not None:
                 return self._clamped(summed, x, scale, zero, qmin, qmax, dtype)
+        else:
+            high = self._high_product(x.terms[0], scale, zero)
+            if high is not None:
+                return self._clamped(high, x, scale, zero, qmin, qmax, dtype)
         parts, zero_left = [], zero
         for term in x.terms:
             multiplier, shift = _dyadic_arrays(np.asarray(term.scale, np.float64) / scale)
@@ -268,6 +273,32 @@ class _Lowering:
         if zero_left:
             total = self.builder.emit(relax.op.add(total, _i64(zero_left)))
         return self._clamped(total, x, scale, zero, qmin, qmax, dtype)
+
+    def _high_product(self, term: Term, scale: float, zero: int) -> relax.Var | None:
+        """The rescale of one term in int32 through the high half of a 32 x 32-bit product, where it is
+        exact: with v = var + offset in int32 and k = c - 32 >= 1,
+        (v * b + 2^(c-1)) >> c == (hi32(v * b) + 2^(k-1)) >> k, hi32(p) = p >> 32 (the 2^(c-1) is a whole
+        2^(k-1) of the high half, and the low half, less than one unit of it, cannot carry past a multiple
+        of 2^k). |v| < 2^31 and b < 2^31 keep |hi32| < 2^30, so adding the rounding (and z_out * 2^k where
+        it fits) stays in int32. ``vpmuldq`` on the even and odd lanes makes hi32 for 16 outputs, and the
+        rest runs 16 lanes wide instead of 8 in int64. None where the shift is below 33 or v might not fit
+        int32 (the caller rescales in int64)."""
+        multiplier, shift = _dyadic_arrays(np.asarray(term.scale, np.float64) / scale)
+        offset = np.asarray(term.offset, np.int64)
+        k = shift - 32
+        if int(k.min()) < 1 or _var_bound(term) + int(np.abs(offset).max()) >= 2**31:
+            return None
+        rounding = np.left_shift(1, k.astype(object) - 1)
+        with_zero = rounding + np.left_shift(int(zero), k.astype(object))
+        folded = max(abs(int(v)) for v in np.ravel(with_zero)) < 2**30
+        emit = self.builder.emit
+        value = term.var if str(term.var.ty.dtype) == "int32" else emit(relax.op.astype(term.var, "int32"))
+        if np.any(offset):
+            value = emit(relax.op.add(value, _i32(offset)))
+        high = emit(relax.op.astype(emit(relax.op.right_shift(
+            emit(relax.op.multiply(emit(relax.op.astype(value, "int64")), _i64(multiplier))), _i64(32))), "int32"))
+        total = emit(relax.op.right_shift(emit(relax.op.add(high, _i32(with_zero if folded else rounding))), _i32(k)))
+        return total if folded or not zero else emit(relax.op.add(total, _i32(zero)))
 
     def _requantize_sum(self, x: Linear, scale: float, zero: int) -> relax.Var | None:
         """A sum of terms (a residual add) rounded once: each term rescaled to ``SUM_FRACTION_BITS``
@@ -310,10 +341,12 @@ class _Lowering:
 
     def _clamped(self, total: relax.Var, x: Linear, scale: float, zero: int, qmin: int, qmax: int,
                  dtype: str) -> Quant:
-        """The requantized int64 ``total`` clamped to ``x``'s range on the output grid and cast to ``dtype``."""
+        """The requantized ``total`` (int64, or int32 from ``_high_product``) clamped to ``x``'s range on the
+        output grid and cast to ``dtype``."""
         emit = self.builder.emit
         lo, hi = _integer_bounds(x.lo, x.hi, scale, zero, qmin, qmax)
-        total = emit(relax.op.minimum(emit(relax.op.maximum(total, _i64(lo))), _i64(hi)))
+        const = _i32 if str(total.ty.dtype) == "int32" else _i64
+        total = emit(relax.op.minimum(emit(relax.op.maximum(total, const(lo))), const(hi)))
         return Quant(emit(relax.op.astype(total, dtype)), scale, zero, lo, hi, dtype)
 
     def layer(self, call: relax.Call, x: Quant, weight: Weight, name: str) -> Linear:
@@ -341,11 +374,13 @@ class _Lowering:
             scale = x.scale * weight.scale
         _check_accumulator(call, x, weight)
         offset = -x.zero * weight_sums
+        reduce_axes = (1, 2, 3) if is_conv else (weight.values.ndim - 2,)
+        bound = int(np.abs(weight.values.astype(np.int64)).sum(axis=reduce_axes).max()) * _code_bound(x)
         if "zero_point" in MUTATIONS:
             channel = np.unravel_index(np.argmax(np.abs(weight_sums)), weight_sums.shape)
             offset = offset.copy()
             offset[channel] -= weight_sums[channel]
-        return Linear((Term(acc, scale, offset),))
+        return Linear((Term(acc, scale, offset, bound),))
 
     def add(self, call: relax.Call, args: list) -> Linear | None:
         constants = [a for a in args if isinstance(a, tvm.ir.expr.GenericConst)]
@@ -400,7 +435,7 @@ class _Lowering:
         count = int(np.prod([shape[a] for a in axes]))
         total = self.builder.emit(relax.op.sum(relax.op.astype(x.var, "int32"), axis=axes,
                                                keepdims=bool(call.attrs.keepdims)))
-        return Linear((Term(total, np.float64(x.scale / count), np.int64(-x.zero * count)),))
+        return Linear((Term(total, np.float64(x.scale / count), np.int64(-x.zero * count), count * _code_bound(x)),))
 
     def avg_pool(self, call: relax.Call, x: Quant) -> Linear:
         """Average pooling as a window sum (a depthwise convolution with weights 1, int32) over the divisor."""
@@ -416,7 +451,7 @@ class _Lowering:
         total = self.builder.emit(relax.op.nn.conv2d(data, ones, strides=attrs.strides, groups=channels,
                                                      out_dtype="int32"))
         count = kh * kw
-        return Linear((Term(total, np.float64(x.scale / count), np.int64(-x.zero * count)),))
+        return Linear((Term(total, np.float64(x.scale / count), np.int64(-x.zero * count), count * _code_bound(x)),))
 
     def product(self, a: Quant, b: Quant) -> Linear:
         """(q_a - z_a)(q_b - z_b) in int32, real value s_a s_b times it (one dyadic rescale when quantized)."""
@@ -426,8 +461,9 @@ class _Lowering:
             wide = emit(relax.op.astype(x.var, "int32"))
             return emit(relax.op.subtract(wide, relax.const(np.int32(x.zero)))) if x.zero else wide
 
+        bound = max(abs(a.qmin - a.zero), abs(a.qmax - a.zero)) * max(abs(b.qmin - b.zero), abs(b.qmax - b.zero))
         return Linear((Term(emit(relax.op.multiply(centred(a), centred(b))), np.float64(a.scale * b.scale),
-                            np.int64(0)),))
+                            np.int64(0), bound),))
 
     def concat(self, call: relax.Call) -> object | None:
         """Integer parts of one scale concatenate as they are; parts of different scales wait for the
@@ -592,6 +628,23 @@ def _scalar(expr: relax.Expr) -> float:
 
 def _i64(values) -> relax.Constant:
     return relax.const(np.asarray(values, dtype=np.int64), "int64")
+
+
+def _i32(values) -> relax.Constant:
+    return relax.const(np.asarray(values, dtype=np.int64).astype(np.int32), "int32")
+
+
+def _code_bound(x: Quant) -> int:
+    """The largest |q| of ``x``'s codes."""
+    return max(abs(x.qmin), abs(x.qmax))
+
+
+def _var_bound(term: Term) -> int:
+    """The largest |var| of ``term``: its own bound, else its dtype's range."""
+    if term.bound is not None:
+        return int(term.bound)
+    info = np.iinfo(str(term.var.ty.dtype))
+    return max(abs(int(info.min)), abs(int(info.max)))
 
 
 SUM_FRACTION_BITS = 16
