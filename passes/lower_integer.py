@@ -16,6 +16,10 @@ zero padding runs on integers:
                       (acc * b + 2^(c-1)) >> c in int64, then + z_out and a clamp to the output range;
                       emitted as (acc * b + R) >> c with R = offset * b + 2^(c-1) + z_out * 2^c, the same
                       integers (z_out * 2^c is a multiple of 2^c; offset * b moves out of the product).
+                      Where c >= 33 and |acc| + |offset| < 2^31 (the accumulator's bound from its weights
+                      and input codes), the same integers in int32: v = acc + offset, then
+                      (hi32(v * b) + 2^(c-33) + z_out * 2^(c-32)) >> (c - 32), hi32 the high half of the
+                      64-bit product (``_high_product``; 16 lanes per vector instead of 8).
                       A residual add rounds once: each branch to 16 fractional bits,
                       ((acc * b + R_i) >> (c - 16)), then (sum + 2^15 + z_out * 2^16) >> 16
     ReLU / clip       the clamp bounds of that requantize (z_out + round(lo / s_out) ...)
