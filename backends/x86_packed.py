@@ -498,13 +498,21 @@ def schedule_matmul(sch: s_tir.Schedule, packing: Packing, knobs: Knobs, steps: 
 
 
 def schedule_conv(sch: s_tir.Schedule, packing: Packing, knobs: Knobs, steps: tuple) -> None:
-    """im2col (parallel, vectorized), then the conv block tiled like the matmul with pixels in the lanes (a
+    """im2col (parallel, vectorized; an implicit convolution's interleaved image instead, ``_schedule_image``),
+    then the conv block tiled like the matmul with pixels in the lanes (a
     4-bit weight unpacked first, once per call: the broadcast operand), or, where the layout put the output
     channels in the lanes (``packed_layouts.channel_lanes``), exactly as the matmul: rows of pixels, each
     step four im2col bytes broadcast against 64 weight bytes (a 4-bit weight unpacked in the tile, two
     groups per load); the write-back then stores each channel vector across the output's channel planes."""
-    _schedule_im2col(sch, packing)
+    image = _block_or_none(sch, packing.block("image"))
+    if image is not None:
+        _schedule_image(sch, image)
+    else:
+        _schedule_im2col(sch, packing)
     block = sch.get_sblock(packing.block("conv"))
+    if image is not None:
+        _tile_implicit(sch, block, packing, knobs, steps[0])
+        return
     if is_by_channels(sch, packing):  # a 4-bit weight unpacked in the tile, as the matmul's
         pix, out, red = sch.get_loops(block)
         tile = channel_tile(knobs, _extent(sch, pix), _extent(sch, out) // LANES)
@@ -583,6 +591,42 @@ def _schedule_im2col(sch: s_tir.Schedule, packing: Packing) -> None:
     sch.split(pixel, [None, int(sch.get(im2col).annotations[OUTPUT_WIDTH])])  # p -> (row, column): no division
     sch.parallel(r4)
     sch.unroll(t)  # g elements per pixel, interleaved: LLVM vectorizes the column loop around them
+
+
+IMPLICIT_KNOBS = Knobs(7, 2)
+"""The untuned tile of an implicit convolution: 7 pixels x 2 channel vectors. ResNet-18's kernels alone with
+their requantize (2026-12-07, znver4), time against the im2col kernel's: 7x2 0.84-0.99 on its 3x3 convs at
+56x56 to 7x7, 8x2 0.86-1.04, 4x4 about as 8x2, 7x4 (28 accumulators, 7 broadcasts, 4 weight vectors: more
+than 32 registers) 1.02-2.10."""
+
+
+def _tile_implicit(sch: s_tir.Schedule, block, packing: Packing, knobs: Knobs, intrin: str | None) -> None:
+    """An implicit convolution's register tile: pixel rows x channel vectors (``channel_tile`` of
+    ``IMPLICIT_KNOBS`` unless a tuned tile is given), the
+    reduction's channel groups and filter rows and columns outside the tile (each step's image and weight
+    addresses affine in them), its four channels the step's group; tiles strip of channels by strip."""
+    pixels, channels, groups, rows, columns, group = sch.get_loops(block)
+    tile = channel_tile(IMPLICIT_KNOBS if knobs == DEFAULT_KNOBS else knobs, _extent(sch, pixels),
+                        _extent(sch, channels) // LANES)
+    po, pi = sch.split(pixels, [None, tile.rows])
+    co, cb, lanes = sch.split(channels, [None, tile.blocks, LANES])
+    sch.reorder(co, po, groups, rows, columns, pi, cb, lanes, group)
+    unrolled = [pi, cb]
+    unpack = _block_or_none(sch, packing.block("unpack"))
+    if unpack is not None:
+        columns = _unpack_in_tile(sch, unpack, columns, unrolled)
+    _finish(sch, block, None, outer=(co, po), reduction=groups, unrolled=unrolled, lanes=lanes, group=group,
+            intrin=intrin)
+
+
+def _schedule_image(sch: s_tir.Schedule, image) -> None:
+    """An implicit convolution's interleaved padded image ([C/4, rows, columns, 4]): parallel over channel
+    groups and rows, the four channels of a column unrolled (LLVM interleaves the four row loads it reads
+    into the stores), the padding columns split off the copy (``LoopPartition``, hinted)."""
+    groups, rows, columns, channels = sch.get_loops(image)
+    sch.parallel(sch.fuse(groups, rows))
+    sch.unroll(channels)
+    sch.annotate(columns, "pragma_loop_partition_hint", True)
 
 
 CACHED_IM2COL_BYTES = 1 << 20

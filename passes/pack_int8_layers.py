@@ -81,6 +81,20 @@ def _tile_friendly(target: tvm.target.Target | None):
     return multiple
 
 
+IMPLICIT_MIN_CHANNELS = 16
+"""Fewer input channels keep im2col: an image of four channels a group pads a 3-channel stem to four (ResNet-18's
+7x7/2 stem 406 -> 518 us alone, ``passes.packed_layouts.conv2d_implicit`` against ``conv2d_im2col``)."""
+
+
+def _reads_windows(geometry: ConvGeometry, out_channels: int) -> bool:
+    """A convolution with a window wider than 1x1 and at least ``IMPLICIT_MIN_CHANNELS`` input channels: the
+    implicit layout's, whose interleaved image replaces the padded copy and the im2col. ResNet-18's kernels
+    alone, with their requantize (2026-12-07, znver4): its 3x3 convs 0.83-0.96x of the im2col kernel's time
+    except the two 56x56 ones with a residual add (1.04x), 4.85 -> 4.49 ms in all; its 1x1/2 downsamples
+    1.04-1.36x, so pointwise windows keep im2col."""
+    return geometry.kernel != (1, 1) and geometry.channels >= IMPLICIT_MIN_CHANNELS
+
+
 @register_pass("pack_int8_layers")
 def pack_int8_layers(mod: tvm.IRModule) -> tvm.IRModule:
     """Relax -> Relax: uint8 x int8 matmul / conv2d layers become kernels over weights packed in groups of 4
@@ -89,6 +103,7 @@ def pack_int8_layers(mod: tvm.IRModule) -> tvm.IRModule:
     target = tvm.target.Target.current(allow_none=True)
     packing = packing_for(target)
     taps = packing is INT8 and _has(target, *TAPS_FEATURES)
+    implicit = _reads_windows if packing is INT8 and _has(target, "avx512vnni", "avx512bw") else None
     return pack_layers(mod, packing, _integer_layer, _tile_friendly(target), nibbles=packs_as_nibbles,
                        by_channels=channel_lanes if packing is INT8 else None,
-                       taps=taps)
+                       taps=taps, implicit=implicit)

@@ -16,6 +16,13 @@ type. Every family computes the same layouts, with 16 output elements in the vec
   the lanes instead, as in the matmul: ``acc[p, o] = sum_r col[r // g, p, r % g] * P[o // 16, r // g, o % 16,
   r % g]`` with P the flattened weight packed like a matmul's (``pack_matmul_weight(W'.T)``), pixels
   unpadded, and ``out[0, o, y, x] = acc[y*OW + x, o]``;
+- implicit conv2d (``conv2d_implicit``, groups 1, batch 1, NCHW): no im2col. The input is laid out once,
+  padded, with four channels interleaved, ``image[c // 4, y, x, c % 4]`` (zero past the channels and in the
+  padding), and ``acc[p, o] = sum_r image[r // 4 // KK, y*sy + i*dy, x*sx + j*dx, r % 4] * P[o // 16, r // 4,
+  o % 16, r % 4]`` with p = y*OW + x, (i, j) tap r // 4 % KK of the KH x KW window and P the weight
+  reordered channel group by tap (``flatten_conv_weight_by_taps``) and packed like a matmul's: each step
+  broadcasts the four bytes of one pixel and one tap against 16 output channels, so any pixel, any stride;
+  ``out[0, o, y, x] = acc[y*OW + x, o]``;
 - depthwise conv2d: the plain arithmetic with the zero padding made a stage of its own, so the backend can
   vectorize along output columns (no packing: each output reads one filter); a row narrower than a vector
   is computed a vector wide and cropped (``crop``).
@@ -60,6 +67,7 @@ KERNEL_ATTRIBUTE = "qc.packed_layout"  # on a packed kernel: what it computes (o
 LAYER_ATTRIBUTE = "qc.layer"  # on a packed kernel of a named layer: the layer's name
 LAYER_NAME = re.compile(r"(conv2d|matmul)_\d+")  # a layer of the quantization plan, as lower_integer names it
 CHANNEL_LANES = "qc.channel_lanes"  # on a conv block: 1 where the output channels are in the lanes
+IMPLICIT = "qc.implicit"  # on a conv block: 1 where it reads the interleaved padded image (no im2col)
 OUT_ELEMWISE_FUSABLE = 4  # relax's OpPatternKind: fusion may append the elementwise epilogue (the gathers
 # through an offset table would otherwise make annotate_op_pattern call the kernel opaque)
 
@@ -299,6 +307,64 @@ def conv2d_im2col(data, flat, reduce_offsets, geometry: ConvGeometry, packing: P
                       name=packing.block("nchw"))
 
 
+def flatten_conv_weight_by_taps(weight: np.ndarray, group: int = INT8.group) -> np.ndarray:
+    """OIHW -> [O, ceil(C / g) * KH * KW * g], the reduction of ``conv2d_implicit``: channel group, tap, then
+    the g channels of the group (zero past C): ``W'[o, ((c // g) * KH * KW + i * KW + j) * g + c % g] =
+    W[o, c, i, j]``."""
+    out, channels, kh, kw = weight.shape
+    padded = np.pad(weight, ((0, 0), (0, -channels % group), (0, 0), (0, 0)))
+    return np.ascontiguousarray(padded.reshape(out, -1, group, kh, kw).transpose(0, 1, 3, 4, 2).reshape(out, -1))
+
+
+def implicit_reduction_groups(geometry: ConvGeometry, group: int = INT8.group) -> int:
+    """Steps of ``group`` reduction elements of an implicit convolution: channel groups x taps."""
+    return -(-geometry.channels // group) * geometry.kernel[0] * geometry.kernel[1]
+
+
+def conv2d_implicit(data, packed, geometry: ConvGeometry, packing: Packing = INT8, nibbles: bool = False):
+    """TE: NCHW conv2d (batch 1, groups 1) without im2col (see the module docstring): an ``image`` block
+    lays the input out padded with ``packing.group`` channels interleaved, then the conv block reads each
+    step's four bytes from it at the pixel's tap; the weight is ``flatten_conv_weight_by_taps`` packed by
+    ``pack_conv_weight_by_channels`` (output channels in the lanes), with ``nibbles`` 4-bit two groups per
+    byte (unpacked in the tile to 16 w, the sums shifted back by 4). Accumulator-typed NCHW result."""
+    from tvm import te, tirx
+
+    g, group, acc_type = geometry, packing.group, packing.accumulator
+    if packing.operand:
+        raise ValueError(f"conv2d_implicit multiplies the operands as stored; {packing.name} widens them")
+    (ph, pw), (oh, ow), (kh, kw), (sy, sx), (dy, dx) = g.padded, g.out, g.kernel, g.strides, g.dilation
+    top, left = g.padding[:2]
+    taps, zero = kh * kw, tirx.const(0, data.dtype)
+
+    def interleaved(c4, y, x, t):
+        c, row, column = c4 * group + t, y - top, x - left
+        inside = tirx.all(c < g.channels, row >= 0, row < g.height, column >= 0, column < g.width)
+        return tirx.if_then_else(inside, data[0, c, row, column], zero)
+
+    image = te.compute((-(-g.channels // group), ph, pw, group), interleaved, name=packing.block("image"),
+                       attrs={IMAGE_SHAPE: [g.channels, ph, pw]})
+    if nibbles:  # as the matmul's: two groups per byte, unpacked to 16 w in the tile
+        source = packed
+        packed = te.compute((int(source.shape[0]), int(source.shape[1]) * 2, LANES, group),
+                            lambda a, b, c, d: nibble16(source[a, b // 2, c, d], b % 2),
+                            name=packing.block("unpack"), attrs={NIBBLES: 1})
+    out_channels = int(packed.shape[0]) * LANES
+    # the reduction as (channel group, filter row, filter column, channel in the group): affine indices
+    rc, ri, rj, rt = (te.reduce_axis((0, n), name) for n, name in
+                      ((int(packed.shape[1]) // taps, "rc"), (kh, "ri"), (kw, "rj"), (group, "rt")))
+
+    def accumulate(p, o):
+        y, x = p // ow, p % ow
+        return te.sum(image[rc, y * sy + ri * dy, x * sx + rj * dx, rt].astype(acc_type)
+                      * packed[o // LANES, (rc * kh + ri) * kw + rj, o % LANES, rt].astype(acc_type),
+                      axis=[rc, ri, rj, rt])
+
+    acc = te.compute((oh * ow, out_channels), accumulate, name=packing.block("conv"),
+                     attrs={OPS: 2 * out_channels * g.macs, CHANNEL_LANES: 1, IMPLICIT: 1})
+    return te.compute((1, out_channels, oh, ow), lambda b, o, y, x: _unscaled(acc[y * ow + x, o], nibbles),
+                      name=packing.block("nchw"))
+
+
 def depthwise_conv2d_taps(data, weight, strides, padding, packing: Packing = INT8, fill: int = 0):
     """TE: NCHW depthwise conv2d (batch 1, one filter per channel, no dilation) for a kernel that sums four
     filter taps per lane (``backends.x86_depthwise``: ``vpdpbusd`` on a window of the input row permuted by
@@ -446,13 +512,14 @@ class LayerPacker(PyExprMutator):
                  reduce_multiple: Callable[[ConvGeometry, int], int] | None = None,
                  nibbles: Callable[[np.ndarray, tuple[int, ...]], bool] | None = None,
                  by_channels: Callable[[ConvGeometry, int], bool] | None = None,
-                 taps: bool = False):
+                 taps: bool = False, implicit: Callable[[ConvGeometry, int], bool] | None = None):
         super().__init__(mod)
         self.packing, self.accepts, self.binding = packing, accepts, ""
         self.reduce_multiple = reduce_multiple or (lambda geometry, out_channels: packing.group)
         self.nibbles = nibbles or (lambda weight, reduce_axes: False)
         self.by_channels = by_channels or (lambda geometry, out_channels: False)
         self.taps = taps
+        self.implicit = implicit or (lambda geometry, out_channels: False)
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:  # noqa: N802  (TVM's visitor naming)
         self.binding = binding.var.name
@@ -495,6 +562,17 @@ class LayerPacker(PyExprMutator):
             attrs[LAYER_ATTRIBUTE] = self.binding
         return attrs
 
+    def _implicit_conv(self, call: relax.Call, weight: np.ndarray, geometry: ConvGeometry, nibbles: bool):
+        """The conv2d as ``conv2d_implicit``: output channels in the lanes, no im2col."""
+        packed = pack_conv_weight_by_channels(flatten_conv_weight_by_taps(weight, self.packing.group), self.packing.group)
+        info = {"op": "conv2d", "weight_shape": list(weight.shape), "strides": list(geometry.strides),
+                "padding": list(geometry.padding), "dilation": list(geometry.dilation),
+                "weight_bits": 4 if nibbles else 8, "lanes": "channels", "im2col": False}
+        return self.builder_.call_te(partial(conv2d_implicit, geometry=geometry, packing=self.packing, nibbles=nibbles),
+                                     call.args[0], relax.const(self._stored(packed, nibbles, pack_matmul_nibbles)),
+                                     primfunc_name_hint=self._name("conv2d", nibbles),
+                                     primfunc_attrs=self._attrs(info))
+
     def visit_call_(self, call: relax.Call) -> relax.Expr:  # noqa: N802  (TVM's visitor naming)
         call = super().visit_call_(call)
         name, packing, group = op_name(call), self.packing, self.packing.group
@@ -518,7 +596,11 @@ class LayerPacker(PyExprMutator):
         if name == "relax.nn.conv2d" and _packable_conv(call):
             weight, geometry = call.args[1].value.numpy(), _geometry(call)
             multiple = self.reduce_multiple(geometry, weight.shape[0])
-            flat, nibbles = flatten_conv_weight(weight, multiple), self.nibbles(weight, (1, 2, 3))
+            nibbles = self.nibbles(weight, (1, 2, 3))
+            if (multiple == group and weight.shape[0] % LANES == 0 and not nibbles
+                    and self.implicit(geometry, weight.shape[0])):
+                return self._implicit_conv(call, weight, geometry, nibbles)
+            flat = flatten_conv_weight(weight, multiple)
             by_channels = (multiple == group and self.by_channels(geometry, weight.shape[0])
                            and (not nibbles or flat.shape[1] % (2 * group) == 0))  # 4-bit: pairs of groups
             info = {"op": "conv2d", "weight_shape": list(weight.shape), "strides": list(geometry.strides),
@@ -560,15 +642,19 @@ def pack_layers(mod: tvm.IRModule, packing: Packing, accepts: Callable[[relax.Ca
                 reduce_multiple: Callable[[ConvGeometry, int], int] | None = None,
                 nibbles: Callable[[np.ndarray, tuple[int, ...]], bool] | None = None,
                 by_channels: Callable[[ConvGeometry, int], bool] | None = None,
-                taps: bool = False) -> tvm.IRModule:
+                taps: bool = False, implicit: Callable[[ConvGeometry, int], bool] | None = None) -> tvm.IRModule:
     """``mod`` with every conv2d / matmul that ``accepts`` takes rewritten by ``LayerPacker``; a conv2d's
     flattened reduction is padded to ``reduce_multiple(geometry, out_channels)`` (default: the group); a
     weight for which ``nibbles(weight, reduce_axes)`` holds is stored 4-bit (``passes.int4``); an 8-bit
     conv2d for which ``by_channels(geometry, out_channels)`` holds (default: none) and whose reduction is
     padded only to the group computes with its output channels in the lanes; with ``taps`` (a target with
     ``vpdpbusd`` and ``vpermb``), a depthwise conv2d without dilation becomes ``depthwise_conv2d_taps`` and
-    a uint8 max pooling of 3-wide windows at column stride 2 ``max_pool2d_rows``."""
-    return rewrite_functions(mod, LayerPacker(mod, packing, accepts, reduce_multiple, nibbles, by_channels, taps))
+    a uint8 max pooling of 3-wide windows at column stride 2 ``max_pool2d_rows``; a conv2d for which
+    ``implicit(geometry, out_channels)`` holds, with a multiple of 16 output channels and its reduction padded
+    only to the group, becomes ``conv2d_implicit`` (no im2col; a 4-bit weight there needs an even count of
+    reduction groups)."""
+    return rewrite_functions(mod, LayerPacker(mod, packing, accepts, reduce_multiple, nibbles, by_channels, taps,
+                                              implicit))
 
 
 def constant_weight_types(call: relax.Call) -> tuple[str, str, str] | None:
