@@ -62,7 +62,7 @@ from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
 from passes.int4 import conv_nibble_block
-from passes.packed_layouts import (CHANNEL_LANES, CHANNEL_TILE_ROWS, FP32, IMAGE_SHAPE, INT8, LANES, NIBBLES,
+from passes.packed_layouts import (CHANNEL_LANES, CHANNEL_TILE_ROWS, FP32, IMAGE_SHAPE, IMPLICIT, INT8, LANES, NIBBLES,
                                    OUTPUT_WIDTH, ROW_STRIDE, TAPS_FEATURES, WIDE, Packing)
 
 from .x86_amx import fits_tiles, has_amx, schedule_amx
@@ -447,6 +447,9 @@ def register_tile_extents(func: tvm.tirx.PrimFunc, target: tvm.target.Target) ->
     block = sch.get_sblock(packing.block(kind))
     if packing is INT8 and has_amx(target) and fits_tiles(sch, kind, block) is not None:
         return None
+    if sch.get(block).annotations.get(IMPLICIT, 0):  # (pixels, channels, four reduction loops)
+        pixels, channels, *_ = sch.get_loops(block)
+        return _extent(sch, pixels), _extent(sch, channels) // LANES
     *rows, lanes, _ = sch.get_loops(block)
     return math.prod(_extent(sch, loop) for loop in rows), _extent(sch, lanes) // LANES
 
@@ -511,7 +514,7 @@ def schedule_conv(sch: s_tir.Schedule, packing: Packing, knobs: Knobs, steps: tu
         _schedule_im2col(sch, packing)
     block = sch.get_sblock(packing.block("conv"))
     if image is not None:
-        _tile_implicit(sch, block, packing, knobs, steps[0])
+        _tile_implicit(sch, block, knobs, steps[0])
         return
     if is_by_channels(sch, packing):  # a 4-bit weight unpacked in the tile, as the matmul's
         pix, out, red = sch.get_loops(block)
@@ -600,7 +603,7 @@ their requantize (2026-12-07, znver4), time against the im2col kernel's: 7x2 0.8
 than 32 registers) 1.02-2.10."""
 
 
-def _tile_implicit(sch: s_tir.Schedule, block, packing: Packing, knobs: Knobs, intrin: str | None) -> None:
+def _tile_implicit(sch: s_tir.Schedule, block, knobs: Knobs, intrin: str | None) -> None:
     """An implicit convolution's register tile: pixel rows x channel vectors (``channel_tile`` of
     ``IMPLICIT_KNOBS`` unless a tuned tile is given), the
     reduction's channel groups and filter rows and columns outside the tile (each step's image and weight
@@ -608,14 +611,15 @@ def _tile_implicit(sch: s_tir.Schedule, block, packing: Packing, knobs: Knobs, i
     pixels, channels, groups, rows, columns, group = sch.get_loops(block)
     tile = channel_tile(IMPLICIT_KNOBS if knobs == DEFAULT_KNOBS else knobs, _extent(sch, pixels),
                         _extent(sch, channels) // LANES)
+    final, step = None, [group]
+    if intrin in PAIR_STEPS:  # AVX2: two half sums per lane, the half a dimension of its own (as ``_tile``)
+        half, pair = sch.split(group, [2, None])
+        final, block = block, sch.rfactor(half, factor_axis=len(sch.get(block).writes[0].region))
+        pixels, channels, groups, rows, columns, *step = sch.get_loops(block)[-7:]
     po, pi = sch.split(pixels, [None, tile.rows])
     co, cb, lanes = sch.split(channels, [None, tile.blocks, LANES])
-    sch.reorder(co, po, groups, rows, columns, pi, cb, lanes, group)
-    unrolled = [pi, cb]
-    unpack = _block_or_none(sch, packing.block("unpack"))
-    if unpack is not None:
-        columns = _unpack_in_tile(sch, unpack, columns, unrolled)
-    _finish(sch, block, None, outer=(co, po), reduction=groups, unrolled=unrolled, lanes=lanes, group=group,
+    sch.reorder(co, po, groups, rows, columns, pi, cb, lanes, *step)
+    _finish(sch, block, final, outer=(co, po), reduction=groups, unrolled=[pi, cb], lanes=lanes, group=step[-1],
             intrin=intrin)
 
 

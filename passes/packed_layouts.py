@@ -316,17 +316,12 @@ def flatten_conv_weight_by_taps(weight: np.ndarray, group: int = INT8.group) -> 
     return np.ascontiguousarray(padded.reshape(out, -1, group, kh, kw).transpose(0, 1, 3, 4, 2).reshape(out, -1))
 
 
-def implicit_reduction_groups(geometry: ConvGeometry, group: int = INT8.group) -> int:
-    """Steps of ``group`` reduction elements of an implicit convolution: channel groups x taps."""
-    return -(-geometry.channels // group) * geometry.kernel[0] * geometry.kernel[1]
-
-
-def conv2d_implicit(data, packed, geometry: ConvGeometry, packing: Packing = INT8, nibbles: bool = False):
+def conv2d_implicit(data, packed, geometry: ConvGeometry, packing: Packing = INT8):
     """TE: NCHW conv2d (batch 1, groups 1) without im2col (see the module docstring): an ``image`` block
     lays the input out padded with ``packing.group`` channels interleaved, then the conv block reads each
     step's four bytes from it at the pixel's tap; the weight is ``flatten_conv_weight_by_taps`` packed by
-    ``pack_conv_weight_by_channels`` (output channels in the lanes), with ``nibbles`` 4-bit two groups per
-    byte (unpacked in the tile to 16 w, the sums shifted back by 4). Accumulator-typed NCHW result."""
+    ``pack_conv_weight_by_channels`` (output channels in the lanes), 8-bit (a 4-bit weight keeps im2col: its
+    nibble pairs of consecutive steps would straddle filter rows). Accumulator-typed NCHW result."""
     from tvm import te, tirx
 
     g, group, acc_type = geometry, packing.group, packing.accumulator
@@ -343,11 +338,6 @@ def conv2d_implicit(data, packed, geometry: ConvGeometry, packing: Packing = INT
 
     image = te.compute((-(-g.channels // group), ph, pw, group), interleaved, name=packing.block("image"),
                        attrs={IMAGE_SHAPE: [g.channels, ph, pw]})
-    if nibbles:  # as the matmul's: two groups per byte, unpacked to 16 w in the tile
-        source = packed
-        packed = te.compute((int(source.shape[0]), int(source.shape[1]) * 2, LANES, group),
-                            lambda a, b, c, d: nibble16(source[a, b // 2, c, d], b % 2),
-                            name=packing.block("unpack"), attrs={NIBBLES: 1})
     out_channels = int(packed.shape[0]) * LANES
     # the reduction as (channel group, filter row, filter column, channel in the group): affine indices
     rc, ri, rj, rt = (te.reduce_axis((0, n), name) for n, name in
@@ -361,8 +351,7 @@ def conv2d_implicit(data, packed, geometry: ConvGeometry, packing: Packing = INT
 
     acc = te.compute((oh * ow, out_channels), accumulate, name=packing.block("conv"),
                      attrs={OPS: 2 * out_channels * g.macs, CHANNEL_LANES: 1, IMPLICIT: 1})
-    return te.compute((1, out_channels, oh, ow), lambda b, o, y, x: _unscaled(acc[y * ow + x, o], nibbles),
-                      name=packing.block("nchw"))
+    return te.compute((1, out_channels, oh, ow), lambda b, o, y, x: acc[y * ow + x, o], name=packing.block("nchw"))
 
 
 def depthwise_conv2d_taps(data, weight, strides, padding, packing: Packing = INT8, fill: int = 0):
@@ -562,15 +551,15 @@ class LayerPacker(PyExprMutator):
             attrs[LAYER_ATTRIBUTE] = self.binding
         return attrs
 
-    def _implicit_conv(self, call: relax.Call, weight: np.ndarray, geometry: ConvGeometry, nibbles: bool):
+    def _implicit_conv(self, call: relax.Call, weight: np.ndarray, geometry: ConvGeometry):
         """The conv2d as ``conv2d_implicit``: output channels in the lanes, no im2col."""
-        packed = pack_conv_weight_by_channels(flatten_conv_weight_by_taps(weight, self.packing.group), self.packing.group)
+        group = self.packing.group
+        packed = pack_conv_weight_by_channels(flatten_conv_weight_by_taps(weight, group), group)
         info = {"op": "conv2d", "weight_shape": list(weight.shape), "strides": list(geometry.strides),
-                "padding": list(geometry.padding), "dilation": list(geometry.dilation),
-                "weight_bits": 4 if nibbles else 8, "lanes": "channels", "im2col": False}
-        return self.builder_.call_te(partial(conv2d_implicit, geometry=geometry, packing=self.packing, nibbles=nibbles),
-                                     call.args[0], relax.const(self._stored(packed, nibbles, pack_matmul_nibbles)),
-                                     primfunc_name_hint=self._name("conv2d", nibbles),
+                "padding": list(geometry.padding), "dilation": list(geometry.dilation), "weight_bits": 8,
+                "lanes": "channels", "im2col": False}
+        return self.builder_.call_te(partial(conv2d_implicit, geometry=geometry, packing=self.packing), call.args[0],
+                                     relax.const(packed), primfunc_name_hint=self._name("conv2d"),
                                      primfunc_attrs=self._attrs(info))
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:  # noqa: N802  (TVM's visitor naming)
@@ -599,7 +588,7 @@ class LayerPacker(PyExprMutator):
             nibbles = self.nibbles(weight, (1, 2, 3))
             if (multiple == group and weight.shape[0] % LANES == 0 and not nibbles
                     and self.implicit(geometry, weight.shape[0])):
-                return self._implicit_conv(call, weight, geometry, nibbles)
+                return self._implicit_conv(call, weight, geometry)
             flat = flatten_conv_weight(weight, multiple)
             by_channels = (multiple == group and self.by_channels(geometry, weight.shape[0])
                            and (not nibbles or flat.shape[1] % (2 * group) == 0))  # 4-bit: pairs of groups
@@ -651,8 +640,7 @@ def pack_layers(mod: tvm.IRModule, packing: Packing, accepts: Callable[[relax.Ca
     ``vpdpbusd`` and ``vpermb``), a depthwise conv2d without dilation becomes ``depthwise_conv2d_taps`` and
     a uint8 max pooling of 3-wide windows at column stride 2 ``max_pool2d_rows``; a conv2d for which
     ``implicit(geometry, out_channels)`` holds, with a multiple of 16 output channels and its reduction padded
-    only to the group, becomes ``conv2d_implicit`` (no im2col; a 4-bit weight there needs an even count of
-    reduction groups)."""
+    only to the group and an 8-bit weight, becomes ``conv2d_implicit`` (no im2col)."""
     return rewrite_functions(mod, LayerPacker(mod, packing, accepts, reduce_multiple, nibbles, by_channels, taps,
                                               implicit))
 

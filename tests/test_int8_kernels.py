@@ -23,11 +23,13 @@ from passes.packed_layouts import (
     WIDE,
     ConvGeometry,
     conv2d_im2col,
+    conv2d_implicit,
     conv_kernel,
     depthwise_conv2d,
     depthwise_conv2d_taps,
     max_pool2d_rows,
     flatten_conv_weight,
+    flatten_conv_weight_by_taps,
     matmul_kernel,
     channel_lanes,
     matmul_packed,
@@ -63,6 +65,32 @@ def conv_case(cin: int, cout: int, kernel: int, stride: int, pad: int, size: int
               else pack_conv_nibbles(flat) if nibbles else flat.astype(packing.operand or flat.dtype))
     return (conv_kernel(geometry, cout, packing, reduce_multiple=multiple, nibbles=nibbles, by_channels=by_channels),
             [x, stored, geometry.reduce_offsets(multiple)], _torch_conv(x, w, stride, pad))
+
+
+def implicit_case(cin: int, cout: int, kernel: int, stride: int, pad: int | tuple, size: int | tuple,
+                  dilation: int = 1, requantized: bool = False):
+    """A conv2d in the implicit layout (``conv2d_implicit``: an interleaved padded image, no im2col);
+    ``pad`` may be (top, left, bottom, right), ``size`` (rows, columns); ``requantized``: the dyadic
+    requantize after it, as lower_integer fuses it (the write-back across channel planes)."""
+    (height, width), padding = ((size, size) if isinstance(size, int) else size), (
+        (pad,) * 4 if isinstance(pad, int) else pad)
+    geometry = ConvGeometry(cin, height, width, (kernel, kernel), (stride, stride), padding, (dilation, dilation))
+    w = RNG.integers(-128, 128, (cout, cin, kernel, kernel), dtype=np.int8)
+    x = RNG.integers(0, 256, (1, cin, height, width), dtype=np.uint8)
+    packed = pack_conv_weight_by_channels(flatten_conv_weight_by_taps(w))
+    data, weight = te.placeholder(x.shape, "uint8", "data"), te.placeholder(packed.shape, "int8", "packed")
+    acc = conv2d_implicit(data, weight, geometry)
+    top, left, bottom, right = padding
+    padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    expected = torch.nn.functional.conv2d(torch.from_numpy(padded.astype(np.float64)),
+                                          torch.from_numpy(w.astype(np.float64)), stride=stride,
+                                          dilation=dilation).numpy().astype(np.int64)
+    if not requantized:
+        return te.create_prim_func([data, weight, acc]), [x, packed], expected
+    scales = _scales((1, cout, 1, 1), True)
+    values = _scale_values(scales)
+    out = _requantize(acc, lambda b, o, y, h: (b, o, 0, 0), scales)
+    return te.create_prim_func([data, weight, *scales, out]), [x, packed, *values], _requantized(expected, values)
 
 
 def depthwise_case(channels: int, kernel: int, stride: int | tuple[int, int], pad: int, size: int | tuple[int, int],
@@ -206,6 +234,14 @@ CASES = {
         lambda: conv_case(64, 32, 3, 1, 1, 7, nibbles=True, by_channels=True),
     "conv 1x1, 112->48 @14, channels in the lanes, 4-bit weight":
         lambda: conv_case(112, 48, 1, 1, 0, 14, nibbles=True, by_channels=True),
+    # implicit: an interleaved padded image read at each tap, output channels in the lanes, no im2col
+    "implicit 3x3/1 pad 1, 16->32 @14": lambda: implicit_case(16, 32, 3, 1, 1, 14),
+    "implicit 3x3/2 pad 1, 24->16 @15 (odd size; 5 rows of 4 bytes a tile)": lambda: implicit_case(24, 16, 3, 2, 1, 15),
+    "implicit 3x3/1 pad 1, 18->16 @9 (18 channels: the last group half zeros)": lambda: implicit_case(18, 16, 3, 1, 1, 9),
+    "implicit 5x5/1 pad (2, 1, 2, 3), 16->48 @(6, 11) (uneven padding, a rectangle)":
+        lambda: implicit_case(16, 48, 5, 1, (2, 1, 2, 3), (6, 11)),
+    "implicit 3x3/1 dilation 2 pad 2, 20->32 @8": lambda: implicit_case(20, 32, 3, 1, 2, 8, dilation=2),
+    "implicit 7x7/2 unpadded, 3->16 @21 (three channels)": lambda: implicit_case(3, 16, 7, 2, 0, 21),
     "depthwise 3x3/2 pad 1, 8 @15": lambda: depthwise_case(8, 3, 2, 1, 15),
     "depthwise 5x5/1 pad 2, 6 @12": lambda: depthwise_case(6, 5, 1, 2, 12),
     "depthwise 5x5/2 pad 2, 8 @13 (odd width: phases of 7 and 6 columns)": lambda: depthwise_case(8, 5, 2, 2, 13),
@@ -321,6 +357,38 @@ def test_a_zero_point_pad_before_a_depthwise_layer_goes_into_its_kernel_where_th
     assert not any("qc.input_pitch" in text for text in kernels(AVX2_TARGET))
 
 
+def test_windowed_convolutions_read_an_interleaved_image_where_the_cpu_has_vnni():
+    """``pack_int8_layers`` under a VNNI target: a 3x3 conv of 16 channels becomes ``conv2d_implicit`` (an
+    ``image`` stage, no im2col); a 3-channel 7x7 stem and a 1x1 stride-2 conv keep im2col; under ``haswell``
+    (no VNNI) every conv keeps im2col."""
+    from tvm import relax
+
+    from passes.pack_int8_layers import pack_int8_layers
+
+    def module():
+        builder = relax.BlockBuilder()
+        x = relax.Var("x", relax.TensorType((1, 3, 32, 32), "uint8"))
+        y = relax.Var("y", relax.TensorType((1, 16, 16, 16), "uint8"))
+        with builder.function("main", [x, y]):
+            with builder.dataflow():
+                convs = [builder.emit(relax.op.nn.conv2d(data, relax.const(RNG.integers(-128, 128, shape, np.int8)),
+                                                         strides=stride, padding=pad, out_dtype="int32"))
+                         for data, shape, stride, pad in ((x, (16, 3, 7, 7), 2, 3), (y, (32, 16, 3, 3), 1, 1),
+                                                          (y, (32, 16, 1, 1), 2, 0))]
+                out = builder.emit_output(relax.Tuple(convs))
+            builder.emit_func_output(out)
+        return builder.get()
+
+    def layouts(target):
+        with target:
+            packed = pack_int8_layers(module())
+        texts = [f.script() for f in packed.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+        return sorted(("image" if "qc_int8_image" in t else "im2col" if "qc_int8_im2col" in t else "?") for t in texts)
+
+    assert layouts(VNNI_TARGET) == ["im2col", "im2col", "image"]
+    assert "image" not in layouts(AVX2_TARGET)
+
+
 def test_cpus_without_vnni_get_the_wide_kernels():
     from passes.pack_int8_layers import packing_for
 
@@ -347,6 +415,8 @@ REQUANTIZED = {
         lambda: requantized_conv_case(672, 192, 7, by_channels=True),
     "conv 1x1 320->64 @14 + requantize, channels in the lanes":
         lambda: requantized_conv_case(320, 64, 14, by_channels=True),
+    "implicit 3x3/1 pad 1, 32->48 @7 + requantize": lambda: implicit_case(32, 48, 3, 1, 1, 7, requantized=True),
+    "implicit 3x3/2 pad 1, 16->32 @13 + requantize": lambda: implicit_case(16, 32, 3, 2, 1, 13, requantized=True),
 }
 
 
