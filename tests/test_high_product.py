@@ -37,7 +37,8 @@ def test_the_high_half_rounds_as_the_int64_rescale():
         v = np.concatenate([edges, rng.integers(-(2**31) + 1, 2**31, 20000)]).astype(np.int32)
         # values where v * b sits just below / above a rounding boundary of 2^c
         ties = (np.arange(-50, 50, dtype=np.int64) << d.c) // d.b
-        v = np.concatenate([v, np.clip(np.concatenate([ties - 1, ties, ties + 1]), -(2**31) + 1, 2**31 - 1)]).astype(np.int32)
+        near = np.clip(np.concatenate([ties - 1, ties, ties + 1]), -(2**31) + 1, 2**31 - 1)
+        v = np.concatenate([v, near]).astype(np.int32)
         np.testing.assert_array_equal(_high_form(v, d.b, d.c), rescale(v, d), err_msg=f"scale {scale}")
 
 

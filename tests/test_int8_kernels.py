@@ -237,7 +237,8 @@ CASES = {
     # implicit: an interleaved padded image read at each tap, output channels in the lanes, no im2col
     "implicit 3x3/1 pad 1, 16->32 @14": lambda: implicit_case(16, 32, 3, 1, 1, 14),
     "implicit 3x3/2 pad 1, 24->16 @15 (odd size; 5 rows of 4 bytes a tile)": lambda: implicit_case(24, 16, 3, 2, 1, 15),
-    "implicit 3x3/1 pad 1, 18->16 @9 (18 channels: the last group half zeros)": lambda: implicit_case(18, 16, 3, 1, 1, 9),
+    "implicit 3x3/1 pad 1, 18->16 @9 (18 channels: the last group half zeros)":
+        lambda: implicit_case(18, 16, 3, 1, 1, 9),
     "implicit 5x5/1 pad (2, 1, 2, 3), 16->48 @(6, 11) (uneven padding, a rectangle)":
         lambda: implicit_case(16, 48, 5, 1, (2, 1, 2, 3), (6, 11)),
     "implicit 3x3/1 dilation 2 pad 2, 20->32 @8": lambda: implicit_case(20, 32, 3, 1, 2, 8, dilation=2),
