@@ -11,7 +11,11 @@ output elements in the vector lanes and the reduction in groups of ``g`` (4 for 
   the pixels would leave lanes empty (``packed_layouts.channel_lanes``: 7x7, 14x14),
   ``acc[p, o] += col[r // g, p, r % g] * W[o // 16, r // g, o % 16, r % g]``: 16 output channels in the lanes
   as in the matmul (``channel_tile``: 7 pixel rows x 2 channel vectors, channel block by channel block so
-  a block's weight stays in cache for every pixel), the write-back storing across the channel planes;
+  a block's weight stays in cache for every pixel), the write-back storing across the channel planes; or,
+  for an implicit convolution (``packed_layouts.conv2d_implicit``, no im2col: ``qc_int8_image``, the padded
+  input with four channels interleaved), ``acc[p, o] += image[c4, y*sy + i, x*sx + j, t] * W[o // 16, step,
+  o % 16, t]``, channels in the lanes, tiles of 7 pixels x 2 channel vectors (``IMPLICIT_KNOBS``), the
+  reduction loops channel group, filter row and filter column outside the tile;
 - ``qc_*_depthwise``: tiles of output rows with the columns in the lanes, summed filter column by filter
   column so the rows of a tile share their input rows; a tile or (rows of one vector) a channel per task.
   The layout of four taps per lane (``depthwise_conv2d_taps``, where the CPU has VNNI and VBMI) and max
@@ -42,7 +46,8 @@ once per call at the kernel's root (parallel over rows, a vector per block), the
 tiles column block by column block so each thread reads the part it unpacked.
 
 The epilogue that fusion put in the same kernel (requantize / bias / clamp / cast; bias / residual add /
-ReLU) is folded into the write-back of each tile and vectorized. Integer arithmetic is exact on every path,
+ReLU) is folded into the write-back of each tile and vectorized (its int32 multiply-high made two
+``vpmuldq`` per vector after vectorization: ``backends.x86_high_product``). Integer arithmetic is exact on every path,
 so every int8 schedule returns the untuned kernel's bits; float sums keep their order along the reduction.
 
 Knobs (``Knobs``) are the register tile; defaults per instruction set were measured on a 128x768x768 matmul

@@ -16,10 +16,10 @@ zero padding runs on integers:
                       (acc * b + 2^(c-1)) >> c in int64, then + z_out and a clamp to the output range;
                       emitted as (acc * b + R) >> c with R = offset * b + 2^(c-1) + z_out * 2^c, the same
                       integers (z_out * 2^c is a multiple of 2^c; offset * b moves out of the product).
-                      Where c >= 33 and |acc| + |offset| < 2^31 (the accumulator's bound from its weights
-                      and input codes), the same integers in int32: v = acc + offset, then
-                      (hi32(v * b) + 2^(c-33) + z_out * 2^(c-32)) >> (c - 32), hi32 the high half of the
-                      64-bit product (``_high_product``; 16 lanes per vector instead of 8).
+                      Where (|acc| + |offset|) * 2^l < 2^31 (the accumulator's bound from its weights and
+                      input codes; l = max(0, 33 - c)), the same integers in int32: v = (acc + offset) << l,
+                      then (hi32(v * b) + 2^(k-1) + z_out * 2^k) >> k with k = c + l - 32, hi32 the high
+                      half of the 64-bit product (``_high_product``; 16 lanes per vector instead of 8).
                       A residual add rounds once: each branch to 16 fractional bits,
                       ((acc * b + R_i) >> (c - 16)), then (sum + 2^15 + z_out * 2^16) >> 16
     ReLU / clip       the clamp bounds of that requantize (z_out + round(lo / s_out) ...)
@@ -284,13 +284,16 @@ class _Lowering:
         (v * b + 2^(c-1)) >> c == (hi32(v * b) + 2^(k-1)) >> k, hi32(p) = p >> 32 (the 2^(c-1) is a whole
         2^(k-1) of the high half, and the low half, less than one unit of it, cannot carry past a multiple
         of 2^k). |v| < 2^31 and b < 2^31 keep |hi32| < 2^30, so adding the rounding (and z_out * 2^k where
-        it fits) stays in int32. ``vpmuldq`` on the even and odd lanes makes hi32 for 16 outputs, and the
-        rest runs 16 lanes wide instead of 8 in int64. None where the shift is below 33 or v might not fit
-        int32 (the caller rescales in int64)."""
+        it fits) stays in int32. A shift c below 33 (a 4-bit layer's larger scales) first lifts v by
+        2^(33-c), which scales the quotient's numerator and denominator alike. ``vpmuldq`` on the even and
+        odd lanes makes hi32 for 16 outputs, and the rest runs 16 lanes wide instead of 8 in int64. None
+        where the lifted v might not fit int32 (the caller rescales in int64)."""
         multiplier, shift = _dyadic_arrays(np.asarray(term.scale, np.float64) / scale)
         offset = np.asarray(term.offset, np.int64)
-        k = shift - 32
-        if int(k.min()) < 1 or _var_bound(term) + int(np.abs(offset).max()) >= 2**31:
+        lift = np.maximum(33 - shift, 0)  # v * 2^lift with c + lift: the same quotient, k >= 1
+        k = shift + lift - 32
+        reach = (_var_bound(term) + np.abs(offset).astype(object)) * np.left_shift(1, lift.astype(object))
+        if np.max(np.broadcast_to(reach, np.broadcast_shapes(reach.shape, lift.shape))) >= 2**31:  # per channel
             return None
         rounding = np.left_shift(1, k.astype(object) - 1)
         with_zero = rounding + np.left_shift(int(zero), k.astype(object))
@@ -299,6 +302,8 @@ class _Lowering:
         value = term.var if str(term.var.ty.dtype) == "int32" else emit(relax.op.astype(term.var, "int32"))
         if np.any(offset):
             value = emit(relax.op.add(value, _i32(offset)))
+        if np.any(lift):
+            value = emit(relax.op.left_shift(value, _i32(lift)))
         high = emit(relax.op.astype(emit(relax.op.right_shift(
             emit(relax.op.multiply(emit(relax.op.astype(value, "int64")), _i64(multiplier))), _i64(32))), "int32"))
         total = emit(relax.op.right_shift(emit(relax.op.add(high, _i32(with_zero if folded else rounding))), _i32(k)))

@@ -21,23 +21,24 @@ ZMM_TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-c
 
 
 def _high_form(v: np.ndarray, b: int, c: int) -> np.ndarray:
-    """``lower_integer._high_product``'s arithmetic in numpy: hi32(v * b), + 2^(k-1), >> k (k = c - 32)."""
-    k = c - 32
-    high = ((v.astype(np.int64) * b) >> 32).astype(np.int32)
+    """``lower_integer._high_product``'s arithmetic in numpy: v lifted by 2^l (l = max(0, 33 - c)),
+    hi32(v * b), + 2^(k-1), >> k (k = c + l - 32)."""
+    lift = max(0, 33 - c)
+    k = c + lift - 32
+    high = (((v.astype(np.int32) << np.int32(lift)).astype(np.int64) * b) >> 32).astype(np.int32)
     return (high + np.int32(1 << (k - 1))) >> np.int32(k)
 
 
 def test_the_high_half_rounds_as_the_int64_rescale():
     rng = np.random.default_rng(0)
     edges = np.array([0, 1, -1, 2**31 - 1, -(2**31) + 1, 2**30, -(2**30), 12345, -12345], np.int64)
-    for scale in [1e-2, 3.7e-3, 0.25, 0.49, 1e-6, 2.0**-33, 0.123456789]:
+    for scale in [1e-2, 3.7e-3, 0.25, 0.49, 1e-6, 2.0**-33, 0.123456789, 0.6, 3.0, 1000.5]:
         d = dyadic(scale)
-        if d.c < 33:
-            continue
-        v = np.concatenate([edges, rng.integers(-(2**31) + 1, 2**31, 20000)]).astype(np.int32)
+        limit = 2**31 >> max(0, 33 - d.c)  # |v| the lift keeps inside int32 (c < 33: a 4-bit layer's scales)
+        v = np.concatenate([edges[np.abs(edges) < limit], rng.integers(-limit + 1, limit, 20000)]).astype(np.int32)
         # values where v * b sits just below / above a rounding boundary of 2^c
         ties = (np.arange(-50, 50, dtype=np.int64) << d.c) // d.b
-        near = np.clip(np.concatenate([ties - 1, ties, ties + 1]), -(2**31) + 1, 2**31 - 1)
+        near = np.clip(np.concatenate([ties - 1, ties, ties + 1]), -limit + 1, limit - 1)
         v = np.concatenate([v, near]).astype(np.int32)
         np.testing.assert_array_equal(_high_form(v, d.b, d.c), rescale(v, d), err_msg=f"scale {scale}")
 

@@ -247,6 +247,7 @@ _RULES: dict[str, Callable[..., Any]] = {
     "relax.maximum": _binary(np.maximum),
     "relax.minimum": _binary(np.minimum),
     "relax.right_shift": _right_shift,
+    "relax.left_shift": _binary(np.left_shift),
     "relax.greater_equal": _binary(np.greater_equal),
     "relax.bitwise_and": _binary(np.bitwise_and),
     "relax.clip": lambda attrs, x, lo, hi: np.clip(x, lo, hi),
