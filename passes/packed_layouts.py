@@ -409,8 +409,9 @@ def max_pool2d_rows(data, pool, strides, padding, packing: Packing = INT8):
                       attrs={OPS: channels * oh * ow * kh * kw, ROW_STRIDE: sy, COLUMN_STRIDE: sx, INPUT_PITCH: pitch})
 
 
-def depthwise_conv2d(data, weight, strides, padding, dilation, packing: Packing = INT8):
-    """TE: NCHW depthwise conv2d (batch 1, one filter per channel); accumulator-typed NCHW result.
+def depthwise_conv2d(data, weight, strides, padding, dilation, packing: Packing = INT8, fill: float = 0):
+    """TE: NCHW depthwise conv2d (batch 1, one filter per channel), padded with ``fill``; accumulator-typed
+    NCHW result.
     A row narrower than a vector (``LANES``) is computed a whole vector wide (the extra columns accumulated,
     then dropped by a ``crop`` block), so every tap loads a whole vector instead of a 14- or 7-byte row
     assembled by inserts (three shuffles per tap, each on the one shuffle port; Lite0's 5x5 layers at 14x14
@@ -431,11 +432,11 @@ def depthwise_conv2d(data, weight, strides, padding, dilation, packing: Packing 
     vector_ow = max(ow, LANES)  # wider rows keep their width: their guarded write-back cost more than
     # the partial vector saved (Lite0's 56-wide 3x3/2 layer 0.17 -> 0.48 ms when rounded up to 64)
     pw = max(pw, (vector_ow - 1) * sx + (kw - 1) * dx + 1)  # the columns the whole vectors read
-    zero, acc_type = tirx.const(0, data.dtype), packing.accumulator
+    outside, acc_type = tirx.const(fill, data.dtype), packing.accumulator
 
     def padded(c, y, x):
         inside = tirx.all(y >= top, y < top + height, x >= left, x < left + width)
-        return tirx.if_then_else(inside, data[0, c, y - top, x - left], zero)
+        return tirx.if_then_else(inside, data[0, c, y - top, x - left], outside)
 
     if sx > 1:
         phases = te.compute((channels, ph, sx, -(-pw // sx)), lambda c, y, p, x: padded(c, y, x * sx + p),
@@ -522,7 +523,7 @@ class LayerPacker(PyExprMutator):
             return None
         widths = [int(w) for w in bound.attrs.pad_width]
         fill = _constant_pad_value(float(bound.attrs.pad_value), str(bound.args[0].ty.dtype))
-        if any(widths[:4]) or fill is None:
+        if any(widths[:4]) or min(widths) < 0 or fill is None:
             return None
         top, bottom, left, right = widths[4:]
         return bound.args[0], [top, left, bottom, right], fill
@@ -615,14 +616,20 @@ class LayerPacker(PyExprMutator):
                                              call.args[1], strides, padding,
                                              primfunc_name_hint=self._name("conv2d_depthwise"),
                                              primfunc_attrs=self._attrs())
-            return self.builder_.call_te(partial(depthwise_conv2d, packing=packing), call.args[0], call.args[1],
+            data, fill = call.args[0], 0
+            padded = None if any(padding) else self._spatial_pad(data)
+            if padded is not None:  # the graph's own pad (an ONNX "SAME" one, lower_integer's) made in the kernel
+                data, padding, fill = padded
+            return self.builder_.call_te(partial(depthwise_conv2d, packing=packing, fill=fill), data, call.args[1],
                                          strides, padding, dilation, primfunc_name_hint=self._name("conv2d_depthwise"),
                                          primfunc_attrs=self._attrs())
         return call
 
 
-def _constant_pad_value(value: float, dtype: str) -> int | None:
-    """``value`` as an integer of ``dtype`` when it is one, else None."""
+def _constant_pad_value(value: float, dtype: str) -> int | float | None:
+    """``value`` as an element of ``dtype`` when it is one (an integer type: an integer in its range), else None."""
+    if np.issubdtype(np.dtype(dtype), np.floating):
+        return value
     info = np.iinfo(dtype)
     return int(value) if float(value).is_integer() and info.min <= value <= info.max else None
 

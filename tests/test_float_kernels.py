@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -66,9 +68,13 @@ CASES = {
     "conv 3x3/1 pad 1, 5->24 @9": lambda: conv_case(5, 24, 3, 1, 1, 9),
     "conv 7x7/2 pad 3, 3->16 @20": lambda: conv_case(3, 16, 7, 2, 3, 20),
     "conv 1x1, 32->16 @7": lambda: conv_case(32, 16, 1, 1, 0, 7),
+    "conv 1x1, 24->40 @30 (900 pixels in strips of 64, the last partly past the image)":
+        lambda: conv_case(24, 40, 1, 1, 0, 30),
     "conv 3x3/1 pad 1, 16->24 @64 (a 2.4 MB im2col: read strip by strip)": lambda: conv_case(16, 24, 3, 1, 1, 64),
     "conv 3x3/1 pad 1, 64->32 @7, output channels in the lanes": lambda: conv_case(64, 32, 3, 1, 1, 7, True),
     "conv 3x3/2 pad 1, 30->48 @14 (to 7x7), channels in the lanes": lambda: conv_case(30, 48, 3, 2, 1, 14, True),
+    "conv 1x1, 40->48 @7, channels in the lanes (no im2col: steps read the image)":
+        lambda: conv_case(40, 48, 1, 1, 0, 7, True),
     "depthwise 3x3/2 pad 1, 8 @15": lambda: depthwise_case(8, 3, 2, 1, 15),
     "depthwise 5x5/1 pad 2, 6 @12": lambda: depthwise_case(6, 5, 1, 2, 12),
     "depthwise 5x5/2 pad 2, 8 @13 (odd width: phases of 7 and 6 columns)": lambda: depthwise_case(8, 5, 2, 2, 13),
@@ -87,6 +93,13 @@ def test_float_kernels_match_a_float64_reference_on_each_instruction_set(case):
 def test_float_conv_is_vector_fma_code_with_avx2():
     asm = build_kernel(conv_case(16, 32, 3, 1, 1, 12)[0], AVX2_TARGET).mod.inspect_source("asm")
     assert "vfmadd231ps" in asm and "ymm" in asm
+
+
+def test_pointwise_channel_lanes_conv_is_fma_with_a_broadcast_operand():
+    """Its steps are not tensorized (they read the image itself): LLVM must still make them vector FMAs."""
+    asm = build_kernel(conv_case(40, 48, 1, 1, 0, 7, True)[0], host_target(2)).mod.inspect_source("asm")
+    assert re.search(r"vfmadd231ps\s+\(.*\)\{1to16\}, %zmm", asm) or re.search(r"vbroadcastss", asm)
+    assert "vfmadd231ps" in asm and "zmm" in asm
 
 
 def test_register_tile_fits_the_loops_without_collapsing():
