@@ -72,6 +72,7 @@ from passes.packed_layouts import (CHANNEL_LANES, CHANNEL_TILE_ROWS, FP32, IMAGE
 
 from .x86_amx import fits_tiles, has_amx, schedule_amx
 from .x86_depthwise import is_taps_block, schedule_depthwise_taps
+from .x86_transpose import TRANSPOSE_FEATURES, transpose_write_back
 
 VNNI_ROW_INTRIN = "qc_vnni_16x4_lanes_from_weight"   # matmul: lanes over output columns
 VNNI_COL_INTRIN = "qc_vnni_16x4_lanes_from_data"     # conv: lanes over output pixels
@@ -483,9 +484,22 @@ def schedule_packed_kernels(mod: tvm.IRModule, target: tvm.target.Target, knobs:
             steps = (STEPS[isa] if packing is INT8 else WIDE_STEPS[has_avx512bw(target)] if packing is WIDE
                      else FLOAT_STEPS)
             tile = (choose(func) if choose else None) or knobs or default_knobs(target, packing)
+            scattered = kind == "conv" and _writes_across_planes(sch, packing)
             SCHEDULES[kind](sch, packing, tile, steps)
+            if scattered and _has_features(target, *TRANSPOSE_FEATURES):
+                write_back = _block_or_none(sch, packing.block("conv") + "_global")
+                if write_back is not None:
+                    transpose_write_back(sch, write_back)
         result[gvar] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
     return result
+
+
+def _writes_across_planes(sch: s_tir.Schedule, packing: Packing) -> bool:
+    """Whether the conv of ``sch`` has its output channels in the lanes (an implicit convolution, or
+    ``packed_layouts.channel_lanes``): its write-back stores each vector across the NCHW channel planes
+    (``x86_transpose`` moves 8-bit ones through byte permutes where the CPU has VBMI)."""
+    block = sch.get(sch.get_sblock(packing.block("conv")))
+    return bool(block.annotations.get(CHANNEL_LANES, 0) or block.annotations.get(IMPLICIT, 0))
 
 
 def schedule_matmul(sch: s_tir.Schedule, packing: Packing, knobs: Knobs, steps: tuple) -> None:

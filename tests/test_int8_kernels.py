@@ -68,10 +68,11 @@ def conv_case(cin: int, cout: int, kernel: int, stride: int, pad: int, size: int
 
 
 def implicit_case(cin: int, cout: int, kernel: int, stride: int, pad: int | tuple, size: int | tuple,
-                  dilation: int = 1, requantized: bool = False):
+                  dilation: int = 1, requantized: bool = False, residual: bool = False):
     """A conv2d in the implicit layout (``conv2d_implicit``: an interleaved padded image, no im2col);
     ``pad`` may be (top, left, bottom, right), ``size`` (rows, columns); ``requantized``: the dyadic
-    requantize after it, as lower_integer fuses it (the write-back across channel planes)."""
+    requantize after it, as lower_integer fuses it (the write-back across channel planes); ``residual``:
+    then a uint8 input of the output's shape added (less 100, clamped), as a residual add reads one."""
     (height, width), padding = ((size, size) if isinstance(size, int) else size), (
         (pad,) * 4 if isinstance(pad, int) else pad)
     geometry = ConvGeometry(cin, height, width, (kernel, kernel), (stride, stride), padding, (dilation, dilation))
@@ -90,7 +91,16 @@ def implicit_case(cin: int, cout: int, kernel: int, stride: int, pad: int | tupl
     scales = _scales((1, cout, 1, 1), True)
     values = _scale_values(scales)
     out = _requantize(acc, lambda b, o, y, h: (b, o, 0, 0), scales)
-    return te.create_prim_func([data, weight, *scales, out]), [x, packed, *values], _requantized(expected, values)
+    if not residual:
+        return te.create_prim_func([data, weight, *scales, out]), [x, packed, *values], _requantized(expected, values)
+    from tvm import tirx
+
+    side = te.placeholder(out.shape, "uint8", "residual")
+    summed = te.compute(out.shape, lambda *i: tirx.Cast("uint8", tirx.min(tirx.max(
+        out[i].astype("int32") + side[i].astype("int32") - 100, 0), 255)), name="residual_add")
+    r = RNG.integers(0, 256, [int(d) for d in out.shape], dtype=np.uint8)
+    expected = np.clip(_requantized(expected, values).astype(np.int32) + r - 100, 0, 255).astype(np.uint8)
+    return te.create_prim_func([data, weight, *scales, side, summed]), [x, packed, *values, r], expected
 
 
 def depthwise_case(channels: int, kernel: int, stride: int | tuple[int, int], pad: int, size: int | tuple[int, int],
@@ -418,7 +428,22 @@ REQUANTIZED = {
         lambda: requantized_conv_case(320, 64, 14, by_channels=True),
     "implicit 3x3/1 pad 1, 32->48 @7 + requantize": lambda: implicit_case(32, 48, 3, 1, 1, 7, requantized=True),
     "implicit 3x3/2 pad 1, 16->32 @13 + requantize": lambda: implicit_case(16, 32, 3, 2, 1, 13, requantized=True),
+    # a tile of 7 pixels x 32 channels in one output row: written (and its residual read) through byte
+    # permutes where the CPU has VBMI (backends.x86_transpose)
+    "implicit 3x3/1 pad 1, 32->64 @14 + requantize + residual (transposed write-back)":
+        lambda: implicit_case(32, 64, 3, 1, 1, 14, requantized=True, residual=True),
+    "implicit 3x3/1 pad 1, 16->16 @7 + requantize + residual (7 x 16 tiles)":
+        lambda: implicit_case(16, 16, 3, 1, 1, 7, requantized=True, residual=True),
+    "implicit 3x3/1 pad 1, 16->32 @(5, 9) + requantize + residual (rows of 9: tiles across rows, not transposed)":
+        lambda: implicit_case(16, 32, 3, 1, 1, (5, 9), requantized=True, residual=True),
 }
+
+
+def test_write_back_across_channel_planes_is_byte_permutes_with_vbmi():
+    func = implicit_case(32, 64, 3, 1, 1, 14, requantized=True, residual=True)[0]
+    asm = build_kernel(func, VNNI_TARGET).mod.inspect_source("asm")
+    assert re.search(r"vperm[it]2b", asm) and "vpextrb" not in asm and "vpinsrb" not in asm
+    assert not re.search(r"vperm[it]2b", build_kernel(func, AVX2_TARGET).mod.inspect_source("asm"))
 
 
 @pytest.mark.parametrize("case", REQUANTIZED)
