@@ -21,7 +21,9 @@ zero padding runs on integers:
                       then (hi32(v * b) + 2^(k-1) + z_out * 2^k) >> k with k = c + l - 32, hi32 the high
                       half of the 64-bit product (``_high_product``; 16 lanes per vector instead of 8).
                       A residual add rounds once: each branch to 16 fractional bits,
-                      ((acc * b + R_i) >> (c - 16)), then (sum + 2^15 + z_out * 2^16) >> 16
+                      ((acc * b + R_i) >> (c - 16)), then (sum + 2^15 + z_out * 2^16) >> 16; in int32
+                      (each branch through the high half as above) where every branch's bound allows it
+                      and the sum's bound stays below 2^31, else in int64
     ReLU / clip       the clamp bounds of that requantize (z_out + round(lo / s_out) ...)
     mean, avg pool    int32 window sum (average pooling: a depthwise convolution with weights 1 over the input
                       padded with z), then the dyadic rescale s_x / (n * s_out)
@@ -279,22 +281,25 @@ class _Lowering:
         return self._clamped(total, x, scale, zero, qmin, qmax, dtype)
 
     def _high_product(self, term: Term, scale: float, zero: int) -> relax.Var | None:
-        """The rescale of one term in int32 through the high half of a 32 x 32-bit product, where it is
-        exact: with v = var + offset in int32 and k = c - 32 >= 1,
+        """The rescale of one term to the output's scale in int32 (``_high_rescale``), + z_out; None where
+        that is not exact (the caller rescales in int64)."""
+        multiplier, shift = _dyadic_arrays(np.asarray(term.scale, np.float64) / scale)
+        if _high_lift(term, shift) is None:
+            return None
+        return self._high_rescale(term, multiplier, shift, zero)
+
+    def _high_rescale(self, term: Term, multiplier: np.ndarray, shift: np.ndarray, zero: int = 0) -> relax.Var:
+        """((var + offset) * b + 2^(c-1)) >> c (+ ``zero``) in int32 through the high half of a 32 x 32-bit
+        product, for a ``term`` that ``_high_lift`` accepts: with v = var + offset in int32 and k = c - 32 >= 1,
         (v * b + 2^(c-1)) >> c == (hi32(v * b) + 2^(k-1)) >> k, hi32(p) = p >> 32 (the 2^(c-1) is a whole
         2^(k-1) of the high half, and the low half, less than one unit of it, cannot carry past a multiple
         of 2^k). |v| < 2^31 and b < 2^31 keep |hi32| < 2^30, so adding the rounding (and z_out * 2^k where
         it fits) stays in int32. A shift c below 33 (a 4-bit layer's larger scales) first lifts v by
         2^(33-c), which scales the quotient's numerator and denominator alike. ``vpmuldq`` on the even and
-        odd lanes makes hi32 for 16 outputs, and the rest runs 16 lanes wide instead of 8 in int64. None
-        where the lifted v might not fit int32 (the caller rescales in int64)."""
-        multiplier, shift = _dyadic_arrays(np.asarray(term.scale, np.float64) / scale)
+        odd lanes makes hi32 for 16 outputs, and the rest runs 16 lanes wide instead of 8 in int64."""
         offset = np.asarray(term.offset, np.int64)
-        lift = np.maximum(33 - shift, 0)  # v * 2^lift with c + lift: the same quotient, k >= 1
+        lift = _high_lift(term, shift)
         k = shift + lift - 32
-        reach = (_var_bound(term) + np.abs(offset).astype(object)) * np.left_shift(1, lift.astype(object))
-        if np.max(np.broadcast_to(reach, np.broadcast_shapes(reach.shape, lift.shape))) >= 2**31:  # per channel
-            return None
         rounding = np.left_shift(1, k.astype(object) - 1)
         with_zero = rounding + np.left_shift(int(zero), k.astype(object))
         folded = max(abs(int(v)) for v in np.ravel(with_zero)) < 2**30
@@ -314,8 +319,9 @@ class _Lowering:
         fractional bits of the output's unit, t_i = ((var_i + offset_i) * b_i + 2^(c_i - k - 1)) >> (c_i - k),
         then (sum t_i + 2^(k-1) + z_out * 2^k) >> k. Rounding each term to whole units instead let two
         half-unit errors add up (EfficientNet-Lite0's residual adds: mean KL 0.0460 vs 0.0408 for the QDQ
-        simulation). None where a term's shift is too small for the fraction bits or int64 could overflow
-        (the caller rounds term by term)."""
+        simulation). In int32 (each t_i by ``_high_rescale``) where every term allows it and the sum cannot
+        leave int32, else in int64: the same integers. None where a term's shift is too small for the
+        fraction bits or int64 could overflow (the caller rounds term by term)."""
         k = SUM_FRACTION_BITS
         parts = []
         for term in x.terms:
@@ -327,14 +333,20 @@ class _Lowering:
             if not _fits_product(multiplier, rounding):
                 return None
             parts.append((term, multiplier, rounding, drop))
+        final = (1 << (k - 1)) + (int(zero) << k)
+        emit = self.builder.emit
+        if _sum_fits_int32(parts, final):
+            total = None
+            for term, multiplier, _, drop in parts:
+                t = self._high_rescale(term, multiplier, drop)
+                total = t if total is None else emit(relax.op.add(total, t))
+            return emit(relax.op.right_shift(emit(relax.op.add(total, _i32(final))), _i32(k)))
         # each t_i is at most 2^31 * b_i / 2^(c_i - k) < 2^(62 + k - c_i) <= 2^61 in magnitude: the sum of a
         # few fits int64, checked with the constant
         worst = sum(np.max(multiplier.astype(object) * 2**31 + np.abs(rounding)) >> int(drop.min())
                     for _, multiplier, rounding, drop in parts)
-        final = (1 << (k - 1)) + (int(zero) << k)
         if worst + abs(final) >= 2**62:
             return None
-        emit = self.builder.emit
         total = self._rescaled_sum(parts)
         return emit(relax.op.right_shift(emit(relax.op.add(total, _i64(np.int64(final)))), _i64(np.int64(k))))
 
@@ -654,6 +666,32 @@ def _var_bound(term: Term) -> int:
         return int(term.bound)
     info = np.iinfo(str(term.var.ty.dtype))
     return max(abs(int(info.min)), abs(int(info.max)))
+
+
+def _high_lift(term: Term, shift: np.ndarray) -> np.ndarray | None:
+    """The left shift l = max(0, 33 - c) per channel that ``_high_rescale`` gives v = var + offset, or None
+    where the lifted v might not fit int32 (checked per channel: a dead channel's huge offset does not send
+    the whole layer to int64)."""
+    offset = np.asarray(term.offset, np.int64)
+    lift = np.maximum(33 - shift, 0)
+    reach = (_var_bound(term) + np.abs(offset).astype(object)) * np.left_shift(1, lift.astype(object))
+    if np.max(np.broadcast_to(reach, np.broadcast_shapes(reach.shape, lift.shape))) >= 2**31:
+        return None
+    return lift
+
+
+def _sum_fits_int32(parts: list, final: int) -> bool:
+    """Whether each term of a residual sum (term, b, R, drop) has an int32 rescale (``_high_lift``) and
+    sum_i |t_i| + |final| < 2^31, |t_i| <= ((|var| + |offset|) * b + 2^(drop - 1)) >> drop per channel."""
+    worst = abs(final)
+    for term, multiplier, _, drop in parts:
+        if _high_lift(term, drop) is None:
+            return False
+        offset = np.abs(np.asarray(term.offset, np.int64)).astype(object)
+        reach = ((_var_bound(term) + offset) * multiplier.astype(object)
+                 + np.left_shift(1, drop.astype(object) - 1)) >> drop.astype(object)
+        worst += int(np.max(reach))
+    return worst < 2**31
 
 
 SUM_FRACTION_BITS = 16

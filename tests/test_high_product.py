@@ -43,6 +43,19 @@ def test_the_high_half_rounds_as_the_int64_rescale():
         np.testing.assert_array_equal(_high_form(v, d.b, d.c), rescale(v, d), err_msg=f"scale {scale}")
 
 
+def test_a_residual_branch_rescaled_in_int32_equals_its_int64_form():
+    """Each branch of a residual sum, ((q + offset) * b + 2^(d-1)) >> d with d = c - 16 (16 fraction bits),
+    through the high half as ``_requantize_sum`` emits it where the bounds allow: every uint8 code, offsets
+    of +-255, the scales of real residual adds and their extremes."""
+    q = np.arange(256, dtype=np.int64)
+    for scale in [1.37, 0.51, 0.98, 2.3, 0.0625, 7.9]:  # branch scale / output scale
+        d = dyadic(scale * 2**16)  # the branch to 16 fraction bits of the output's unit
+        for offset in (-255, -128, -1, 0, 77, 255):
+            exact = ((q + offset) * d.b + (1 << (d.c - 1))) >> d.c
+            np.testing.assert_array_equal(_high_form((q + offset).astype(np.int32), d.b, d.c), exact,
+                                          err_msg=f"scale {scale}, offset {offset}")
+
+
 def _requantize(lanes: int):
     """A [8, 256] int32 -> uint8 requantize in the form lower_integer emits, vectorized ``lanes`` wide."""
     acc = te.placeholder((8, 256), "int32", "acc")
