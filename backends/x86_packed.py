@@ -11,7 +11,8 @@ output elements in the vector lanes and the reduction in groups of ``g`` (4 for 
   the pixels would leave lanes empty (``packed_layouts.channel_lanes``: 7x7, 14x14),
   ``acc[p, o] += col[r // g, p, r % g] * W[o // 16, r // g, o % 16, r % g]``: 16 output channels in the lanes
   as in the matmul (``channel_tile``: 7 pixel rows x 2 channel vectors, channel block by channel block so
-  a block's weight stays in cache for every pixel), the write-back storing across the channel planes; or,
+  a block's weight stays in cache for every pixel), the write-back storing across the channel planes
+  (through byte permutes where the CPU has VBMI: ``backends.x86_transpose``); or,
   for an implicit convolution (``packed_layouts.conv2d_implicit``, no im2col: ``qc_int8_image``, the padded
   input with four channels interleaved), ``acc[p, o] += image[c4, y*sy + i, x*sx + j, t] * W[o // 16, step,
   o % 16, t]``, channels in the lanes, tiles of 7 pixels x 2 channel vectors (``IMPLICIT_KNOBS``), the
