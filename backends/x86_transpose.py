@@ -28,6 +28,7 @@ from tvm.script.ir_builder.tirx import prim_func as build_prim_func
 TRANSPOSE_FEATURES = ("avx512bw", "avx512vbmi")
 """What the kernels need: byte-masked loads and stores, and ``vpermi2b``."""
 
+DTYPES = ("uint8",)  # the activations lower_integer makes (tested); int8 would move the same bytes
 LANE_BYTES = 16  # a channel's pixels in one 16-byte lane: P <= 16
 VECTOR = 64
 TABLE = 2 * VECTOR  # the bytes one vpermi2b selects from
@@ -36,14 +37,14 @@ _VPERMI2B = "llvm.x86.avx512.vpermi2var.qi.512"
 
 @dataclass(frozen=True)
 class TileBytes:
-    """``pixels`` consecutive pixels of one output row x ``channels`` channels of ``dtype`` (8-bit)."""
+    """``pixels`` consecutive pixels of one output row x ``channels`` channels of ``dtype`` (``DTYPES``)."""
 
     pixels: int
     channels: int
     dtype: str
 
     def __post_init__(self) -> None:
-        if not 1 <= self.pixels <= LANE_BYTES or self.channels % 4 or self.dtype not in ("uint8", "int8"):
+        if not 1 <= self.pixels <= LANE_BYTES or self.channels % 4 or self.dtype not in DTYPES:
             raise ValueError(f"no transposing kernel for {self}")
 
     def name(self, kind: str) -> str:
@@ -52,7 +53,7 @@ class TileBytes:
 
 def fits(pixels: int, channels: int, dtype: str) -> bool:
     """Whether a tile of ``pixels`` x ``channels`` of ``dtype`` has transposing kernels."""
-    return 1 <= pixels <= LANE_BYTES and channels % 4 == 0 and dtype in ("uint8", "int8")
+    return 1 <= pixels <= LANE_BYTES and channels % 4 == 0 and dtype in DTYPES
 
 
 def _constant(values: list[int], dtype: str):
@@ -60,9 +61,9 @@ def _constant(values: list[int], dtype: str):
     return T.Shuffle([tvm.tirx.const(v, dtype) for v in values], list(range(len(values))))
 
 
-def _permute(tables: list, sources: list[int | None]):
-    """The vector whose byte j is byte ``sources[j]`` of the concatenated ``tables`` (64 bytes each; None:
-    any byte), as one ``vpermi2b`` per 128-byte pair of tables it reads, merged by masks."""
+def _permute(tables: list, sources: list[int | None], dtype: str):
+    """The vector of ``dtype`` whose byte j is byte ``sources[j]`` of the concatenated ``tables`` (64 bytes
+    each; None: any byte), as one ``vpermi2b`` per 128-byte pair of tables it reads, merged by masks."""
     pairs = sorted({s // TABLE for s in sources if s is not None})
     result = None
     for pair in pairs:
@@ -75,7 +76,7 @@ def _permute(tables: list, sources: list[int | None]):
             keep = [255 if s is not None and s // TABLE == pair else 0 for s in sources]
             permuted = T.bitwise_and(permuted, _constant(keep, "uint8"))
         result = permuted if result is None else T.bitwise_or(result, permuted)
-    return result
+    return result if dtype == "uint8" else T.reinterpret(f"{dtype}x{VECTOR}", result)
 
 
 def _masked_load(dtype: str, lanes: int, address, count: int):
@@ -141,7 +142,7 @@ def _implementation(tile: TileBytes, kind: str):
                     for group in range(c // 4):  # four channels, one per 16-byte lane
                         sources = [(j % LANE_BYTES) * c + 4 * group + j // LANE_BYTES
                                    if j % LANE_BYTES < p else None for j in range(VECTOR)]
-                        lanes = T.Bind(_permute(tables, sources))
+                        lanes = T.Bind(_permute(tables, sources, dtype))
                         for lane in range(4):
                             part = T.Shuffle([lanes], list(range(LANE_BYTES * lane, LANE_BYTES * (lane + 1))))
                             _masked_store(part, T.address_of(nchw[0, 4 * group + lane, 0, 0]), LANE_BYTES, p)
@@ -156,7 +157,7 @@ def _implementation(tile: TileBytes, kind: str):
                             flat = VECTOR * m + j
                             x, o = divmod(flat, c)
                             sources.append((o // 4) * VECTOR + (o % 4) * LANE_BYTES + x if flat < total else None)
-                        _masked_store(_permute(tables, sources),
+                        _masked_store(_permute(tables, sources, dtype),
                                       T.address_of(staged[(VECTOR * m) // c, (VECTOR * m) % c]), VECTOR,
                                       min(VECTOR, total - VECTOR * m))
     return builder.get()
@@ -174,14 +175,14 @@ def intrinsic(tile: TileBytes, kind: str) -> str:
 
 def transpose_write_back(sch: s_tir.Schedule, write_back) -> bool:
     """Stage ``write_back`` (a tile's epilogue, its two innermost loops pixels x channels, channels in the
-    lanes, into an NCHW 8-bit output) through a pixel-major buffer per iteration of the loop around them,
-    moved out by the ``store`` kernel, and its NCHW 8-bit side inputs of the output's shape (a residual) in
+    lanes, into an NCHW uint8 output) through a pixel-major buffer per iteration of the loop around them,
+    moved out by the ``store`` kernel, and its NCHW uint8 side inputs of the output's shape (a residual) in
     through ``load``. False (``sch`` unchanged) where the tile does not fit: its pixels not within one output
-    row (the tile's pixel count dividing the row), or not 8-bit."""
+    row (the tile's pixel count dividing the row), or not uint8."""
     stage = sch.get(write_back)
     out = stage.writes[0].source
     loops = sch.get_loops(write_back)
-    if len(out.shape) != 4 or str(out.dtype) not in ("uint8", "int8") or len(loops) < 3:
+    if len(out.shape) != 4 or str(out.dtype) not in DTYPES or len(loops) < 3:
         return False
     loop = loops[-3]
     pixels, channels = (int(sch.get(l).extent) for l in loops[-2:])
@@ -190,9 +191,9 @@ def transpose_write_back(sch: s_tir.Schedule, write_back) -> bool:
     height, width = (int(d) for d in out.shape[2:])
     pixel_major = lambda n, c, y, x: ((n * height + y) * width + x, c)  # noqa: E731  (a tile: [P, C], compact)
     sides = [i for i, read in enumerate(stage.reads)
-             if read.source.same_as(out) is False and len(read.source.shape) == 4
+             if not read.source.same_as(out) and len(read.source.shape) == 4
              and [int(d) for d in read.source.shape] == [int(d) for d in out.shape]
-             and str(read.source.dtype) in ("uint8", "int8")]
+             and str(read.source.dtype) in DTYPES]
     staged_out = sch.cache_write(write_back, 0, "global")
     sch.reverse_compute_at(staged_out, loop)
     sch.transform_layout(write_back, ("write", 0), pixel_major)
