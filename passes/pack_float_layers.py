@@ -6,7 +6,8 @@ NCHW, W: float32 const OIHW)`` with batch 1 (groups 1, or one filter per channel
 Guarantees: each such layer becomes one kernel of ``packed_layouts.FP32`` (im2col + a GEMM with 16 output
 pixels in the lanes, or 16 output channels where the pixels would leave lanes empty: ``channel_lanes``; a
 matmul over a weight packed 16 columns at a time, a depthwise convolution with its padding as a stage of
-its own), scheduled by ``backends.x86_packed`` as register tiles of FMAs. Other layers
+its own, the graph's constant pad before it taken in; a pointwise convolution's im2col never materialised:
+``backends.x86_packed.is_pointwise_float``), scheduled by ``backends.x86_packed`` as register tiles of FMAs. Other layers
 (float16, other grouped convolutions, a weight computed at run time) are left as they are.
 Numerics: the products and their order of summation over the reduction (c, i, j) are those of ``conv2d`` /
 ``matmul``, except that the backend may sum a depthwise convolution's taps filter column by filter column

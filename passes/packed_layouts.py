@@ -23,9 +23,10 @@ type. Every family computes the same layouts, with 16 output elements in the vec
   reordered channel group by tap (``flatten_conv_weight_by_taps``) and packed like a matmul's: each step
   broadcasts the four bytes of one pixel and one tap against 16 output channels, so any pixel, any stride;
   ``out[0, o, y, x] = acc[y*OW + x, o]``;
-- depthwise conv2d: the plain arithmetic with the zero padding made a stage of its own, so the backend can
-  vectorize along output columns (no packing: each output reads one filter); a row narrower than a vector
-  is computed a vector wide and cropped (``crop``).
+- depthwise conv2d: the plain arithmetic with the padding made a stage of its own (a constant pad the graph
+  put before the layer, an ONNX "SAME" pad or ``lower_integer``'s zero-point pad, taken in with its fill), so
+  the backend can vectorize along output columns (no packing: each output reads one filter); a row narrower
+  than a vector is computed a vector wide and cropped (``crop``).
 
 An int8 weight holding 4-bit values (``passes.int4``) keeps these layouts with two groups per byte (matmul)
 or two blocks of a row per byte run (conv); an ``unpack`` block turns it back into the int8 operand as 16 w
