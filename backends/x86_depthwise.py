@@ -128,7 +128,7 @@ def _lane_table(tile: DepthwiseTile, vector: _Vector, taps: int):
     return T.Shuffle([T.int8(v) for v in table], list(range(LANES * TAPS)))
 
 
-def _masked_load(dtype: str, lanes: int, address, count: int):
+def masked_load(dtype: str, lanes: int, address, count: int):
     """``lanes`` elements from ``address``, only the first ``count`` read (the rest 0)."""
     mask = T.ramp(0, 1, lanes) < T.broadcast(count, lanes)
     intrinsic = f"llvm.masked.load.v{lanes}i{''.join(filter(str.isdigit, dtype))}.p0"
@@ -161,7 +161,7 @@ def _tap_weights(weight, i: int, g: int, kw: int):
     """Filter row i's taps 4g..4g+3 (0 past the filter's width) in every lane: vpdpbusd's int8x64 operand."""
     taps = min(TAPS, kw - TAPS * g)
     four = (weight.vload([i, TAPS * g], "int8x4") if taps == TAPS
-            else _masked_load("int8", TAPS, T.address_of(weight[i, TAPS * g]), taps))
+            else masked_load("int8", TAPS, T.address_of(weight[i, TAPS * g]), taps))
     return T.reinterpret("int8x64", T.broadcast(T.reinterpret("int32", four), LANES))
 
 
@@ -178,7 +178,7 @@ def _column_block(tile: DepthwiseTile, image, acc, weights, vectors: list[_Vecto
             for g in range(tile.groups):
                 taps = min(TAPS, kw - TAPS * g)
                 count = (vector.rows - 1) * sy * tile.pitch + (vector.cols - 1) * sx + taps
-                window = _masked_load("uint8", WINDOW, T.address_of(image[y, vector.col * sx + TAPS * g]), count)
+                window = masked_load("uint8", WINDOW, T.address_of(image[y, vector.col * sx + TAPS * g]), count)
                 permuted = T.Bind(T.call_llvm_pure_intrin("int8x64", _VPERMB, T.reinterpret("int8x64", window),
                                                           _lane_table(tile, vector, taps)))
                 for k, i in users:
@@ -192,14 +192,14 @@ def _column_block(tile: DepthwiseTile, image, acc, weights, vectors: list[_Vecto
 def _load_sum(acc, vector: _Vector):
     if vector.lanes == LANES:
         return acc.vload([vector.row, vector.col], "int32x16")
-    return _masked_load("int32", LANES, T.address_of(acc[vector.row, vector.col]), vector.lanes)
+    return masked_load("int32", LANES, T.address_of(acc[vector.row, vector.col]), vector.lanes)
 
 
 def _store_sum(acc, vector: _Vector, value) -> None:
     if vector.lanes == LANES:
         T.buffer_store(acc, value, [vector.row, T.ramp(vector.col, 1, LANES)])
     else:
-        _masked_store("int32", LANES, value, T.address_of(acc[vector.row, vector.col]), vector.lanes)
+        masked_store("int32", LANES, value, T.address_of(acc[vector.row, vector.col]), vector.lanes)
 
 
 def _description(tile: DepthwiseTile):
@@ -325,13 +325,13 @@ def _pad_implementation(image: PaddedImage):
                     block = fill
                     if inside:
                         first = min(inside)
-                        window = _masked_load("uint8", WINDOW, T.address_of(
+                        window = masked_load("uint8", WINDOW, T.address_of(
                             data[image.top + first // width, image.left + first % width]), max(inside) - first + 1)
                         table = T.Shuffle([T.int8(0 if d is None else d - first) for d in sources], list(range(WINDOW)))
                         mask = T.Shuffle([T.bool(d is not None) for d in sources], list(range(WINDOW)))
                         permuted = T.call_llvm_pure_intrin("int8x64", _VPERMB, T.reinterpret("int8x64", window), table)
                         block = T.Select(mask, T.reinterpret("uint8x64", permuted), fill)
-                    _masked_store("uint8", WINDOW, block, T.address_of(padded[start // cols, start % cols]), count)
+                    masked_store("uint8", WINDOW, block, T.address_of(padded[start // cols, start % cols]), count)
     return builder.get()
 
 
@@ -397,7 +397,7 @@ def _pool_implementation(tile: DepthwiseTile):
                         for shift, need in ((0, 2 * count), (2, 2 * count - 1)):
                             window = None
                             for i in range(kh):
-                                row = _masked_load("uint8", 2 * POOL_LANES,
+                                row = masked_load("uint8", 2 * POOL_LANES,
                                                    T.address_of(image[y * sy + i, 2 * x + shift]), need)
                                 window = row if window is None else T.max(window, row)
                             words.append(T.Bind(T.reinterpret(f"uint16x{POOL_LANES}", window)))
@@ -405,12 +405,12 @@ def _pool_implementation(tile: DepthwiseTile):
                             f"uint8x{POOL_LANES}", T.shift_right(words[0], T.broadcast(T.uint16(8), POOL_LANES)))
                         pooled = T.max(T.max(even, odd), T.Cast(f"uint8x{POOL_LANES}", words[1]))
                         address = T.address_of(out[y, x])
-                        pooled = T.max(pooled, _masked_load("uint8", POOL_LANES, address, count))
-                        _masked_store("uint8", POOL_LANES, pooled, address, count)
+                        pooled = T.max(pooled, masked_load("uint8", POOL_LANES, address, count))
+                        masked_store("uint8", POOL_LANES, pooled, address, count)
     return builder.get()
 
 
-def _masked_store(dtype: str, lanes: int, value, address, count: int) -> None:
+def masked_store(dtype: str, lanes: int, value, address, count: int) -> None:
     """Store the first ``count`` of ``value``'s ``lanes`` elements at ``address``."""
     mask = T.ramp(0, 1, lanes) < T.broadcast(count, lanes)
     T.evaluate(T.call_llvm_intrin("void", f"llvm.masked.store.v{lanes}i{''.join(filter(str.isdigit, dtype))}.p0",

@@ -25,6 +25,8 @@ from tvm.script import tirx as T
 from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder.tirx import prim_func as build_prim_func
 
+from .x86_depthwise import masked_load, masked_store
+
 TRANSPOSE_FEATURES = ("avx512bw", "avx512vbmi")
 """What the kernels need: byte-masked loads and stores, and ``vpermi2b``."""
 
@@ -44,7 +46,7 @@ class TileBytes:
     dtype: str
 
     def __post_init__(self) -> None:
-        if not 1 <= self.pixels <= LANE_BYTES or self.channels % 4 or self.dtype not in DTYPES:
+        if not fits(self.pixels, self.channels, self.dtype):
             raise ValueError(f"no transposing kernel for {self}")
 
     def name(self, kind: str) -> str:
@@ -77,17 +79,6 @@ def _permute(tables: list, sources: list[int | None], dtype: str):
             permuted = T.bitwise_and(permuted, _constant(keep, "uint8"))
         result = permuted if result is None else T.bitwise_or(result, permuted)
     return result if dtype == "uint8" else T.reinterpret(f"{dtype}x{VECTOR}", result)
-
-
-def _masked_load(dtype: str, lanes: int, address, count: int):
-    mask = T.ramp(0, 1, lanes) < T.broadcast(count, lanes)
-    return T.call_llvm_intrin(f"{dtype}x{lanes}", f"llvm.masked.load.v{lanes}i8.p0", address, mask,
-                              T.broadcast(tvm.tirx.const(0, dtype), lanes))
-
-
-def _masked_store(value, address, lanes: int, count: int) -> None:
-    mask = T.ramp(0, 1, lanes) < T.broadcast(count, lanes)
-    T.evaluate(T.call_llvm_intrin("void", f"llvm.masked.store.v{lanes}i8.p0", value, address, mask))
 
 
 def _description(tile: TileBytes, kind: str):
@@ -135,7 +126,7 @@ def _implementation(tile: TileBytes, kind: str):
                 if kind == "store":
                     T.reads(staged[0:p, 0:c])
                     T.writes(nchw[0:1, 0:c, 0:1, 0:p])
-                    tables = [T.Bind(_masked_load(dtype, VECTOR, T.address_of(staged[(VECTOR * m) // c,
+                    tables = [T.Bind(masked_load(dtype, VECTOR, T.address_of(staged[(VECTOR * m) // c,
                                                                               (VECTOR * m) % c]),
                                                   min(VECTOR, total - VECTOR * m)))
                               for m in range(-(-total // VECTOR))]
@@ -145,11 +136,11 @@ def _implementation(tile: TileBytes, kind: str):
                         lanes = T.Bind(_permute(tables, sources, dtype))
                         for lane in range(4):
                             part = T.Shuffle([lanes], list(range(LANE_BYTES * lane, LANE_BYTES * (lane + 1))))
-                            _masked_store(part, T.address_of(nchw[0, 4 * group + lane, 0, 0]), LANE_BYTES, p)
+                            masked_store(dtype, LANE_BYTES, part, T.address_of(nchw[0, 4 * group + lane, 0, 0]), p)
                 else:
                     T.reads(nchw[0:1, 0:c, 0:1, 0:p])
                     T.writes(staged[0:p, 0:c])
-                    rows = [_masked_load(dtype, LANE_BYTES, T.address_of(nchw[0, o, 0, 0]), p) for o in range(c)]
+                    rows = [masked_load(dtype, LANE_BYTES, T.address_of(nchw[0, o, 0, 0]), p) for o in range(c)]
                     tables = [T.Bind(T.Shuffle(rows[4 * g:4 * g + 4], list(range(VECTOR)))) for g in range(c // 4)]
                     for m in range(-(-total // VECTOR)):
                         sources = []
@@ -157,9 +148,9 @@ def _implementation(tile: TileBytes, kind: str):
                             flat = VECTOR * m + j
                             x, o = divmod(flat, c)
                             sources.append((o // 4) * VECTOR + (o % 4) * LANE_BYTES + x if flat < total else None)
-                        _masked_store(_permute(tables, sources, dtype),
-                                      T.address_of(staged[(VECTOR * m) // c, (VECTOR * m) % c]), VECTOR,
-                                      min(VECTOR, total - VECTOR * m))
+                        masked_store(dtype, VECTOR, _permute(tables, sources, dtype),
+                                     T.address_of(staged[(VECTOR * m) // c, (VECTOR * m) % c]),
+                                     min(VECTOR, total - VECTOR * m))
     return builder.get()
 
 
