@@ -10,7 +10,8 @@ halves interleave by one shuffle: the int32 result, 16 lanes per zmm (8 per ymm)
 Requires: lowered, vectorized TIR of an x86 target with AVX2 (ymm) or AVX-512 F (zmm).
 Guarantees: every ``Cast(int32xN, (X * Y) >> 32)`` whose factors are sign extensions of int32 lanes
 (``Cast(int64xN, v)``, ``Broadcast(Cast(int64, s))``, an int32 constant, or a sum of such) becomes the
-equivalent multiply-high, N a multiple of the register's lanes; everything else is left as it is.
+equivalent multiply-high for N >= 4 (a last piece short of a register is padded to the narrowest register
+holding it: a 14-wide depthwise row takes one zmm, not LLVM's int64 lanes); everything else is left as it is.
 Numerics: exact. hi32 of the int64 product is what the cast keeps. A sum of sign extensions is narrowed to
 an int32 add: TVM's simplifier writes ``int64(a + b)`` of an int32 add as ``int64(a) + int64(b)`` (signed
 overflow being undefined), and the only producer of this pattern, ``lower_integer._high_product``, proves
@@ -52,8 +53,23 @@ def _narrow(expr, lanes: int):
     return None
 
 
-def _chunk(vector, start: int, width: int):
-    return tirx.Shuffle([vector], [tirx.const(start + i, "int32") for i in range(width)])
+def _chunk(vector, start: int, width: int, lanes: int):
+    """Lanes ``start`` .. ``start + width`` of ``vector`` (of ``lanes``), its last lane repeated past its end."""
+    sources = [vector] if start + width <= lanes else [vector, vector]  # (a shuffle makes no more lanes than it reads)
+    return tirx.Shuffle(sources, [tirx.const(min(start + i, lanes - 1), "int32") for i in range(width)])
+
+
+def _chunk_widths(lanes: int, width: int) -> list[int]:
+    """Register-sized pieces covering ``lanes``: whole registers of ``width``, the rest in the narrowest
+    register (down to 4 lanes, an xmm) that holds it (14 lanes: one zmm; 7: one ymm; 28: a zmm and a zmm)."""
+    widths = [width] * (lanes // width)
+    rest = lanes % width
+    if rest:
+        last = width
+        while last // 2 >= rest and last > 4:
+            last //= 2
+        widths.append(last)
+    return widths
 
 
 def _high(a, b, width: int):
@@ -77,7 +93,7 @@ def _rewrite(width: int):
     def rewrite(node):
         lanes = _lanes(str(node.ty), "int32")
         shift = node.value
-        if not lanes or lanes % width or type(shift).__name__ != "RShift" or type(shift.a).__name__ != "Mul":
+        if not lanes or lanes < 4 or type(shift).__name__ != "RShift" or type(shift.a).__name__ != "Mul":
             return node
         amount = shift.b.value if type(shift.b).__name__ == "Broadcast" else shift.b
         if type(amount).__name__ != "IntImm" or int(amount.value) != 32:
@@ -85,8 +101,13 @@ def _rewrite(width: int):
         a, b = _narrow(shift.a.a, lanes), _narrow(shift.a.b, lanes)
         if a is None or b is None:
             return node
-        parts = [_high(_chunk(a, i, width), _chunk(b, i, width), width) for i in range(0, lanes, width)]
-        return parts[0] if len(parts) == 1 else tirx.Shuffle(parts, [tirx.const(i, "int32") for i in range(lanes)])
+        parts, start = [], 0
+        for piece in _chunk_widths(lanes, width):
+            parts.append(_high(_chunk(a, start, piece, lanes), _chunk(b, start, piece, lanes), piece))
+            start += piece
+        if len(parts) == 1 and start == lanes:
+            return parts[0]
+        return tirx.Shuffle(parts, [tirx.const(i, "int32") for i in range(lanes)])
 
     return rewrite
 
