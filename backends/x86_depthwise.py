@@ -1,6 +1,6 @@
 """Row kernels for x86 with AVX-512 VNNI and VBMI: int8 depthwise convolutions with four filter taps per lane
 (``vpdpbusd`` on windows of the input row permuted by ``vpermb``), uint8 max pooling by rows, and the
-padding stage both read.
+padding stage both read where the padding is not in the kernel's lanes.
 
 The layout is ``packed_layouts.depthwise_conv2d_taps``: the plain NCHW arithmetic on the output's own shape.
 ``vpdpbusd`` adds, in each of 16 int32 lanes, four uint8 x int8 products. Here a lane is an output pixel and
@@ -23,9 +23,13 @@ then the even and odd bytes as the low and high halves of 16-bit words (``vpmovw
 ``schedule_depthwise_taps`` tiles each channel by ``tile_rows`` output rows, accumulates a tile in a small
 buffer and writes it back through the fused epilogue (``x86_packed._write_back_at``), the tile's
 computation replaced by the generated straight-line kernel (tensorize: its description is the layout's own
-arithmetic for one tile). Without padding the tiles of all channels are the parallel tasks; with a ``pad``
-stage (the layer's, or the zero-point pad ``pack_int8_layers`` took in) each channel is one task, its
-padded image made first, 64 bytes at a time (one masked load, one ``vpermb``, the fill merged, one store).
+arithmetic for one tile, its sums' init included: the kernel starts them at 0). Without padding the tiles
+of all channels are the parallel tasks. With a ``pad`` stage (the layer's, or the zero-point pad
+``pack_int8_layers`` took in) each channel is one task: where the channel is at most 64 vectors (28x28 and
+smaller: ``fits_one_kernel``), the pad is inlined and the whole channel is one kernel that reads the unpadded
+image, the fill merged into its masked loads for the lanes whose taps fall in the padding
+(``_padded_window``); a larger channel gets its padded image made first, 64 bytes at a time (one masked
+load, one ``vpermb``, the fill merged, one store).
 
 Numerics: exact (int32 sums of uint8 x int8 products, no saturation; zero weights on the padding taps; the
 pooling's padding 0, below every uint8).
@@ -57,26 +61,37 @@ def tile_rows(out_rows: int) -> int:
     return max(r for r in range(1, MAX_TILE_ROWS + 1) if out_rows % r == 0)
 
 
-def rows_per_vector(width: int, stride: tuple[int, int], pitch: int) -> int:
-    """Output rows one vector holds: as many whole rows of ``width`` as fill 16 lanes and read within one
-    window (1 for rows of 9 pixels or more)."""
+def rows_per_vector(width: int, stride: tuple[int, int], pitch: int, limit: int = WINDOW) -> int:
+    """Output rows one vector holds: as many whole rows of ``width`` as fill 16 lanes and read within
+    ``limit`` bytes of one window (1 for rows of 9 pixels or more)."""
     sy, sx = stride
     rows = max(1, LANES // width)
-    while rows > 1 and (rows - 1) * sy * pitch + (width - 1) * sx + TAPS > WINDOW:
+    while rows > 1 and (rows - 1) * sy * pitch + (width - 1) * sx + TAPS > limit:
         rows -= 1
     return rows
+
+
+def fits_one_kernel(tile: DepthwiseTile, most_vectors: int = 64) -> bool:
+    """Whether a padded whole-channel tile is one kernel: every vector's taps within a window (a byte to
+    spare for the fill) and at most ``most_vectors`` vectors (its straight-line code stays small: 28x28 has
+    56)."""
+    sy, sx = tile.stride
+    vectors = sum(len(block) for block in _column_blocks(tile))
+    return (min(LANES, tile.width) - 1) * sx + TAPS <= tile.window_limit() and vectors <= most_vectors
 
 
 @dataclass(frozen=True)
 class DepthwiseTile:
     """One tile's shape: ``rows`` x ``width`` outputs of a ``kernel`` filter at ``stride`` over an input of
-    row ``pitch`` bytes."""
+    row ``pitch`` bytes. With ``padding`` the tile is a whole channel read from its unpadded image (``pitch``
+    its width) through the padding's coordinates: the kernel puts the fill in the lanes that read it."""
 
     rows: int
     width: int
     kernel: tuple[int, int]
     stride: tuple[int, int]
     pitch: int
+    padding: PaddedImage | None = None
 
     @property
     def input_shape(self) -> tuple[int, int]:
@@ -89,7 +104,13 @@ class DepthwiseTile:
 
     def name(self) -> str:
         (kh, kw), (sy, sx) = self.kernel, self.stride
-        return f"qc_depthwise_taps_{self.rows}x{self.width}_k{kh}x{kw}_s{sy}x{sx}_p{self.pitch}"
+        padded = "" if self.padding is None else "_" + self.padding.name().removeprefix("qc_pad_rows_")
+        return f"qc_depthwise_taps_{self.rows}x{self.width}_k{kh}x{kw}_s{sy}x{sx}_p{self.pitch}{padded}"
+
+    def window_limit(self) -> int:
+        """The bytes a vector's lanes may span in one window: all 64, or, padded, 63 (a byte left out of the
+        load, where the fill comes in)."""
+        return WINDOW if self.padding is None else WINDOW - 1
 
 
 @dataclass(frozen=True)
@@ -109,7 +130,7 @@ class _Vector:
 def _column_blocks(tile: DepthwiseTile) -> list[list[_Vector]]:
     """The tile's vectors, by column block: each block's vectors in row order, consecutive ones
     ``rows_per_vector`` output rows apart."""
-    per = rows_per_vector(tile.width, tile.stride, tile.pitch)
+    per = rows_per_vector(tile.width, tile.stride, tile.pitch, tile.window_limit())
     if per > 1:
         return [[_Vector(row, 0, min(per, tile.rows - row), tile.width) for row in range(0, tile.rows, per)]]
     return [[_Vector(row, col, 1, min(LANES, tile.width - col)) for row in range(tile.rows)]
@@ -126,6 +147,34 @@ def _lane_table(tile: DepthwiseTile, vector: _Vector, taps: int):
             offset = (lane // vector.cols) * sy * tile.pitch + (lane % vector.cols) * sx + min(t, taps - 1)
             table.append(offset if inside else 0)
     return T.Shuffle([T.int8(v) for v in table], list(range(LANES * TAPS)))
+
+
+def _padded_window(tile: DepthwiseTile, image, vector: _Vector, y: int, start: int, taps: int):
+    """The operand of ``vector``'s lanes for padded input row ``y`` and taps from padded column ``start``:
+    lane l, tap t reads padded (y + (l // cols) * sy, start + (l % cols) * sx + t). The window is loaded
+    from the unpadded image at that coordinate (a byte p of it lies p bytes on in the image's rows of
+    ``pitch``), only the bytes some lane reads inside the image (the rest never touched: they may lie in
+    another channel or outside the tensor); lanes reading the padding take a byte left out of the load,
+    which the load fills with the fill. A row whose lanes all read padding is the fill alone, no load."""
+    pad, (sy, sx) = tile.padding, tile.stride
+    table, needed = [], set()
+    for lane in range(LANES):
+        for t in range(TAPS):
+            row, col = lane // vector.cols, lane % vector.cols
+            y_at, x_at = y + row * sy, start + col * sx + t
+            inside = (lane < vector.lanes and t < taps and pad.top <= y_at < pad.top + pad.height
+                      and pad.left <= x_at < pad.left + pad.width)
+            position = row * sy * tile.pitch + col * sx + t if inside else None
+            table.append(position)
+            needed.update([] if position is None else [position])
+    fill = T.broadcast(tvm.tirx.const(pad.fill, "uint8"), WINDOW)
+    if not needed:
+        return T.reinterpret("int8x64", fill)
+    spare = max(set(range(WINDOW)) - needed)
+    mask = T.Shuffle([T.bool(p in needed) for p in range(WINDOW)], list(range(WINDOW)))
+    window = T.call_llvm_intrin("uint8x64", "llvm.masked.load.v64i8.p0", T.address_of(image[y, start]), mask, fill)
+    indices = T.Shuffle([T.int8(spare if p is None else p) for p in table], list(range(LANES * TAPS)))
+    return T.call_llvm_pure_intrin("int8x64", _VPERMB, T.reinterpret("int8x64", window), indices)
 
 
 def masked_load(dtype: str, lanes: int, address, count: int):
@@ -149,7 +198,7 @@ def _implementation(tile: DepthwiseTile):
             weight = T.match_buffer(weight_handle, (kh, kw), "int8", strides=[kw, 1], offset_factor=1)
             acc = T.match_buffer(acc_handle, (rows, width), "int32", strides=[width, 1], offset_factor=1)
             with T.sblock("root"):
-                T.reads(acc[0:rows, 0:width], image[0:in_rows, 0:in_cols], weight[0:kh, 0:kw])
+                T.reads(image[0:in_rows, 0:in_cols], weight[0:kh, 0:kw])
                 T.writes(acc[0:rows, 0:width])
                 weights = [[T.Bind(_tap_weights(weight, i, g, kw)) for g in range(tile.groups)] for i in range(kh)]
                 for vectors in _column_blocks(tile):
@@ -170,29 +219,30 @@ def _column_block(tile: DepthwiseTile, image, acc, weights, vectors: list[_Vecto
     added into every vector that reads it."""
     (kh, kw), (sy, sx) = tile.kernel, tile.stride
     step = (vectors[1].row - vectors[0].row) * sy if len(vectors) > 1 else 0
-    sums = {k: T.Bind(_load_sum(acc, v)) for k, v in enumerate(vectors)}
+    sums = {}
     for y in range((len(vectors) - 1) * step + kh):
         users = [(k, y - k * step) for k in range(len(vectors)) if 0 <= y - k * step < kh]
+        for k, i in users:  # each sum from 0 where first used, stored after its last row (few live at once)
+            if i == 0:
+                sums[k] = T.broadcast(T.int32(0), LANES)
         for shape in sorted({vectors[k].rows for k, _ in users}):
             vector = next(vectors[k] for k, _ in users if vectors[k].rows == shape)
             for g in range(tile.groups):
-                taps = min(TAPS, kw - TAPS * g)
-                count = (vector.rows - 1) * sy * tile.pitch + (vector.cols - 1) * sx + taps
-                window = masked_load("uint8", WINDOW, T.address_of(image[y, vector.col * sx + TAPS * g]), count)
-                permuted = T.Bind(T.call_llvm_pure_intrin("int8x64", _VPERMB, T.reinterpret("int8x64", window),
-                                                          _lane_table(tile, vector, taps)))
+                taps, start = min(TAPS, kw - TAPS * g), vector.col * sx + TAPS * g
+                if tile.padding is not None:
+                    permuted = T.Bind(_padded_window(tile, image, vector, y, start, taps))
+                else:
+                    count = (vector.rows - 1) * sy * tile.pitch + (vector.cols - 1) * sx + taps
+                    window = masked_load("uint8", WINDOW, T.address_of(image[y, start]), count)
+                    permuted = T.Bind(T.call_llvm_pure_intrin("int8x64", _VPERMB, T.reinterpret("int8x64", window),
+                                                              _lane_table(tile, vector, taps)))
                 for k, i in users:
                     if vectors[k].rows == shape:
                         sums[k] = T.Bind(T.call_llvm_pure_intrin("int32x16", _VPDPBUSD, sums[k], permuted,
                                                                  weights[i][g]))
-    for k, vector in enumerate(vectors):
-        _store_sum(acc, vector, sums[k])
-
-
-def _load_sum(acc, vector: _Vector):
-    if vector.lanes == LANES:
-        return acc.vload([vector.row, vector.col], "int32x16")
-    return masked_load("int32", LANES, T.address_of(acc[vector.row, vector.col]), vector.lanes)
+        for k, i in users:
+            if i == kh - 1:
+                _store_sum(acc, vectors[k], sums.pop(k))
 
 
 def _store_sum(acc, vector: _Vector, value) -> None:
@@ -203,21 +253,34 @@ def _store_sum(acc, vector: _Vector, value) -> None:
 
 
 def _description(tile: DepthwiseTile):
-    """The tile's arithmetic as the layout states it (what tensorize matches)."""
+    """The tile's arithmetic as the layout states it (what tensorize matches); padded, as it reads once the
+    layout's ``pad`` stage is inlined: the fill where a tap's padded coordinate lies outside the image."""
     rows, width, (kh, kw), (sy, sx) = tile.rows, tile.width, tile.kernel, tile.stride
     in_rows, in_cols = tile.input_shape
+    pad = tile.padding
+
+    def tap(image, y, x):
+        if pad is None:
+            return image[y, x]
+        inside = tvm.tirx.all(y >= pad.top, y < pad.top + pad.height, x >= pad.left, x < pad.left + pad.width)
+        return T.if_then_else(inside, image[y, x], tvm.tirx.const(pad.fill, "uint8"))
 
     @T.prim_func(s_tir=True)
     def desc(image: T.Buffer((in_rows, in_cols), "uint8", offset_factor=1),
              weight: T.Buffer((kh, kw), "int8", offset_factor=1),
              acc: T.Buffer((rows, width), "int32", offset_factor=1)) -> None:
         with T.sblock("root"):
-            T.reads(acc[0:rows, 0:width], image[0:in_rows, 0:in_cols], weight[0:kh, 0:kw])
+            T.reads(image[0:in_rows, 0:in_cols], weight[0:kh, 0:kw])
             T.writes(acc[0:rows, 0:width])
+            with T.init():
+                for y, x in T.grid(rows, width):
+                    with T.sblock("init"):
+                        vy, vx = T.axis.remap("SS", [y, x])
+                        acc[vy, vx] = 0
             for y, x, i, j in T.grid(rows, width, kh, kw):
                 with T.sblock("update"):
                     vy, vx, vi, vj = T.axis.remap("SSRR", [y, x, i, j])
-                    acc[vy, vx] = acc[vy, vx] + T.cast(image[vy * sy + vi, vx * sx + vj], "int32") * T.cast(
+                    acc[vy, vx] = acc[vy, vx] + T.cast(tap(image, vy * sy + vi, vx * sx + vj), "int32") * T.cast(
                         weight[vi, vj], "int32")
 
     @T.prim_func(s_tir=True)
@@ -225,8 +288,13 @@ def _description(tile: DepthwiseTile):
                  weight: T.Buffer((kh, kw), "int8", offset_factor=1),
                  acc: T.Buffer((1, width), "int32", offset_factor=1)) -> None:
         with T.sblock("root"):
-            T.reads(acc[0:1, 0:width], image[0:in_rows, 0:in_cols], weight[0:kh, 0:kw])
+            T.reads(image[0:in_rows, 0:in_cols], weight[0:kh, 0:kw])
             T.writes(acc[0:1, 0:width])
+            with T.init():
+                for x in T.serial(width):
+                    with T.sblock("init"):
+                        vx = T.axis.spatial(width, x)
+                        acc[0, vx] = 0
             for x, i, j in T.grid(width, kh, kw):
                 with T.sblock("update"):
                     vx, vi, vj = T.axis.remap("SRR", [x, i, j])
@@ -433,8 +501,20 @@ def schedule_depthwise_taps(sch: s_tir.Schedule, kind: str, block, pad, write_ba
     batch, channel, row, col, i, j = sch.get_loops(block)
     kernel = (int(sch.get(i).extent), int(sch.get(j).extent))
     stride = (int(annotations[ROW_STRIDE]), int(annotations[COLUMN_STRIDE]))
-    tile = DepthwiseTile(tile_rows(int(sch.get(row).extent)), int(sch.get(col).extent), kernel, stride,
-                         int(annotations[INPUT_PITCH]))
+    rows, width = int(sch.get(row).extent), int(sch.get(col).extent)
+    tile = DepthwiseTile(tile_rows(rows), width, kernel, stride, int(annotations[INPUT_PITCH]))
+    if pad is not None and native and kind == "depthwise" and rows > 1:
+        image = _padded_image(sch, pad)
+        whole = DepthwiseTile(rows, width, kernel, stride, image.width, image)
+        if fits_one_kernel(whole):  # the padding in the kernel's lanes, no padded copy: 1152 channels 5x5 at
+            # 7x7 33.5 -> 21.6 us, 3x3 24.7 -> 16.8 (accumulation alone, the copy's stores were read back at once)
+            sch.compute_inline(pad)
+            outer = sch.fuse(batch, channel)
+            write_back_at(sch, block, outer)
+            _vectors_of_sixteen(sch, sch.get_consumers(block)[0], block)
+            sch.parallel(outer)
+            _tensorize_from_zero(sch, block, row, intrinsic(whole, kind))
+            return
     outer, row = sch.split(row, [None, tile.rows])
     if pad is None:
         outer = sch.fuse(batch, channel, outer)
@@ -450,12 +530,42 @@ def schedule_depthwise_taps(sch: s_tir.Schedule, kind: str, block, pad, write_ba
             sch.vectorize(sch.get_loops(pad)[-1])
     _vectors_of_sixteen(sch, sch.get_consumers(block)[0], block)
     sch.parallel(outer)
+    if native and kind == "depthwise":
+        _tensorize_from_zero(sch, block, row if tile.rows > 1 else col, intrinsic(tile, kind))
+        return
     init = sch.decompose_reduction(block, row)
     sch.vectorize(sch.fuse(*sch.get_loops(init)[-2:]))
     if native:
         sch.tensorize(row if tile.rows > 1 else col, intrinsic(tile, kind))
     else:  # the filter taps outermost: LLVM vectorizes the tile's rows of columns
         sch.reorder(i, j, row, col)
+
+
+KERNEL_ZEROES = "qc.kernel_zeroes"  # a tensorized block whose kernel writes its whole output from 0
+
+
+def _tensorize_from_zero(sch: s_tir.Schedule, block, loop, name: str) -> None:
+    """Tensorize ``block`` at ``loop`` with a kernel whose sums start at 0 (its description holds the
+    reduction's init, so the tile is not zeroed and read back: 1152 channels 3x3 at 7x7, accumulation alone,
+    16.8 -> 11.1 us). TVM keeps the init in the tensorized block, where LLVM makes it a ``memset`` of every
+    tile (15% of 96 channels 3x3/2 at 112x112): the block is marked and ``without_kernel_inits`` drops it."""
+    name_hint = sch.get(block).name_hint
+    sch.tensorize(loop, name)
+    sch.annotate(sch.get_sblock(f"{name_hint}_o"), KERNEL_ZEROES, 1)
+
+
+def without_kernel_inits(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
+    """``func`` with the init of each ``KERNEL_ZEROES`` block dropped: its kernel writes every element it
+    accumulates, from 0 (``_column_block``), so the zeroing is dead."""
+    from tvm_ffi.structural import structural_map
+
+    def drop(block):
+        if KERNEL_ZEROES not in block.annotations or block.init is None:
+            return block
+        return s_tir.SBlock(block.iter_vars, block.reads, block.writes, block.name_hint, block.body, None,
+                            block.alloc_buffers, block.match_buffers, block.annotations)
+
+    return func.with_body(structural_map(func.body, [(s_tir.SBlock, drop)]))
 
 
 def _padded_image(sch: s_tir.Schedule, pad) -> PaddedImage:

@@ -72,7 +72,7 @@ from passes.packed_layouts import (CHANNEL_LANES, CHANNEL_TILE_ROWS, FP32, IMAGE
                                    OUTPUT_WIDTH, ROW_STRIDE, TAPS_FEATURES, WIDE, Packing)
 
 from .x86_amx import fits_tiles, has_amx, schedule_amx
-from .x86_depthwise import is_taps_block, schedule_depthwise_taps
+from .x86_depthwise import is_taps_block, schedule_depthwise_taps, without_kernel_inits
 from .x86_transpose import TRANSPOSE_FEATURES, transpose_write_back
 
 VNNI_ROW_INTRIN = "qc_vnni_16x4_lanes_from_weight"   # matmul: lanes over output columns
@@ -491,7 +491,7 @@ def schedule_packed_kernels(mod: tvm.IRModule, target: tvm.target.Target, knobs:
                 write_back = _block_or_none(sch, packing.block("conv") + "_global")
                 if write_back is not None:
                     transpose_write_back(sch, write_back)
-        result[gvar] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+        result[gvar] = without_kernel_inits(sch.mod["main"]).with_attr("tirx.is_scheduled", True)
     return result
 
 

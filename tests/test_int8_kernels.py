@@ -103,19 +103,21 @@ def implicit_case(cin: int, cout: int, kernel: int, stride: int, pad: int | tupl
     return te.create_prim_func([data, weight, *scales, side, summed]), [x, packed, *values, r], expected
 
 
-def depthwise_case(channels: int, kernel: int, stride: int | tuple[int, int], pad: int, size: int | tuple[int, int],
-                   taps: bool = False, fill: int = 0):
+def depthwise_case(channels: int, kernel: int, stride: int | tuple[int, int], pad: int | tuple[int, int, int, int],
+                   size: int | tuple[int, int], taps: bool = False, fill: int = 0):
     """A depthwise conv2d; ``taps``: in the layout of four filter taps per lane (``depthwise_conv2d_taps``),
-    its padding filled with ``fill`` (a zero point). ``stride`` and ``size`` may be (rows, columns)."""
+    its padding filled with ``fill`` (a zero point). ``stride`` and ``size`` may be (rows, columns), ``pad``
+    (top, left, bottom, right)."""
     (sy, sx), (height, width) = ((s, s) if isinstance(s, int) else s for s in (stride, size))
+    top, left, bottom, right = (pad,) * 4 if isinstance(pad, int) else pad
     data = te.placeholder((1, channels, height, width), "uint8", "data")
     weight = te.placeholder((channels, 1, kernel, kernel), "int8", "weight")
-    out = (depthwise_conv2d_taps(data, weight, (sy, sx), (pad,) * 4, fill=fill) if taps
-           else depthwise_conv2d(data, weight, (sy, sx), (pad,) * 4, (1, 1)))
+    out = (depthwise_conv2d_taps(data, weight, (sy, sx), (top, left, bottom, right), fill=fill) if taps
+           else depthwise_conv2d(data, weight, (sy, sx), (top, left, bottom, right), (1, 1)))
     func = te.create_prim_func([data, weight, out])
     x = RNG.integers(0, 256, (1, channels, height, width), dtype=np.uint8)
     w = RNG.integers(-128, 128, (channels, 1, kernel, kernel), dtype=np.int8)
-    padded = np.pad(x, [(0, 0), (0, 0), (pad, pad), (pad, pad)], constant_values=fill)
+    padded = np.pad(x, [(0, 0), (0, 0), (top, bottom), (left, right)], constant_values=fill)
     return func, [x, w], _torch_conv(padded, w, (sy, sx), 0, groups=channels)
 
 
@@ -269,10 +271,19 @@ CASES = {
         lambda: depthwise_case(16, 5, 1, 0, 11, taps=True),
     "depthwise taps 5x5/2 unpadded, 8 @17 (7x7 from stride 2: two rows a vector)":
         lambda: depthwise_case(8, 5, 2, 0, 17, taps=True),
-    "depthwise taps 3x3/1 pad 1, 4 @4 (four rows a vector; the padding made per channel)":
+    # padded: a channel of up to 64 vectors is one kernel, the padding in its lanes; larger, a padded copy
+    "depthwise taps 3x3/1 pad 1, 4 @4 (four rows a vector)":
         lambda: depthwise_case(4, 3, 1, 1, 4, taps=True),
-    "depthwise taps 3x3/1 pad 1, 5 @13 (13 rows: tiles of one row)":
+    "depthwise taps 3x3/1 pad 1, 5 @13 (13 rows)":
         lambda: depthwise_case(5, 3, 1, 1, 13, taps=True),
+    "depthwise taps 5x5/1 pad 2 filled with 9, 6 @7 (7x7: two rows a vector, a row all padding)":
+        lambda: depthwise_case(6, 5, 1, 2, 7, taps=True, fill=9),
+    "depthwise taps 3x3/2 pad (0, 0, 1, 1) filled with 5, 8 @14 (TF's 'same': below and right only)":
+        lambda: depthwise_case(8, 3, 2, (0, 0, 1, 1), 14, taps=True, fill=5),
+    "depthwise taps 5x5/1 pad 2 filled with 200, 4 @28 (two column blocks, 56 vectors)":
+        lambda: depthwise_case(4, 5, 1, 2, 28, taps=True, fill=200),
+    "depthwise taps 3x3/1 pad 1 filled with 7, 3 @60 (240 vectors: a padded copy)":
+        lambda: depthwise_case(3, 3, 1, 1, 60, taps=True, fill=7),
     "depthwise taps 7x7/3 pad 3, 3 @50 (two groups of taps, stride 3)":
         lambda: depthwise_case(3, 7, 3, 3, 50, taps=True),
     "depthwise taps 5x5/2 pad 2 filled with 37 (a zero point), 8 @21":
@@ -329,13 +340,18 @@ def test_convolutions_whose_pixels_leave_lanes_empty_put_their_channels_in_the_l
 
 def test_depthwise_taps_and_max_pooling_build_to_vpermb_where_the_cpu_has_vbmi():
     """Built for ``znver4`` (VNNI + VBMI; built only, whatever this CPU): the depthwise kernel's operands come
-    from ``vpermb`` into ``vpdpbusd``, its padding and the pooling from masked 64-byte moves; built for
-    ``haswell``, the same layouts are plain AVX2 code."""
-    depthwise = depthwise_case(8, 5, 1, 2, 14, taps=True, fill=3)[0]
+    from ``vpermb`` into ``vpdpbusd``; a small channel's padding from the image itself, the fill merged into
+    the masked loads (``vpblendmb`` from memory, or ``vmovdqu8`` under a mask), a large one's (60x60: over
+    64 vectors) and the pooling from masked 64-byte moves; built for ``haswell``, the same layouts are plain
+    AVX2 code."""
+    small = depthwise_case(8, 5, 1, 2, 14, taps=True, fill=3)[0]
+    large = depthwise_case(4, 3, 1, 1, 60, taps=True, fill=3)[0]
     pooling = max_pool_case(4, 3, 1, 20, 20)[0]
-    for func, instructions in ((depthwise, ("vpermb", "vpdpbusd", "vmovdqu8")), (pooling, ("vpmovwb", "vpmaxub"))):
+    merged = r"(vpblendmb|vmovdqu8)\s+-?\d*\(%\w+\), (%zmm\d+, )?%zmm\d+ \{%k\d\}\n"
+    for func, instructions in ((small, ("vpermb", "vpdpbusd", merged)), (large, ("vpermb", "vpdpbusd", "vmovdqu8")),
+                               (pooling, ("vpmovwb", "vpmaxub"))):
         asm = build_kernel(func, VNNI_TARGET).mod.inspect_source("asm")
-        assert all(name in asm for name in instructions), [name for name in instructions if name not in asm]
+        assert all(re.search(name, asm) for name in instructions), [n for n in instructions if not re.search(n, asm)]
         assert "vpermb" not in build_kernel(func, AVX2_TARGET).mod.inspect_source("asm")
 
 
