@@ -26,7 +26,9 @@ from tvm.target import Target
 from tvm.tirx import compilation_pipeline
 from tvm_ffi.structural import structural_map
 
-PIPELINES = {16: "qc_x86_high_product_zmm", 8: "qc_x86_high_product_ymm"}
+from .task_buffers import task_buffers_pass
+
+PIPELINES = {16: "qc_x86_high_product_zmm", 8: "qc_x86_high_product_ymm", 0: "qc_cpu"}  # by register lanes
 
 
 def _lanes(dtype: str, base: str) -> int | None:
@@ -126,7 +128,8 @@ def high_product_pass(width: int) -> tvm.transform.Pass:
 def _register(width: int) -> None:
     def factory():
         pipeline, host, device = compilation_pipeline.get_tir_pipeline("s_tir")
-        return tvm.transform.Sequential([pipeline, high_product_pass(width)]), host, device
+        passes = [pipeline, task_buffers_pass()] + ([high_product_pass(width)] if width else [])
+        return tvm.transform.Sequential(passes), host, device
 
     compilation_pipeline.register_tir_pipeline(PIPELINES[width], factory)
 
@@ -136,11 +139,12 @@ for _width in PIPELINES:
 
 
 def tir_pipeline(target: Target) -> str:
-    """The TIR pipeline to compile for ``target``: TVM's, plus the rewrite where the CPU has the vectors."""
+    """The TIR pipeline to compile for ``target``: TVM's, then ``task_buffers`` on every CPU and the rewrite
+    where the CPU has the vectors."""
     from tvm.target.codegen import target_has_features
 
     if target.kind.name != "llvm":
         return "default"
     if target_has_features("avx512f", target):
         return PIPELINES[16]
-    return PIPELINES[8] if target_has_features("avx2", target) else "default"
+    return PIPELINES[8] if target_has_features("avx2", target) else PIPELINES[0]
