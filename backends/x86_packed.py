@@ -830,7 +830,8 @@ def _copy_strip(sch, block, loop) -> None:
 
 def _write_back_at(sch, block, loop) -> None:
     """Accumulate ``block``'s output for one iteration of ``loop`` in a small buffer (``global`` scope and
-    constant-sized: a stack array LLVM keeps in registers; TVM 0.27 makes ``local`` buffers heap workspaces),
+    constant-sized: under 1 KiB a stack array LLVM keeps in registers, else a heap workspace allocated once
+    per parallel task by ``task_buffers``; TVM 0.27 makes ``local`` buffers heap workspaces),
     and write it back at the end of that iteration through the epilogue fusion put after ``block``,
     vectorized; where a step is not elementwise over the tile (a padding for the next layer), the write-back
     ends before it (writing the narrow result, not the int32 accumulators) and the rest runs after.
