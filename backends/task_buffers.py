@@ -21,19 +21,20 @@ was uninitialized per iteration before).
 
 from __future__ import annotations
 
+import math
+
 import tvm
 from tvm import tirx
 from tvm_ffi.structural import structural_map
 
-TASKS_PER_CORE = 1  # one contiguous run of iterations per core: TVM's own split of the loop over its threads
-# (4 per core left 2 threads 16 and 12 of a 28-iteration loop: ResNet-18's fp32 28x28 convolutions 1.11x)
 STACK_LIMIT = 1024  # bytes: TVM's kMaxStackAlloca (smaller constant allocations are stack arrays)
 
 
 def _tasks(func: tirx.PrimFunc) -> int:
+    """One task per core: TVM's own split of the loop over its threads (four per core left two threads 16
+    and 12 of a 28-iteration loop: ResNet-18's fp32 28x28 convolutions 1.11x)."""
     target = func.attrs.get("target") if func.attrs is not None else None
-    cores = int(target.attrs.get("num-cores", 1)) if target is not None else 1
-    return TASKS_PER_CORE * max(1, cores)
+    return max(1, int(target.attrs.get("num-cores", 1)) if target is not None else 1)
 
 
 def _hoisted(loop: tirx.For, tasks: int) -> tirx.For:
@@ -62,12 +63,9 @@ def _hoisted(loop: tirx.For, tasks: int) -> tirx.For:
 
 def _on_the_heap(buffer) -> bool:
     """Whether TVM makes ``buffer`` a workspace (1 KiB or more, or not of constant size), not a stack array."""
-    sizes = [int(d) if isinstance(d, tirx.IntImm) else None for d in buffer.shape]
-    if None in sizes:
+    if not all(isinstance(d, tirx.IntImm) for d in buffer.shape):
         return True
-    elements = 1
-    for size in sizes:
-        elements *= size
+    elements = math.prod(int(d) for d in buffer.shape)
     return elements * tvm.runtime.DataType(buffer.dtype).bits // 8 >= STACK_LIMIT
 
 

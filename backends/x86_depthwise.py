@@ -45,6 +45,7 @@ from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder.tirx import prim_func as build_prim_func
+from tvm_ffi.structural import structural_map
 
 from passes.packed_layouts import COLUMN_STRIDE, INPUT_PITCH, ROW_STRIDE
 
@@ -75,9 +76,8 @@ def fits_one_kernel(tile: DepthwiseTile, most_vectors: int = 64) -> bool:
     """Whether a padded whole-channel tile is one kernel: every vector's taps within a window (a byte to
     spare for the fill) and at most ``most_vectors`` vectors (its straight-line code stays small: 28x28 has
     56)."""
-    sy, sx = tile.stride
     vectors = sum(len(block) for block in _column_blocks(tile))
-    return (min(LANES, tile.width) - 1) * sx + TAPS <= tile.window_limit() and vectors <= most_vectors
+    return (min(LANES, tile.width) - 1) * tile.stride[1] + TAPS <= tile.window_limit() and vectors <= most_vectors
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,8 @@ def _padded_window(tile: DepthwiseTile, image, vector: _Vector, y: int, start: i
                       and pad.left <= x_at < pad.left + pad.width)
             position = row * sy * tile.pitch + col * sx + t if inside else None
             table.append(position)
-            needed.update([] if position is None else [position])
+            if position is not None:
+                needed.add(position)
     fill = T.broadcast(tvm.tirx.const(pad.fill, "uint8"), WINDOW)
     if not needed:
         return T.reinterpret("int8x64", fill)
@@ -509,18 +510,17 @@ def schedule_depthwise_taps(sch: s_tir.Schedule, kind: str, block, pad, write_ba
         if fits_one_kernel(whole):  # the padding in the kernel's lanes, no padded copy: 1152 channels 5x5 at
             # 7x7 33.5 -> 21.6 us, 3x3 24.7 -> 16.8 (accumulation alone, the copy's stores were read back at once)
             sch.compute_inline(pad)
-            outer = sch.fuse(batch, channel)
-            write_back_at(sch, block, outer)
-            _vectors_of_sixteen(sch, sch.get_consumers(block)[0], block)
-            sch.parallel(outer)
-            _tensorize_from_zero(sch, block, row, intrinsic(whole, kind))
-            return
-    outer, row = sch.split(row, [None, tile.rows])
-    if pad is None:
+            tile, pad = whole, None
+    if tile.padding is not None:  # the whole channel one tile, one task
+        outer = sch.fuse(batch, channel)
+        write_back_at(sch, block, outer)
+    elif pad is None:
+        outer, row = sch.split(row, [None, tile.rows])
         outer = sch.fuse(batch, channel, outer)
         write_back_at(sch, block, outer)
     else:  # a channel per task, its padded image made once (per tile, the rows tiles share were made twice:
         # 3x3 pad 1, 32 channels at 112x112 69 -> 51 us, 144 at 56x56 85 -> 73 us, alone, interleaved)
+        outer, row = sch.split(row, [None, tile.rows])
         write_back_at(sch, block, outer)
         outer = sch.fuse(batch, channel)
         sch.compute_at(pad, outer)
@@ -557,8 +557,6 @@ def _tensorize_from_zero(sch: s_tir.Schedule, block, loop, name: str) -> None:
 def without_kernel_inits(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
     """``func`` with the init of each ``KERNEL_ZEROES`` block dropped: its kernel writes every element it
     accumulates, from 0 (``_column_block``), so the zeroing is dead."""
-    from tvm_ffi.structural import structural_map
-
     def drop(block):
         if KERNEL_ZEROES not in block.annotations or block.init is None:
             return block
