@@ -6,7 +6,11 @@
 Every call the Relax VM makes (a kernel, or a runtime builtin such as ``vm.builtin.alloc_tensor``) is timed
 through the VM's instrument hook over ``repeat`` inferences after ``warmup`` ones; a row's time is the median
 over the inferences of its summed calls in one inference. The end-to-end time is the median of as many
-uninstrumented inferences, so the rows' sum against it shows the hook's overhead and the time outside calls.
+uninstrumented inferences, each run just before an instrumented one (a shared host drifts within seconds;
+alternating keeps both in the same state), so the rows' sum against it shows the hook's overhead and the time
+outside calls. The hook's own cost (about 1.2 us + 0.1 us per argument a call, the Python callback and its
+arguments' conversion) falls inside each timed window: it is measured in the same process, around empty
+kernels taking as many arguments as each row's calls, and taken off the rows (``hook_ms`` says how much).
 
 Operations per kernel come from the manifest (``kernel_info``, written at compile time from the kernels'
 TIR with TVM's ``estimate_tir_flops``: a multiply-add counts two); an integer kernel (one reading int8 or
@@ -32,7 +36,7 @@ from typing import Any
 
 import numpy as np
 import tvm
-from tvm import relax, s_tir
+from tvm import relax, s_tir, te
 
 from passes.packed_layouts import OPS
 
@@ -113,6 +117,7 @@ class Profile:
     int8_peak_gops: float | None
     fp32_peak_gflops: float
     amx_peak_gops: float | None = None  # tile kernels' ceiling, where the CPU has AMX (printed, not divided by)
+    hook_ms: float = 0.0  # the instrument hook's own cost per inference, measured and taken off the rows
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -133,7 +138,7 @@ class Profile:
         peaks = f"int8 {self.int8_peak_gops} GOP/s, fp32 {self.fp32_peak_gflops} GFLOP/s"
         if self.amx_peak_gops:
             peaks += f" (int8 on AMX tiles {self.amx_peak_gops} GOP/s)"
-        lines.append(f"kernels sum {self.kernels_ms:.3f} ms; end to end {self.total_ms:.3f} ms (median of "
+        lines.append(f"kernels sum {self.kernels_ms:.3f} ms (net of the hook's own {self.hook_ms:.3f} ms); end to end {self.total_ms:.3f} ms (median of "
                      f"{self.repeat}); peaks {peaks}")
         return "\n".join(lines)
 
@@ -154,18 +159,12 @@ def profile(model: Any, inputs: Any = None, *, repeat: int = 20, warmup: int = 3
     if inputs is None:
         inputs = [np.zeros(spec.shape, spec.dtype) for spec in model.inputs]
     arrays = model.prepare(inputs)
-    for _ in range(warmup):
-        model.call(arrays)
-    total = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        model.call(arrays)
-        total.append(time.perf_counter() - started)
-
-    per_call = _instrumented(model, arrays, repeat)
+    total, per_call = _timed_rounds(model, arrays, repeat, warmup)
     peak = measure_peak()
     info = model.manifest.get("kernel_info") or {}
-    medians = {name: float(np.median(times)) for name, (times, _) in per_call.items()}
+    floor = _hook_floor({args for _, _, args in per_call.values()})
+    hook = {name: calls * floor[args] for name, (_, calls, args) in per_call.items()}
+    medians = {name: max(0.0, float(np.median(times)) - hook[name]) for name, (times, _, _) in per_call.items()}
     kernels_s = sum(medians.values())
     rows = []
     for name, seconds in sorted(medians.items(), key=lambda item: -item[1]):
@@ -178,31 +177,83 @@ def profile(model: Any, inputs: Any = None, *, repeat: int = 20, warmup: int = 3
         rows.append(KernelRow(name, calls, seconds * 1e3, seconds / kernels_s if kernels_s else 0.0, kind,
                               layer_of(name), list(known.get("args", [])), gops, fraction))
     return Profile(rows, float(np.median(total)) * 1e3, kernels_s * 1e3, repeat, peak.int8_gops,
-                   peak.fp32_gflops, peak.amx_int8_gops)
+                   peak.fp32_gflops, peak.amx_int8_gops, sum(hook.values()) * 1e3)
 
 
-def _instrumented(model, arrays, repeat: int) -> dict[str, tuple[list[float], int]]:
-    """Per called name: its summed seconds in each of ``repeat`` inferences, and its calls per inference."""
-    vm = relax.VirtualMachine(model._library, tvm.cpu())
-    started: dict[str, float] = {}
-    current: dict[str, float] = defaultdict(float)
-    calls: dict[str, int] = defaultdict(int)
+class _CallTimer:
+    """A VM instrument: per called name, its summed seconds since ``clear``, its calls and their arguments."""
 
-    def hook(func, name, before_run, ret_value, *args):
+    def __init__(self) -> None:
+        self.started: dict[str, float] = {}
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+        self.arguments: dict[str, int] = {}
+
+    def __call__(self, func, name, before_run, ret_value, *args) -> None:
         if before_run:
-            started[name] = time.perf_counter()
+            self.started[name] = time.perf_counter()
         else:
-            current[name] += time.perf_counter() - started[name]
-            calls[name] += 1
+            self.seconds[name] += time.perf_counter() - self.started[name]
+            self.calls[name] += 1
+            self.arguments[name] = len(args)
 
-    vm.set_instrument(hook)
-    main = vm["main"]
-    main(*arrays)  # warm-up through the hook
+    def clear(self) -> None:
+        self.seconds.clear()
+        self.calls.clear()
+
+
+def _timed_rounds(model, arrays, repeat: int,
+                  warmup: int) -> tuple[list[float], dict[str, tuple[list[float], int, int]]]:
+    """``repeat`` rounds of one uninstrumented inference (its seconds) then one through the hook (per called
+    name: its summed seconds in that inference, its calls per inference and their arguments). Alternating
+    the two keeps the end-to-end median and the rows in the same machine state: a shared host drifts 10-30%
+    within seconds."""
+    vm = relax.VirtualMachine(model._library, tvm.cpu())
+    timer = _CallTimer()
+    vm.set_instrument(timer)
+    instrumented = vm["main"]
+    for _ in range(warmup):
+        model.call(arrays)
+    instrumented(*arrays)  # warm-up through the hook
+    total: list[float] = []
     seconds: dict[str, list[float]] = defaultdict(list)
     for _ in range(repeat):
-        current.clear()
-        calls.clear()
-        main(*arrays)
-        for name, value in current.items():
+        started = time.perf_counter()
+        model.call(arrays)
+        total.append(time.perf_counter() - started)
+        timer.clear()
+        instrumented(*arrays)
+        for name, value in timer.seconds.items():
             seconds[name].append(value)
-    return {name: (values, calls[name]) for name, values in seconds.items()}
+    return total, {name: (values, timer.calls[name], timer.arguments[name]) for name, values in seconds.items()}
+
+
+def _hook_floor(argument_counts: set[int], calls: int = 10, rounds: int = 30) -> dict[int, float]:
+    """Seconds the instrument hook measures around a call that does no work, per argument count: the median
+    over ``rounds`` inferences of a VM calling ``calls`` times an empty kernel (one 16-byte copy) that takes
+    that many arguments, through the same hook as ``_timed_rounds``."""
+    counts = sorted(argument_counts)
+    builder = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((16,), "int8"))
+    with builder.function("main", [x]):
+        results = []
+        for count in counts:
+            inputs = [te.placeholder((16,), "int8", name=f"in{i}") for i in range(max(count - 1, 1))]
+            out = te.compute((16,), lambda i: inputs[0][i], name="out")
+            name = f"empty_{count}"
+            kernel = builder.add_func(te.create_prim_func([*inputs, out]).with_attr("global_symbol", name), name)
+            for _ in range(calls):
+                results.append(builder.emit(relax.call_tir(kernel, [x] * len(inputs),
+                                                           relax.TensorType((16,), "int8"))))
+        builder.emit_func_output(relax.Tuple(results))
+    vm = relax.VirtualMachine(tvm.compile(builder.get(), target="llvm"), tvm.cpu())
+    timer = _CallTimer()
+    vm.set_instrument(timer)
+    x_array = tvm.runtime.tensor(np.zeros(16, "int8"))
+    seconds: dict[int, list[float]] = defaultdict(list)
+    for round_ in range(rounds + 1):
+        timer.clear()
+        vm["main"](x_array)
+        for count in counts if round_ else ():  # the first round warms up
+            seconds[count].append(timer.seconds[f"empty_{count}"] / calls)
+    return {count: float(np.median(values)) for count, values in seconds.items()}
