@@ -536,7 +536,7 @@ def schedule_conv(sch: s_tir.Schedule, packing: Packing, knobs: Knobs, steps: tu
         _schedule_im2col(sch, packing)
     block = sch.get_sblock(packing.block("conv"))
     if image is not None:
-        _tile_implicit(sch, block, knobs, steps[0])
+        _tile_implicit(sch, block, knobs, steps[0], _block_or_none(sch, packing.block("unpack")))
         return
     if is_by_channels(sch, packing):  # a 4-bit weight unpacked in the tile, as the matmul's
         if pointwise:  # each step broadcasts the image's own element: a vector FMA LLVM makes of the lane loop
@@ -613,13 +613,19 @@ def _unpack_in_tile(sch: s_tir.Schedule, unpack, reduction, unrolled: list):
     if sch.get(unpack).annotations.get(NIBBLES):
         reduction, pair = sch.split(reduction, [None, 2])
         unrolled.append(pair)
-    sch.compute_at(unpack, reduction)
-    loops = sch.get_loops(unpack)
-    *blocks, lanes, group = loops[[sch.get(loop).same_as(sch.get(reduction)) for loop in loops].index(True) + 1:]
-    sch.vectorize(sch.fuse(lanes, group))
-    for loop in blocks:
-        sch.unroll(loop)
+    _operands_at(sch, unpack, reduction)
     return reduction
+
+
+def _operands_at(sch: s_tir.Schedule, unpack, loop) -> None:
+    """The ``unpack`` block computed under ``loop`` for the steps inside it: its (16 lanes x group) bytes
+    one vector, its other loops (blocks, pairs) unrolled."""
+    sch.compute_at(unpack, loop)
+    loops = sch.get_loops(unpack)
+    *blocks, lanes, group = loops[[sch.get(outer).same_as(sch.get(loop)) for outer in loops].index(True) + 1:]
+    sch.vectorize(sch.fuse(lanes, group))
+    for outer in blocks:
+        sch.unroll(outer)
 
 
 def _schedule_im2col(sch: s_tir.Schedule, packing: Packing) -> None:
@@ -642,24 +648,29 @@ their requantize (2026-12-07, znver4), time against the im2col kernel's: 7x2 0.8
 than 32 registers) 1.02-2.10."""
 
 
-def _tile_implicit(sch: s_tir.Schedule, block, knobs: Knobs, intrin: str | None) -> None:
+def _tile_implicit(sch: s_tir.Schedule, block, knobs: Knobs, intrin: str | None, unpack=None) -> None:
     """An implicit convolution's register tile: pixel rows x channel vectors (``channel_tile`` of
     ``IMPLICIT_KNOBS`` unless a tuned tile is given), the
     reduction's channel groups and filter rows and columns outside the tile (each step's image and weight
-    addresses affine in them), its four channels the step's group; tiles strip of channels by strip."""
-    pixels, channels, groups, rows, columns, group = sch.get_loops(block)
+    addresses affine in them), its four channels the step's group; tiles strip of channels by strip. A 4-bit
+    weight's pair of channel groups runs inside the taps, outside the tile, and its ``unpack`` block at the
+    tap: each weight load of a tap becomes the operands of both groups."""
+    pixels, channels, groups, rows, columns, *pair, group = sch.get_loops(block)
     tile = channel_tile(IMPLICIT_KNOBS if knobs == DEFAULT_KNOBS else knobs, _extent(sch, pixels),
                         _extent(sch, channels) // LANES)
     final, step = None, [group]
     if intrin in PAIR_STEPS:  # AVX2: two half sums per lane, the half a dimension of its own (as ``_tile``)
-        half, pair = sch.split(group, [2, None])
+        half, _ = sch.split(group, [2, None])
         final, block = block, sch.rfactor(half, factor_axis=len(sch.get(block).writes[0].region))
-        pixels, channels, groups, rows, columns, *step = sch.get_loops(block)[-7:]
+        pixels, channels, groups, rows, columns, *pair, half, halves = sch.get_loops(block)[-7 - len(pair):]
+        step = [half, halves]
     po, pi = sch.split(pixels, [None, tile.rows])
     co, cb, lanes = sch.split(channels, [None, tile.blocks, LANES])
-    sch.reorder(co, po, groups, rows, columns, pi, cb, lanes, *step)
-    _finish(sch, block, final, outer=(co, po), reduction=groups, unrolled=[pi, cb], lanes=lanes, group=step[-1],
-            intrin=intrin)
+    sch.reorder(co, po, groups, rows, columns, *pair, pi, cb, lanes, *step)
+    if unpack is not None:
+        _operands_at(sch, unpack, columns)
+    _finish(sch, block, final, outer=(co, po), reduction=groups, unrolled=[*pair, pi, cb], lanes=lanes,
+            group=step[-1], intrin=intrin)
 
 
 def _schedule_image(sch: s_tir.Schedule, image) -> None:

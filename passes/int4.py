@@ -75,6 +75,18 @@ def pack_matmul_nibbles(packed: np.ndarray) -> np.ndarray:
     return pair_groups(packed, axis=1)
 
 
+def pack_implicit_nibbles(packed: np.ndarray, taps: int) -> np.ndarray:
+    """An implicit convolution's weight (``packed_layouts.conv2d_implicit``: [O/16, C/g * taps, 16, g] int8,
+    step ``c * taps + t`` for channel group c and filter tap t) as [O/16, C/2g * taps, 16, g] bytes: channel
+    groups 2m and 2m + 1 of the same tap in one vector, at step ``m * taps + t``. (Pairing consecutive steps,
+    as a matmul does, would pair taps across filter rows, which the kernel's tile visits apart.)"""
+    blocks, steps, lanes, group = packed.shape
+    if steps % (2 * taps):
+        raise ValueError(f"{steps} steps are not pairs of channel groups of {taps} taps each")
+    pairs = packed.reshape(blocks, steps // taps // 2, 2, taps, lanes, group).transpose(0, 1, 3, 2, 4, 5)
+    return pair_groups(pairs.reshape(blocks, -1, lanes, group), axis=1)
+
+
 def conv_nibble_block(reduce: int) -> int:
     """The block length of a flattened conv weight's nibble pairs: the longest of 64, 32, ..., 2 bytes that
     divides its padded reduction (a multiple of the kernel's group), so unpacking is one load per block."""

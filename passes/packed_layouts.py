@@ -28,8 +28,9 @@ type. Every family computes the same layouts, with 16 output elements in the vec
   the backend can vectorize along output columns (no packing: each output reads one filter); a row narrower
   than a vector is computed a vector wide and cropped (``crop``).
 
-An int8 weight holding 4-bit values (``passes.int4``) keeps these layouts with two groups per byte (matmul)
-or two blocks of a row per byte run (conv); an ``unpack`` block turns it back into the int8 operand as 16 w
+An int8 weight holding 4-bit values (``passes.int4``) keeps these layouts with two groups per byte (matmul),
+two channel groups of one tap per byte (implicit conv, an even count of groups: ``pack_implicit_nibbles``)
+or two blocks of a row per byte run (im2col conv); an ``unpack`` block turns it back into the int8 operand as 16 w
 and the kernel's last stage (``columns`` / ``nchw``) shifts the sums back by 4, so the result is the same
 int32 bit for bit. The kernels are then named ``..._u8i4``.
 
@@ -51,7 +52,8 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from .dataflow import op_name, rewrite_functions
-from .int4 import NIBBLE_SUFFIX, SHIFT, conv_nibble, conv_nibble_block, nibble16, pack_conv_nibbles, pack_matmul_nibbles
+from .int4 import (NIBBLE_SUFFIX, SHIFT, conv_nibble, conv_nibble_block, nibble16, pack_conv_nibbles,
+                   pack_implicit_nibbles, pack_matmul_nibbles)
 
 LANES = 16
 IMAGE_SHAPE = "qc.image_shape"  # on the flat padded image stage: (channels, padded height, padded width)
@@ -317,12 +319,15 @@ def flatten_conv_weight_by_taps(weight: np.ndarray, group: int = INT8.group) -> 
     return np.ascontiguousarray(padded.reshape(out, -1, group, kh, kw).transpose(0, 1, 3, 4, 2).reshape(out, -1))
 
 
-def conv2d_implicit(data, packed, geometry: ConvGeometry, packing: Packing = INT8):
+def conv2d_implicit(data, packed, geometry: ConvGeometry, packing: Packing = INT8, nibbles: bool = False):
     """TE: NCHW conv2d (batch 1, groups 1) without im2col (see the module docstring): an ``image`` block
     lays the input out padded with ``packing.group`` channels interleaved, then the conv block reads each
     step's four bytes from it at the pixel's tap; the weight is ``flatten_conv_weight_by_taps`` packed by
-    ``pack_conv_weight_by_channels`` (output channels in the lanes), 8-bit (a 4-bit weight keeps im2col: its
-    nibble pairs of consecutive steps would straddle filter rows). Accumulator-typed NCHW result."""
+    ``pack_conv_weight_by_channels`` (output channels in the lanes). With ``nibbles`` it is 4-bit
+    (``passes.int4.pack_implicit_nibbles``: two channel groups of one tap per byte, an even count of groups),
+    the reduction's channel groups become (pair, group of the pair), an ``unpack`` block
+    ([O/16, C/2g, taps, 2, 16, g], 16 w) makes the int8 operands and the last stage shifts the sums back.
+    Accumulator-typed NCHW result."""
     from tvm import te, tirx
 
     g, group, acc_type = geometry, packing.group, packing.accumulator
@@ -339,20 +344,32 @@ def conv2d_implicit(data, packed, geometry: ConvGeometry, packing: Packing = INT
 
     image = te.compute((-(-g.channels // group), ph, pw, group), interleaved, name=packing.block("image"),
                        attrs={IMAGE_SHAPE: [g.channels, ph, pw]})
-    out_channels = int(packed.shape[0]) * LANES
-    # the reduction as (channel group, filter row, filter column, channel in the group): affine indices
+    blocks, steps = int(packed.shape[0]), int(packed.shape[1])
+    out_channels = blocks * LANES
+    # the reduction as (channel group, filter row, filter column, channel in the group): affine indices;
+    # 4-bit: the channel group as (pair, which of the pair), that inside the taps (one load, both groups)
     rc, ri, rj, rt = (te.reduce_axis((0, n), name) for n, name in
-                      ((int(packed.shape[1]) // taps, "rc"), (kh, "ri"), (kw, "rj"), (group, "rt")))
+                      ((steps // taps, "rc"), (kh, "ri"), (kw, "rj"), (group, "rt")))
+    if nibbles:
+        weight = te.compute((blocks, steps // taps, taps, 2, LANES, group),
+                            lambda b, m, t, p, lane, i: nibble16(packed[b, m * taps + t, lane, i], p),
+                            name=packing.block("unpack"), attrs={NIBBLES: 1})
+        rp = te.reduce_axis((0, 2), "rp")
+        axes, channel_group = [rc, ri, rj, rp, rt], rc * 2 + rp
+        tap = lambda o: weight[o // LANES, rc, ri * kw + rj, rp, o % LANES, rt]  # noqa: E731
+    else:
+        axes, channel_group = [rc, ri, rj, rt], rc
+        tap = lambda o: packed[o // LANES, (rc * kh + ri) * kw + rj, o % LANES, rt]  # noqa: E731
 
     def accumulate(p, o):
         y, x = p // ow, p % ow
-        return te.sum(image[rc, y * sy + ri * dy, x * sx + rj * dx, rt].astype(acc_type)
-                      * packed[o // LANES, (rc * kh + ri) * kw + rj, o % LANES, rt].astype(acc_type),
-                      axis=[rc, ri, rj, rt])
+        return te.sum(image[channel_group, y * sy + ri * dy, x * sx + rj * dx, rt].astype(acc_type)
+                      * tap(o).astype(acc_type), axis=axes)
 
     acc = te.compute((oh * ow, out_channels), accumulate, name=packing.block("conv"),
                      attrs={OPS: 2 * out_channels * g.macs, CHANNEL_LANES: 1, IMPLICIT: 1})
-    return te.compute((1, out_channels, oh, ow), lambda b, o, y, x: acc[y * ow + x, o], name=packing.block("nchw"))
+    return te.compute((1, out_channels, oh, ow), lambda b, o, y, x: _unscaled(acc[y * ow + x, o], nibbles),
+                      name=packing.block("nchw"))
 
 
 def depthwise_conv2d_taps(data, weight, strides, padding, packing: Packing = INT8, fill: int = 0):
@@ -553,15 +570,18 @@ class LayerPacker(PyExprMutator):
             attrs[LAYER_ATTRIBUTE] = self.binding
         return attrs
 
-    def _implicit_conv(self, call: relax.Call, weight: np.ndarray, geometry: ConvGeometry):
-        """The conv2d as ``conv2d_implicit``: output channels in the lanes, no im2col."""
-        group = self.packing.group
+    def _implicit_conv(self, call: relax.Call, weight: np.ndarray, geometry: ConvGeometry, nibbles: bool):
+        """The conv2d as ``conv2d_implicit``: output channels in the lanes, no im2col; a 4-bit weight two
+        channel groups of a tap per byte (``passes.int4.pack_implicit_nibbles``)."""
+        group, taps = self.packing.group, geometry.kernel[0] * geometry.kernel[1]
         packed = pack_conv_weight_by_channels(flatten_conv_weight_by_taps(weight, group), group)
         info = {"op": "conv2d", "weight_shape": list(weight.shape), "strides": list(geometry.strides),
-                "padding": list(geometry.padding), "dilation": list(geometry.dilation), "weight_bits": 8,
-                "lanes": "channels", "im2col": False}
-        return self.builder_.call_te(partial(conv2d_implicit, geometry=geometry, packing=self.packing), call.args[0],
-                                     relax.const(packed), primfunc_name_hint=self._name("conv2d"),
+                "padding": list(geometry.padding), "dilation": list(geometry.dilation),
+                "weight_bits": 4 if nibbles else 8, "lanes": "channels", "im2col": False}
+        stored = self._stored(packed, nibbles, partial(pack_implicit_nibbles, taps=taps))
+        return self.builder_.call_te(partial(conv2d_implicit, geometry=geometry, packing=self.packing,
+                                             nibbles=nibbles), call.args[0], relax.const(stored),
+                                     primfunc_name_hint=self._name("conv2d", nibbles),
                                      primfunc_attrs=self._attrs(info))
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:  # noqa: N802  (TVM's visitor naming)
@@ -588,9 +608,9 @@ class LayerPacker(PyExprMutator):
             weight, geometry = call.args[1].value.numpy(), _geometry(call)
             multiple = self.reduce_multiple(geometry, weight.shape[0])
             nibbles = self.nibbles(weight, (1, 2, 3))
-            if (multiple == group and weight.shape[0] % LANES == 0 and not nibbles
-                    and self.implicit(geometry, weight.shape[0])):
-                return self._implicit_conv(call, weight, geometry)
+            if (multiple == group and weight.shape[0] % LANES == 0 and self.implicit(geometry, weight.shape[0])
+                    and not (nibbles and -(-geometry.channels // group) % 2)):  # 4-bit: pairs of channel groups
+                return self._implicit_conv(call, weight, geometry, nibbles)
             flat = flatten_conv_weight(weight, multiple)
             by_channels = (multiple == group and self.by_channels(geometry, weight.shape[0])
                            and (not nibbles or flat.shape[1] % (2 * group) == 0))  # 4-bit: pairs of groups

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tvm
 
 from passes.int4 import (
     conv_nibble_block,
     fits_int4,
     pack_conv_nibbles,
+    pack_implicit_nibbles,
     pack_matmul_nibbles,
     packs_as_nibbles,
     pair_groups,
     unpair_groups,
 )
-from passes.packed_layouts import flatten_conv_weight, pack_matmul_weight
+from passes.packed_layouts import (
+    flatten_conv_weight,
+    flatten_conv_weight_by_taps,
+    pack_conv_weight_by_channels,
+    pack_matmul_weight,
+)
 
 RNG = np.random.default_rng(0)
 
@@ -40,6 +47,40 @@ def test_a_matmul_weight_pairs_consecutive_groups_in_one_vector():
     assert (nibbles[1, 2, 5, 3] & 0xF) == (packed[1, 4, 5, 3] & 0xF)
     assert (nibbles[1, 2, 5, 3] >> 4) == (packed[1, 5, 5, 3] & 0xF)
     np.testing.assert_array_equal(unpair_groups(nibbles, 1, 16), packed)
+
+
+def test_an_implicit_conv_weight_pairs_channel_groups_of_the_same_tap():
+    weight = RNG.integers(-8, 8, (32, 16, 3, 3), dtype=np.int8)
+    packed = pack_conv_weight_by_channels(flatten_conv_weight_by_taps(weight))  # [2, 4 groups x 9 taps, 16, 4]
+    nibbles = pack_implicit_nibbles(packed, 9)
+    assert nibbles.shape == (2, 18, 16, 4) and nibbles.dtype == np.uint8
+    # byte [a, m * 9 + t, c, d]: channel group 2m (low) and 2m + 1 (high) at tap t, not taps t and t + 1
+    assert (nibbles[1, 9 + 4, 5, 3] & 0xF) == (packed[1, 2 * 9 + 4, 5, 3] & 0xF)
+    assert (nibbles[1, 9 + 4, 5, 3] >> 4) == (packed[1, 3 * 9 + 4, 5, 3] & 0xF)
+    assert weight[16 + 5, 3 * 4 + 3, 1, 1] == packed[1, 3 * 9 + 4, 5, 3]
+    with pytest.raises(ValueError, match="not pairs of channel groups"):
+        pack_implicit_nibbles(packed[:, :27], 9)  # three groups
+
+
+def test_a_4bit_conv_reads_the_image_where_its_channel_groups_pair():
+    from tvm import relax
+
+    from passes.pack_int8_layers import pack_int8_layers
+
+    def kernel_text(channels: int) -> str:
+        builder = relax.BlockBuilder()
+        x = relax.Var("x", relax.TensorType((1, channels, 14, 14), "uint8"))
+        with builder.function("main", [x]):
+            weight = relax.const(RNG.integers(-8, 8, (32, channels, 3, 3), np.int8))
+            out = builder.emit(relax.op.nn.conv2d(x, weight, padding=1, out_dtype="int32"))
+            builder.emit_func_output(out)
+        with tvm.target.Target({"kind": "llvm", "mcpu": "znver4"}):
+            packed = pack_int8_layers(builder.get())
+        (text,) = [f.script() for f in packed.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+        return text
+
+    assert "qc_int8_image" in kernel_text(32) and "qc_int8_unpack" in kernel_text(32)  # 8 groups: 4 pairs
+    assert "qc_int8_im2col" in kernel_text(20)  # 5 groups: the last would pair with nothing
 
 
 @pytest.mark.parametrize("reduce, block", [(576, 64), (96, 32), (48, 16), (148, 4), (192, 64)])

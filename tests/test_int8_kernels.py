@@ -37,7 +37,7 @@ from passes.packed_layouts import (
     pack_matmul_weight,
 )
 from backends.cpu import missing_features
-from passes.int4 import pack_conv_nibbles, pack_matmul_nibbles
+from passes.int4 import pack_conv_nibbles, pack_implicit_nibbles, pack_matmul_nibbles
 
 from .conftest import AVX2_TARGET, PLAIN_TARGET, qc, run_kernel
 
@@ -68,19 +68,22 @@ def conv_case(cin: int, cout: int, kernel: int, stride: int, pad: int, size: int
 
 
 def implicit_case(cin: int, cout: int, kernel: int, stride: int, pad: int | tuple, size: int | tuple,
-                  dilation: int = 1, requantized: bool = False, residual: bool = False):
+                  dilation: int = 1, requantized: bool = False, residual: bool = False, nibbles: bool = False):
     """A conv2d in the implicit layout (``conv2d_implicit``: an interleaved padded image, no im2col);
     ``pad`` may be (top, left, bottom, right), ``size`` (rows, columns); ``requantized``: the dyadic
     requantize after it, as lower_integer fuses it (the write-back across channel planes); ``residual``:
-    then a uint8 input of the output's shape added (less 100, clamped), as a residual add reads one."""
+    then a uint8 input of the output's shape added (less 100, clamped), as a residual add reads one;
+    ``nibbles``: a 4-bit weight, two channel groups of a tap per byte (``pack_implicit_nibbles``)."""
     (height, width), padding = ((size, size) if isinstance(size, int) else size), (
         (pad,) * 4 if isinstance(pad, int) else pad)
     geometry = ConvGeometry(cin, height, width, (kernel, kernel), (stride, stride), padding, (dilation, dilation))
-    w = RNG.integers(-128, 128, (cout, cin, kernel, kernel), dtype=np.int8)
+    w = RNG.integers(*((-8, 8) if nibbles else (-128, 128)), (cout, cin, kernel, kernel), dtype=np.int8)
     x = RNG.integers(0, 256, (1, cin, height, width), dtype=np.uint8)
     packed = pack_conv_weight_by_channels(flatten_conv_weight_by_taps(w))
-    data, weight = te.placeholder(x.shape, "uint8", "data"), te.placeholder(packed.shape, "int8", "packed")
-    acc = conv2d_implicit(data, weight, geometry)
+    if nibbles:
+        packed = pack_implicit_nibbles(packed, kernel * kernel)
+    data, weight = te.placeholder(x.shape, "uint8", "data"), te.placeholder(packed.shape, str(packed.dtype), "packed")
+    acc = conv2d_implicit(data, weight, geometry, nibbles=nibbles)
     top, left, bottom, right = padding
     padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
     expected = torch.nn.functional.conv2d(torch.from_numpy(padded.astype(np.float64)),
@@ -255,6 +258,10 @@ CASES = {
         lambda: implicit_case(16, 48, 5, 1, (2, 1, 2, 3), (6, 11)),
     "implicit 3x3/1 dilation 2 pad 2, 20->32 @8": lambda: implicit_case(20, 32, 3, 1, 2, 8, dilation=2),
     "implicit 7x7/2 unpadded, 3->16 @21 (three channels)": lambda: implicit_case(3, 16, 7, 2, 0, 21),
+    "implicit 3x3/1 pad 1, 32->32 @14, 4-bit weight (two channel groups of a tap per byte)":
+        lambda: implicit_case(32, 32, 3, 1, 1, 14, nibbles=True),
+    "implicit 3x3/2 pad 1, 24->48 @15, 4-bit weight (6 groups: 3 pairs; odd size)":
+        lambda: implicit_case(24, 48, 3, 2, 1, 15, nibbles=True),
     "depthwise 3x3/2 pad 1, 8 @15": lambda: depthwise_case(8, 3, 2, 1, 15),
     "depthwise 5x5/1 pad 2, 6 @12": lambda: depthwise_case(6, 5, 1, 2, 12),
     "depthwise 5x5/2 pad 2, 8 @13 (odd width: phases of 7 and 6 columns)": lambda: depthwise_case(8, 5, 2, 2, 13),
@@ -452,6 +459,8 @@ REQUANTIZED = {
         lambda: implicit_case(16, 16, 3, 1, 1, 7, requantized=True, residual=True),
     "implicit 3x3/1 pad 1, 16->32 @(5, 9) + requantize + residual (rows of 9: tiles across rows, not transposed)":
         lambda: implicit_case(16, 32, 3, 1, 1, (5, 9), requantized=True, residual=True),
+    "implicit 3x3/1 pad 1, 64->64 @14, 4-bit weight + requantize + residual (sums shifted back first)":
+        lambda: implicit_case(64, 64, 3, 1, 1, 14, requantized=True, residual=True, nibbles=True),
 }
 
 
