@@ -683,13 +683,15 @@ def _schedule_image(sch: s_tir.Schedule, image) -> None:
     sch.annotate(columns, "pragma_loop_partition_hint", True)
 
 
-CACHED_IM2COL_BYTES = 1 << 20
-"""An im2col up to this size (half of one core's 2 MiB L2 here) stays in cache while every row tile of
-output channels reads it, so the tiles run channel tile by channel tile (each writes whole output rows); a
-larger one is read one strip of pixels at a time by every channel tile (``lanes_outer``), the vector
-schedules first copying the strip into a contiguous buffer (``_copy_strip``): ResNet-18 fp32 35.8 -> 19.2 ms
-(strips) -> 18.0 ms (copied), int8 3.87 -> 3.54 ms; strips for all convolutions made EfficientNet-Lite0's
-16 -> 96 conv at 112x112 (a 200 KB im2col) 0.30 -> 0.49 ms (``qc profile``)."""
+CACHED_IM2COL_BYTES = 1 << 18
+"""An im2col up to this size stays in cache while every row tile of output channels reads it, so the tiles
+run channel tile by channel tile (each writes whole output rows); a larger one is read one strip of pixels at a
+time by every channel tile (``lanes_outer``), the vector schedules first copying the strip into a contiguous
+buffer (``_copy_strip``): ResNet-18 fp32 35.8 -> 19.2 ms (strips) -> 18.0 ms (copied), int8 3.87 -> 3.54 ms
+(Sapphire Rapids, 2 MiB L2 a core, at 1 MiB). At 1 MiB on this znver4 (1 MiB L2 a core) the ``haswell``
+build's 7x7 and 14x14 convs (int16 im2col of 590 and 958 KB) ran at 50-59% of its peak; at 256 KiB, 58-73%,
+the whole model 0.92x, EfficientNet-Lite0 W8A8 on VNNI (its 351 KB stem im2col now in strips) 0.98-0.99x
+(artifacts alternating in one process, 2026-12-07)."""
 
 
 def im2col_exceeds_cache(sch: s_tir.Schedule, packing: Packing) -> bool:
