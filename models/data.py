@@ -82,6 +82,67 @@ def sentences() -> list[str]:
     return list(_SENTENCES)
 
 
+_EVALUATION_SENTENCES = (
+    # Paraphrase pairs (sentence 2k and 2k + 1), for the rank correlation of pair similarities.
+    "The flight was delayed by two hours because of fog.",
+    "Fog held the plane on the ground for an extra two hours.",
+    "She is learning to speak Japanese before her trip to Tokyo.",
+    "Before travelling to Tokyo, she is studying Japanese.",
+    "The doctor told him to drink more water and rest.",
+    "His physician advised plenty of fluids and some rest.",
+    "Our team won the championship after a tense final match.",
+    "After a nervous final, our side took the title.",
+    "The bakery on the corner sells fresh bread every morning.",
+    "Every morning the corner bakery has freshly baked loaves.",
+    "Scientists discovered a new species of frog in the rainforest.",
+    "A previously unknown frog was found by researchers in the jungle.",
+    "Turn off the lights when you leave the room.",
+    "Please switch the lights off as you go out.",
+    "The river flooded the village after days of heavy rain.",
+    "Days of downpour caused the river to overflow into the village.",
+    "He repaired the bicycle's flat tire with a patch kit.",
+    "Using a patch kit, he fixed the punctured bike tyre.",
+    "The price of coffee has risen sharply this year.",
+    "Coffee has become much more expensive over the past twelve months.",
+    "The students listened carefully to the guest lecture on volcanoes.",
+    "A visiting speaker gave the class a talk about volcanoes.",
+    "I can't find my keys anywhere in the house.",
+    "My keys have gone missing somewhere at home.",
+    # Varied sentences: topics, lengths, questions, numbers and names.
+    "The Pacific Ocean covers about one third of the Earth's surface.",
+    "Add two cups of flour and stir until the batter is smooth.",
+    "Why does the moon look larger near the horizon?",
+    "The new bridge will connect the island to the mainland by 2030.",
+    "A sudden gust of wind knocked over the market stalls.",
+    "The algorithm sorts a million numbers in under a second.",
+    "Grandfather tells the same story about the war every Christmas.",
+    "Vaccines train the immune system to recognise a virus.",
+    "The referee showed the defender a red card in the last minute.",
+    "Where can I buy a ticket for the night bus?",
+    "The painting was sold at auction for twelve million dollars.",
+    "Bees communicate the location of flowers by dancing.",
+    "The hotel room had a view of the harbour and the old fortress.",
+    "Interest rates were left unchanged at the central bank's meeting.",
+    "She wrote her first novel in a small cabin by the lake.",
+    "The printer is out of paper again.",
+    "Glaciers in the Alps have shrunk dramatically since 1900.",
+    "The toddler refused to eat anything green at dinner.",
+    "Electric cars are cheaper to run but still expensive to buy.",
+    "The library stays open until midnight during exam week.",
+    "A thick layer of dust covered the piano in the attic.",
+    "Migrating geese fly south in a V-shaped formation.",
+    "The software update fixed the bug that crashed the app on startup.",
+    "They hiked for six hours to reach the summit before sunset.",
+)
+
+
+def evaluation_sentences() -> list[str]:
+    """48 hard-coded English sentences for evaluating a quantized MiniLM, none of them in ``sentences()``
+    (whose first 8 calibrate it): 12 paraphrase pairs (sentences 2k, 2k + 1 for k < 12), then 24 sentences on
+    varied topics, of varied length and form (questions, numbers, names)."""
+    return list(_EVALUATION_SENTENCES)
+
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 """Per-channel RGB mean and standard deviation of ImageNet (on pixels scaled to [0, 1])."""

@@ -102,3 +102,20 @@ def load() -> tuple[MiniLMEmbedder, tuple[torch.Tensor, torch.Tensor]]:
     embedder = MiniLMEmbedder(bert).float().eval()
     tokens = tokenize(sentences()[:1])
     return embedder, tuple(torch.from_numpy(tokens[name]) for name in INPUT_NAMES)
+
+
+def embedding_agreement(reference: np.ndarray, embeddings: np.ndarray) -> dict[str, float]:
+    """How well ``embeddings`` ([n, d], one per sentence) agree with the float ``reference``: the cosine of
+    each with its reference (mean and min) and the Spearman correlation of all n (n - 1) / 2 pairwise
+    cosine similarities with the reference's (how a retrieval would rank the pairs)."""
+    from scipy.stats import spearmanr
+
+    reference, embeddings = np.asarray(reference, np.float64), np.asarray(embeddings, np.float64)
+    if reference.shape != embeddings.shape or reference.ndim != 2 or len(reference) < 3:
+        raise ValueError(f"need two [n >= 3, d] arrays of one shape, got {reference.shape} and {embeddings.shape}")
+    unit = lambda e: e / np.linalg.norm(e, axis=1, keepdims=True)  # noqa: E731
+    cosine = np.sum(unit(reference) * unit(embeddings), axis=1)
+    pairs = np.triu_indices(len(reference), 1)
+    rho = spearmanr((unit(reference) @ unit(reference).T)[pairs], (unit(embeddings) @ unit(embeddings).T)[pairs])
+    return {"cosine_mean": float(cosine.mean()), "cosine_min": float(cosine.min()),
+            "pair_spearman": float(rho.correlation)}
