@@ -3,8 +3,8 @@
 Requires: ``main`` as ``insert_qdq`` left it (one dataflow block, quantize -> dequantize on every anchor,
 ``dequantize(int8 constant)`` weights on every quantized layer), before ``fold_constant``.
 Guarantees: between the entry quantizes and the final dequantizes every quantized layer, bias, ReLU / clip,
-residual add, mean, average pooling, product, concat, elementwise chain, max pooling, reshape, transpose and
-zero padding runs on integers:
+residual add, mean, average pooling, product, activation matmul, concat, elementwise chain, max pooling,
+reshape, transpose, broadcast and zero padding runs on integers:
 
     conv2d / matmul   uint8|int8 x int8 -> int32 accumulator (an activation zero point is folded into the
                       bias as -z * sum(W); a padded conv with z != 0 gets an explicit pad with value z);
@@ -28,6 +28,9 @@ zero padding runs on integers:
     mean, avg pool    int32 window sum (average pooling: a depthwise convolution with weights 1 over the input
                       padded with z), then the dyadic rescale s_x / (n * s_out)
     product           (q_a - z_a)(q_b - z_b) in int32, then the dyadic rescale s_a s_b / s_out
+    activation matmul (q_a - z_a) @ (q_b - z_b) summed in int32 (attention's Q x K^T, probabilities x V),
+                      then the dyadic rescale s_a s_b / s_out, or dequantized from the sums when its reader
+                      is float (the scores feeding softmax)
     concat            parts of the output's scale as they are, the others requantized to it first
     elementwise f(x)  a table over every code of x: T[i] = clamp(round(f(s_x (i - z_x)) / s_out) + z_out),
                       f evaluated in float64 at compile time (``passes.elementwise``), looked up by ``take``
@@ -225,6 +228,8 @@ class _Lowering:
         if name == "relax.multiply" and len(args) == 2 and all(isinstance(a, Quant) for a in args) \
                 and args[0] is not args[1]:
             return self.product(*args)
+        if name == "relax.matmul" and all(isinstance(a, Quant) for a in args):
+            return self.activation_matmul(*args)
         if name == "relax.concat" and isinstance(value.args[0], relax.Tuple):
             lowered = self.concat(value)
             if lowered is not None:
@@ -485,6 +490,25 @@ class _Lowering:
         bound = max(abs(a.qmin - a.zero), abs(a.qmax - a.zero)) * max(abs(b.qmin - b.zero), abs(b.qmax - b.zero))
         return Linear((Term(emit(relax.op.multiply(centred(a), centred(b))), np.float64(a.scale * b.scale),
                             np.int64(0), bound),))
+
+    def activation_matmul(self, a: Quant, b: Quant) -> Linear:
+        """(q_a - z_a) @ (q_b - z_b) summed in int32, real value s_a s_b times it: a matmul of two integer
+        tensors (attention's Q x K^T, probabilities x V); one dyadic rescale when its output is quantized,
+        else dequantized from the sums."""
+        emit = self.builder.emit
+
+        def centred(x: Quant) -> relax.Var:
+            wide = emit(relax.op.astype(x.var, "int32"))
+            return emit(relax.op.subtract(wide, relax.const(np.int32(x.zero)))) if x.zero else wide
+
+        depth = int(a.var.ty.shape[-1])
+        bound = depth * max(abs(a.qmin - a.zero), abs(a.qmax - a.zero)) * max(abs(b.qmin - b.zero),
+                                                                            abs(b.qmax - b.zero))
+        if bound >= 2**31:
+            raise PassError(f"lower_integer: a matmul of depth {depth} of {a.dtype} x {b.dtype} codes may "
+                            f"overflow int32 (bound {bound})")
+        sums = emit(relax.op.matmul(centred(a), centred(b), out_dtype="int32"))
+        return Linear((Term(sums, np.float64(a.scale * b.scale), np.int64(0), bound),))
 
     def concat(self, call: relax.Call) -> object | None:
         """Integer parts of one scale concatenate as they are; parts of different scales wait for the

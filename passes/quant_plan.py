@@ -5,7 +5,8 @@ exactly those tensors, ``insert_qdq`` puts a quantize/dequantize pair on each of
 turns the ops between the pairs into integer ops. The plan names them (anchors):
 
 - the output of each *group*: a quantized layer (conv2d / matmul with a constant weight) with its bias add
-  and ReLU / clip, a residual add (two non-constant operands of one shape) with its ReLU / clip, a mean
+  and ReLU / clip, an activation matmul (``bmm_i``: a matmul of two variables, attention's Q x K^T and
+  probabilities x V) with its ReLU / clip, a residual add (two non-constant operands of one shape) with its ReLU / clip, a mean
   (global average pooling), an average pooling with one divisor, an elementwise product of two tensors
   (squeeze-excite gating), a concat, or a *table*: each result of a chain of elementwise ops of one tensor
   (``passes.elementwise``: hardswish, sigmoid, SiLU, GELU, tanh, constant add / multiply ...) that is read
@@ -13,11 +14,12 @@ turns the ops between the pairs into integer ops. The plan names them (anchors):
 - an *entry*: a float tensor (a model input, the result of a float op) that a quantized layer or an integer
   group reads.
 
-A consumer wants a tensor in integers when it is a quantized layer reading it as data, a group that is
+A consumer wants a tensor in integers when it is a quantized layer reading it as data, an activation matmul
+reading it as either operand, a group that is
 itself integer (its output is wanted in integers: it wants its operands, a table its source), or a
-pass-through op (max pooling, reshape, transpose, zero padding) whose output is wanted in integers;
-pass-through outputs share their input's scale. A layer group nobody wants in integers (the logits, a
-projection feeding layernorm) is dequantized straight from its int32 accumulator. Anchors get the
+pass-through op (max pooling, reshape, transpose, zero padding, broadcast) whose output is wanted in integers;
+pass-through outputs share their input's scale. A layer or activation-matmul group nobody wants in integers
+(the logits, a projection feeding layernorm, attention scores feeding softmax) is dequantized straight from its int32 accumulator. Anchors get the
 activation spec of the (most precise) layer that reads them.
 """
 
@@ -34,7 +36,7 @@ from .elementwise import elementwise_sources
 from .quant_policy import LayerSpec
 
 PASS_THROUGH = {"relax.nn.max_pool2d", "relax.reshape", "relax.permute_dims", "relax.nn.pad",
-                "relax.squeeze", "relax.expand_dims", "relax.flatten"}
+                "relax.squeeze", "relax.expand_dims", "relax.flatten", "relax.broadcast_to"}
 ACTIVATIONS = {"relax.nn.relu", "relax.clip"}
 QUANTIZABLE_OPS = {"relax.nn.conv2d": "conv2d", "relax.matmul": "matmul"}
 
@@ -73,6 +75,20 @@ def quantizable_layers(func: relax.Function) -> list[tuple[str, relax.Call]]:
     return layers
 
 
+def activation_matmuls(func: relax.Function) -> list[tuple[str, relax.Call]]:
+    """``(name, call)`` for every matmul of two variables (attention's Q x K^T and probabilities x V), in
+    program order: ``bmm_0``, ``bmm_1``, ... A policy names them as it names layers (``bmm_*``); one kept
+    in float (``quantize=False``) stays a float island."""
+    calls = [b.value for b in func.body.blocks[0].bindings
+             if op_name(b.value) == "relax.matmul" and all(isinstance(a, relax.Var) for a in b.value.args)]
+    return [(f"bmm_{i}", call) for i, call in enumerate(calls)]
+
+
+def policy_names(func: relax.Function) -> list[str]:
+    """Every name a policy may address in ``func``: its quantizable layers, then its activation matmuls."""
+    return [name for name, _ in quantizable_layers(func) + activation_matmuls(func)]
+
+
 def is_pass_through(call: relax.Expr) -> bool:
     """Ops that move integers without changing their scale (zero padding only)."""
     name = op_name(call)
@@ -92,6 +108,7 @@ def plan_quantization(func: relax.Function, specs: Mapping[str, LayerSpec]) -> P
             consumers.setdefault(arg, []).append((var, value))
     layer_names = {call: name for name, call in quantizable_layers(func)}
     quantized = {call: name for call, name in layer_names.items() if specs.get(name, LayerSpec()).quantize}
+    products = {call: name for name, call in activation_matmuls(func) if specs.get(name, LayerSpec()).quantize}
 
     group_of: dict[relax.Var, tuple[str, relax.Var]] = {}  # group output var -> (group name, head var)
     member: set[relax.Var] = set()  # vars inside a group (not its output)
@@ -103,6 +120,8 @@ def plan_quantization(func: relax.Function, specs: Mapping[str, LayerSpec]) -> P
             continue
         if value in quantized:
             head_name = quantized[value]
+        elif value in products:
+            head_name = products[value]
         elif name == "relax.add" and is_residual_add(value) and var not in chains:
             head_name = _count(counters, "add")
         elif name == "relax.mean":
@@ -150,6 +169,9 @@ def plan_quantization(func: relax.Function, specs: Mapping[str, LayerSpec]) -> P
             name, out = heads[var]
             if value in quantized:
                 want(value.args[0], specs.get(name, LayerSpec()), var)
+            elif value in products:  # both operands, whether or not its output is wanted in integers
+                for arg in value.args:
+                    want(arg, specs.get(name, LayerSpec()), var)
             elif var in tables and out in wants:  # a table reads its source in integers, in every op
                 source, region = tables[var]
                 for member_var in region:

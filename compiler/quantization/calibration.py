@@ -21,7 +21,7 @@ from frontends import ImportedModel
 from frontends.spec import TensorSpec
 from passes.expose_activations import ATTRIBUTE
 from passes.observers import ObserverError, make_observer
-from passes.quant_plan import plan_quantization, quantizable_layers
+from passes.quant_plan import plan_quantization, policy_names
 from passes.quant_policy import LayerSpec, QuantPolicy
 
 from ..errors import CompilerError, InputError, read_npz
@@ -62,7 +62,7 @@ def calibrate(imported: ImportedModel, samples: Iterable[Mapping[str, np.ndarray
     policy = policy or QuantPolicy()
     prepared = prepare(imported) if prepared is None else prepared
     func = prepared["main"]
-    specs = policy.resolve([name for name, _ in quantizable_layers(func)])
+    specs = policy.resolve(policy_names(func))
     plan = plan_quantization(func, specs)
     runner = ExposedRunner(imported, target, specs=specs, prepared=prepared)
     observers = {name: make_observer(a.spec.observer, name, bits=a.spec.activation_bits,
