@@ -125,3 +125,37 @@ def test_minilm_integer_tensors_match_numpy_and_undeclared_float_fails_the_check
     undeclared["main"] = undeclared["main"].with_attr("qc.float_islands", [])
     with pytest.raises(IntegerOnlyError, match="float operation"):
         get_pass("check_integer_only")(undeclared)
+
+
+class _Attention(torch.nn.Module):
+    """One head of self-attention between two linears, as a transformer encoder computes it."""
+
+    def __init__(self, width: int = 16):
+        super().__init__()
+        self.qkv, self.out = torch.nn.Linear(width, 3 * width), torch.nn.Linear(width, width)
+        self.width = width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x).split(self.width, dim=-1)
+        scores = torch.softmax(q @ k.transpose(-1, -2) / self.width**0.5, dim=-1)
+        return self.out(scores @ v)
+
+
+def test_attention_matmuls_are_integer_unless_the_policy_keeps_them_in_float():
+    from passes.quant_policy import LayerSpec, QuantPolicy
+
+    torch.manual_seed(0)
+    module = _Attention().eval()
+    rng = np.random.default_rng(0)
+    samples = [{"x": rng.standard_normal((1, 10, 16)).astype(np.float32)} for _ in range(6)]
+    imported = compiler.import_model(module, example_inputs=(torch.from_numpy(samples[0]["x"]),),
+                                     input_names=["x"])
+    quantized = quantize(imported, samples[:4], "w8a8")
+    assert {"bmm_0", "bmm_1"} <= set(quantized.info["layers"])  # Q x K^T, probabilities x V
+    lowered, _ = Pipeline(QUANTIZED_PASSES).run(quantized.imported.mod)
+    islands = declared_islands(lowered)
+    assert "relax.matmul" not in islands and "relax.nn.softmax" in islands
+    _assert_bit_exact(lowered, samples[4:])
+    kept = QuantPolicy(overrides={"bmm_*": LayerSpec(quantize=False)})
+    lowered, _ = Pipeline(QUANTIZED_PASSES).run(quantize(imported, samples[:4], kept).imported.mod)
+    assert declared_islands(lowered).get("relax.matmul") == 2
