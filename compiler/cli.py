@@ -84,8 +84,12 @@ def _parser() -> argparse.ArgumentParser:
     prof.add_argument("--json", action="store_true")
     prof.set_defaults(handler=_profile)
 
-    rep = commands.add_parser("report", help="per-layer SQNR of a quantized model vs float, worst first")
+    rep = commands.add_parser("report", help="per-layer SQNR of a quantized model vs float, worst first; "
+                              "with --formats, of each layer with its weight and input in each number format")
     _model_arguments(rep)
+    rep.add_argument("--formats", metavar="LIST",
+                     help="comma-separated number formats (int8, int4, fp8_e4m3, fp8_e5m2, mxint8, mxfp8_e4m3, "
+                          "mxfp6_e2m3, mxint4, mxfp4), simulated on the --calib samples (no --quantize)")
     rep.add_argument("--json", action="store_true")
     rep.set_defaults(handler=_report)
 
@@ -348,6 +352,29 @@ def _bench_peak(args: argparse.Namespace) -> int:
     return 0
 
 
+def _format_report(args: argparse.Namespace) -> int:
+    from . import api
+    from .errors import CompilerError
+    from .quantization.formats import get_format
+    from .quantization.report import format_report
+    from .sources import resolve
+
+    formats = [name.strip() for name in args.formats.split(",") if name.strip()]
+    for name in formats:
+        get_format(name)  # an unknown name fails before the model is read
+    if not args.calib:
+        raise CompilerError("report --formats needs --calib SAMPLES.npz (the inputs the layers are measured on)")
+    imported = api.import_model(resolve(args.model), shapes=_shapes(args.shape))
+    rows = format_report(imported, args.calib, formats)
+    if args.json:
+        print(json.dumps([r.to_json() for r in rows], indent=2))
+        return 0
+    _print_table(f"{args.model}: SQNR dB of each layer's output with its weight and input in the format",
+                 ["layer", "op", *formats],
+                 [[r.layer, r.op, *(f"{r.sqnr_db[name]:.2f}" for name in formats)] for r in rows])
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from passes.quant_policy import QuantPolicy
 
@@ -356,6 +383,8 @@ def _report(args: argparse.Namespace) -> int:
     from .quantization.report import layer_report
     from .sources import resolve
 
+    if args.formats:
+        return _format_report(args)
     if not args.quantize or not args.calib:
         raise CompilerError("report needs --quantize SCHEME and --calib CALIB.npz")
     imported = api.import_model(resolve(args.model), shapes=_shapes(args.shape))

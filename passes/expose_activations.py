@@ -6,7 +6,8 @@ Guarantees: ``main`` returns ``(original outputs..., t_0, ..., t_{n-1})``. By de
 anchors of ``plan_quantization`` under ``specs`` (every tensor that gets its own scale), named in the module
 attribute ``qc.exposed``; with ``outputs=True`` they are the results of the quantizable calls
 (``relax.nn.conv2d`` / ``relax.matmul`` with a constant weight, named ``conv2d_0``, ``matmul_0``, ... in
-program order). The computation is otherwise unchanged.
+program order), with ``inputs=True`` the data those calls read (same names). The computation is otherwise
+unchanged.
 """
 
 from __future__ import annotations
@@ -25,11 +26,14 @@ ATTRIBUTE = "qc.exposed"
 
 @register_pass("expose_activations")
 def expose_activations(mod: tvm.IRModule, outputs: bool = False,
-                       specs: Mapping[str, LayerSpec] | None = None) -> tvm.IRModule:
-    """Relax -> Relax: main also returns every quantization anchor (or, outputs=True, each layer's result)."""
+                       specs: Mapping[str, LayerSpec] | None = None, inputs: bool = False) -> tvm.IRModule:
+    """Relax -> Relax: main also returns every quantization anchor (or, outputs=True, each layer's result;
+    inputs=True, the data each layer reads)."""
     func = mod["main"]
     block = main_block(mod, "expose_activations")
-    if outputs:
+    if inputs:
+        named = [(name, call.args[0]) for name, call in quantizable_layers(func)]
+    elif outputs:
         results = {binding.value: binding.var for binding in block.bindings}
         named = [(name, results[call]) for name, call in quantizable_layers(func)]
     else:

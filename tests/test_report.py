@@ -34,3 +34,12 @@ def test_report_on_the_command_line(tmp_path):
     assert {"layer", "weight_bits", "activation_bits", "input_range", "sqnr_db"} <= set(rows[0])
     missing = qc("report", "mnist-cnn", "--quantize", "w8a8")
     assert missing.returncode == 2 and "--calib" in missing.stderr
+
+
+def test_formats_report_on_the_command_line(tmp_path):
+    np.savez(tmp_path / "calib.npz", input=mnist_cnn.load_split()[2][:4])
+    result = qc("report", "mnist-cnn", "--formats", "int8,mxfp4", "--calib", str(tmp_path / "calib.npz"))
+    assert result.returncode == 0, result.stderr
+    assert "conv2d_0" in result.stdout and "mxfp4" in result.stdout
+    bad = qc("report", "mnist-cnn", "--formats", "int8,fp7", "--calib", str(tmp_path / "calib.npz"))
+    assert bad.returncode == 2 and "unknown number format 'fp7'" in bad.stderr

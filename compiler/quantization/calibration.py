@@ -90,12 +90,15 @@ def prepare(imported: ImportedModel):
 
 
 class ExposedRunner:
-    """``imported`` compiled (untuned) with every anchor (or, outputs=True, each layer's result) returned too."""
+    """``imported`` compiled (untuned) with every anchor (or, outputs=True, each layer's result; inputs=True,
+    the data each layer reads) returned too."""
 
     def __init__(self, imported: ImportedModel, target: Any = None, *, outputs: bool = False,
-                 specs: dict[str, LayerSpec] | None = None, prepared: tvm.IRModule | None = None):
+                 specs: dict[str, LayerSpec] | None = None, prepared: tvm.IRModule | None = None,
+                 inputs: bool = False):
         prepared = prepare(imported) if prepared is None else prepared
-        steps = [Step("expose_activations", {"outputs": outputs, "specs": specs})] + [Step(n) for n in LOWER]
+        steps = [Step("expose_activations", {"outputs": outputs, "specs": specs, "inputs": inputs})] + [
+            Step(n) for n in LOWER]
         mod, _ = Pipeline(steps).run(prepared)
         self.names = [str(name) for name in mod.attrs[ATTRIBUTE]]
         library, _ = backends.build(mod, backends.parse_target(target))

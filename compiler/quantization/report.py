@@ -7,6 +7,10 @@ The error is cumulative: a layer's figure includes what the layers before it alr
 model runs in its QDQ form (same scales, same integer weights, float arithmetic), where every layer's output
 exists as a float tensor; the integer executable differs from it only by the rounding of the int32 bias and
 the dyadic multipliers. The input range is the calibrated range of the tensor the layer reads.
+
+``format_report`` asks another question: per layer, what storing only that layer's weight and input in a
+number format (``formats``: int8 / int4 per channel, FP8, the OCP MX block formats) costs its output, as an
+SQNR against the float layer on the float model's own activations (no error carried from other layers).
 """
 
 from __future__ import annotations
@@ -83,3 +87,67 @@ def _sqnr(signal: float, noise: float) -> float:
     if noise == 0.0:
         return math.inf
     return round(10.0 * math.log10(max(signal, 1e-300) / noise), 2)
+
+
+@dataclass(frozen=True)
+class FormatRow:
+    """One layer's line of the formats table: the SQNR (dB) of its output with only its own weight and input
+    stored in each format, the rest of the model in float."""
+
+    layer: str
+    op: str
+    sqnr_db: dict[str, float]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def format_report(imported: ImportedModel, samples: Any, formats: Sequence[str],
+                  target: Any = None) -> list[FormatRow]:
+    """Each quantizable layer (conv2d / matmul with a constant weight, in program order) on ``samples``: its
+    float input (from the float model) and weight each stored in a format (``formats.simulate``: weights per
+    output channel or in MX blocks along their reduction, inputs per tensor or in MX blocks along theirs),
+    the layer computed again, and the output's SQNR against the float layer's, power summed over the samples.
+    """
+    from passes.quant_plan import quantizable_layers
+
+    from .calibration import prepare
+    from .formats import get_format
+
+    chosen = [get_format(name) for name in formats]
+    prepared = prepare(imported)
+    layers = quantizable_layers(prepared["main"])
+    runner = ExposedRunner(imported, target, inputs=True, prepared=prepared)
+    weights = {name: call.args[1].value.numpy().astype(np.float64) for name, call in layers}
+    stored = {(name, f.name): _stored_weight(f, weights[name], call) for name, call in layers for f in chosen}
+    signal = dict.fromkeys(weights, 0.0)
+    noise = {key: 0.0 for key in stored}
+    for _, inputs in runner.run(_samples(samples, imported)):
+        for name, call in layers:
+            x = inputs[name].astype(np.float64)
+            exact = _layer(call, x, weights[name])
+            signal[name] += float(np.sum(exact * exact))
+            for f in chosen:
+                axis = (None if f.block is None else 1) if call.op.name == "relax.nn.conv2d" else (
+                    None if f.block is None else -1)
+                approximate = _layer(call, f.simulate(x, axis), stored[(name, f.name)])
+                noise[(name, f.name)] += float(np.sum((exact - approximate) ** 2))
+    return [FormatRow(name, call.op.name.split(".")[-1],
+                      {f.name: _sqnr(signal[name], noise[(name, f.name)]) for f in chosen}) for name, call in layers]
+
+
+def _stored_weight(fmt, weight: np.ndarray, call) -> np.ndarray:
+    """A layer's weight in ``fmt``: conv OIHW per output channel, or MX blocks along its flattened reduction
+    (I x KH x KW); matmul [K, N] per column, or MX blocks along K."""
+    if call.op.name == "relax.nn.conv2d":
+        flat = weight.reshape(weight.shape[0], -1)
+        return fmt.simulate(flat, 0 if fmt.block is None else 1).reshape(weight.shape)
+    return fmt.simulate(weight, weight.ndim - 1 if fmt.block is None else weight.ndim - 2)
+
+
+def _layer(call, x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    from .reference import _conv2d
+
+    if call.op.name == "relax.nn.conv2d":
+        return _conv2d(call.attrs, x, weight).astype(np.float64)
+    return np.matmul(x, weight)
