@@ -90,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--formats", metavar="LIST",
                      help="comma-separated number formats (int8, int4, fp8_e4m3, fp8_e5m2, mxint8, mxfp8_e4m3, "
                           "mxfp6_e2m3, mxint4, mxfp4), simulated on the --calib samples (no --quantize)")
+    rep.add_argument("--plot", metavar="PNG", help="with --formats: also draw the table to this PNG")
     rep.add_argument("--json", action="store_true")
     rep.set_defaults(handler=_report)
 
@@ -356,7 +357,7 @@ def _format_report(args: argparse.Namespace) -> int:
     from . import api
     from .errors import CompilerError
     from .quantization.formats import get_format
-    from .quantization.report import format_report
+    from .quantization.report import format_report, plot_formats
     from .sources import resolve
 
     formats = [name.strip() for name in args.formats.split(",") if name.strip()]
@@ -365,13 +366,16 @@ def _format_report(args: argparse.Namespace) -> int:
     if not args.calib:
         raise CompilerError("report --formats needs --calib SAMPLES.npz (the inputs the layers are measured on)")
     imported = api.import_model(resolve(args.model), shapes=_shapes(args.shape))
-    rows = format_report(imported, args.calib, formats)
+    report = format_report(imported, args.calib, formats)
+    if args.plot:
+        plot_formats(report, args.plot, f"{args.model}: number formats, each layer alone and the whole model")
     if args.json:
-        print(json.dumps([r.to_json() for r in rows], indent=2))
+        print(json.dumps(report.to_json(), indent=2))
         return 0
-    _print_table(f"{args.model}: SQNR dB of each layer's output with its weight and input in the format",
-                 ["layer", "op", *formats],
-                 [[r.layer, r.op, *(f"{r.sqnr_db[name]:.2f}" for name in formats)] for r in rows])
+    rows = [[r.layer, r.op, *(f"{r.sqnr_db[name]:.2f}" for name in formats)] for r in report.layers]
+    rows.append(["whole model", "outputs", *(f"{report.model_sqnr_db[name]:.2f}" for name in formats)])
+    _print_table(f"{args.model}: SQNR dB of each layer's output with its weight and input in the format; "
+                 "last row: every layer in it", ["layer", "op", *formats], rows)
     return 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 import pytest
+import torch
 
 from compiler.errors import CompilerError
 from compiler.quantization.formats import E2M1, E2M3, E4M3, E5M2, FORMATS, simulate, sqnr_db
@@ -73,8 +74,15 @@ def test_the_formats_report_measures_each_layer_of_a_model(mnist_case):
     imported = import_model(mnist_case.module, example_inputs=mnist_case.example_inputs,
                             input_names=mnist_case.input_names)
     digits = [{"input": d[None]} for d in mnist_cnn.load_split()[2][:4]]
-    rows = format_report(imported, digits, ["int8", "int4", "mxfp8_e4m3", "mxfp4"])
-    assert [r.layer for r in rows] == ["conv2d_0", "conv2d_1", "matmul_0"]
-    for row in rows:
+    report = format_report(imported, digits, ["int8", "int4", "mxfp8_e4m3", "mxfp4"])
+    assert [r.layer for r in report.layers] == ["conv2d_0", "conv2d_1", "matmul_0"]
+    for row in report.layers:
         assert row.sqnr_db["int8"] > row.sqnr_db["int4"] + 10 and row.sqnr_db["mxfp8_e4m3"] > row.sqnr_db["mxfp4"]
         assert 5 < row.sqnr_db["mxfp4"] < row.sqnr_db["int8"] < 80
+    # the whole model in a format: the numpy interpreter's float logits, and a drop from them per format
+    model = report.model_sqnr_db
+    assert 5 < max(model["mxfp4"], model["int4"]) < model["int8"] - 10 and model["int8"] < 80
+    logits = report.model_outputs
+    assert len(logits["float"]) == 4 and logits["float"][0][0].shape == (1, 10)
+    float_logits = mnist_case.module(torch.from_numpy(digits[0]["input"])).detach().numpy()
+    np.testing.assert_allclose(logits["float"][0][0], float_logits, rtol=1e-4, atol=1e-4)

@@ -38,8 +38,10 @@ def test_report_on_the_command_line(tmp_path):
 
 def test_formats_report_on_the_command_line(tmp_path):
     np.savez(tmp_path / "calib.npz", input=mnist_cnn.load_split()[2][:4])
-    result = qc("report", "mnist-cnn", "--formats", "int8,mxfp4", "--calib", str(tmp_path / "calib.npz"))
+    result = qc("report", "mnist-cnn", "--formats", "int8,mxfp4", "--calib", str(tmp_path / "calib.npz"),
+                "--plot", str(tmp_path / "formats.png"))
     assert result.returncode == 0, result.stderr
-    assert "conv2d_0" in result.stdout and "mxfp4" in result.stdout
+    assert "conv2d_0" in result.stdout and "mxfp4" in result.stdout and "whole model" in result.stdout
+    assert (tmp_path / "formats.png").read_bytes()[:4] == b"\x89PNG"
     bad = qc("report", "mnist-cnn", "--formats", "int8,fp7", "--calib", str(tmp_path / "calib.npz"))
     assert bad.returncode == 2 and "unknown number format 'fp7'" in bad.stderr

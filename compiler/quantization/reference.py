@@ -42,12 +42,15 @@ class Trace:
 
 def interpret(mod: tvm.IRModule, inputs: Mapping[str, np.ndarray],
               overrides: Mapping[str | relax.Var, np.ndarray] | None = None,
-              observed: dict | None = None) -> Trace:
+              observed: dict | None = None,
+              operands: Mapping[relax.Call, Callable[[list], list]] | None = None) -> Trace:
     """Run ``mod["main"]`` on ``inputs`` (by parameter name) in numpy; ``overrides`` pins variables by name
     (or by ``relax.Var``, for graphs whose names repeat). With ``observed`` (a dict), each overridden
     variable is still computed from its (possibly overridden) inputs and that value, the one the override
     replaced, is recorded in ``observed`` under the key the override used: ``compiler.quantization.oracle``
-    feeds every op the integer executable's inputs this way and compares what the op computes."""
+    feeds every op the integer executable's inputs this way and compares what the op computes. ``operands``
+    maps calls of main to a function of their evaluated arguments that returns the arguments the call
+    computes with (``report.format_report`` stores each layer's input and weight in a number format)."""
     func = mod["main"]
     overrides = overrides or {}
     by_var = {k: v for k, v in overrides.items() if isinstance(k, relax.Var)}
@@ -62,7 +65,10 @@ def interpret(mod: tvm.IRModule, inputs: Mapping[str, np.ndarray],
         for binding in block.bindings:
             var, name = binding.var, binding.var.name
             key = var if var in by_var else name if name in by_name else None
-            if key is None:
+            if key is None and operands is not None and binding.value in operands:
+                args = operands[binding.value]([_evaluate(a, env) for a in binding.value.args])
+                result = _apply(binding.value, args)
+            elif key is None:
                 result = _evaluate(binding.value, env)
             else:
                 if observed is not None:
@@ -95,15 +101,20 @@ def _evaluate(expr: relax.Expr, env: Mapping[relax.Var, Any]) -> Any:
     if isinstance(getattr(expr, "value", None), (int, float)):  # IntImm / FloatImm arguments
         return expr.value
     if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
-        rule = _RULES.get(expr.op.name)
-        if rule is None:
-            raise ReferenceError(f"the reference interpreter has no rule for {expr.op.name}")
-        out_dtype = str(expr.ty.dtype) if isinstance(expr.ty, relax.TensorType) else None
-        result = rule(expr.attrs, *[_evaluate(a, env) for a in expr.args])
-        if out_dtype and isinstance(result, np.ndarray) and result.dtype != out_dtype:
-            result = result.astype(out_dtype)
-        return result
+        return _apply(expr, [_evaluate(a, env) for a in expr.args])
     raise ReferenceError(f"the reference interpreter cannot evaluate {type(expr).__name__}")
+
+
+def _apply(call: relax.Call, args: list) -> Any:
+    """The op of ``call`` on evaluated ``args``, cast to the call's declared dtype."""
+    rule = _RULES.get(call.op.name)
+    if rule is None:
+        raise ReferenceError(f"the reference interpreter has no rule for {call.op.name}")
+    out_dtype = str(call.ty.dtype) if isinstance(call.ty, relax.TensorType) else None
+    result = rule(call.attrs, *args)
+    if out_dtype and isinstance(result, np.ndarray) and result.dtype != out_dtype:
+        result = result.astype(out_dtype)
+    return result
 
 
 # -- rules: (attrs, *args) -> value; the caller casts to the call's declared dtype -------------------------

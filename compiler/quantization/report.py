@@ -20,6 +20,7 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -102,17 +103,35 @@ class FormatRow:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class FormatReport:
+    """Per layer (``layers``), and for the whole model with every layer's weight and input in the format:
+    its outputs' SQNR against float (``model_sqnr_db``) and the outputs themselves, per sample
+    (``model_outputs``; ``"float"`` the float model's, all from the numpy interpreter) for a metric of the
+    caller's (top-1 agreement, embedding cosine)."""
+
+    layers: list[FormatRow]
+    model_sqnr_db: dict[str, float]
+    model_outputs: dict[str, list[list[np.ndarray]]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"layers": [r.to_json() for r in self.layers], "model_sqnr_db": self.model_sqnr_db}
+
+
 def format_report(imported: ImportedModel, samples: Any, formats: Sequence[str],
-                  target: Any = None) -> list[FormatRow]:
+                  target: Any = None) -> FormatReport:
     """Each quantizable layer (conv2d / matmul with a constant weight, in program order) on ``samples``: its
     float input (from the float model) and weight each stored in a format (``formats.simulate``: weights per
     output channel or in MX blocks along their reduction, inputs per tensor or in MX blocks along theirs),
     the layer computed again, and the output's SQNR against the float layer's, power summed over the samples.
-    """
+    Then the whole model in each format: every layer reads its input and weight so stored, the float
+    activations of the model in that format (``reference.interpret``, numpy), its outputs' SQNR against the
+    float model's."""
     from passes.quant_plan import quantizable_layers
 
     from .calibration import prepare
     from .formats import get_format
+    from .reference import interpret
 
     chosen = [get_format(name) for name in formats]
     prepared = prepare(imported)
@@ -122,18 +141,45 @@ def format_report(imported: ImportedModel, samples: Any, formats: Sequence[str],
     stored = {(name, f.name): _stored_weight(f, weights[name], call) for name, call in layers for f in chosen}
     signal = dict.fromkeys(weights, 0.0)
     noise = {key: 0.0 for key in stored}
-    for _, inputs in runner.run(_samples(samples, imported)):
+    model_signal, model_noise = 0.0, dict.fromkeys(formats, 0.0)
+    outputs: dict[str, list[list[np.ndarray]]] = {name: [] for name in ["float", *formats]}
+    hooks = {f.name: {call: partial(_in_format, f, call, stored[(name, f.name)].astype(np.float32))
+                      for name, call in layers} for f in chosen}
+    params = [p.name for p in prepared["main"].params]
+    samples = list(_samples(samples, imported))
+    for (_, inputs), sample in zip(runner.run(samples), samples):
         for name, call in layers:
             x = inputs[name].astype(np.float64)
             exact = _layer(call, x, weights[name])
             signal[name] += float(np.sum(exact * exact))
             for f in chosen:
-                axis = (None if f.block is None else 1) if call.op.name == "relax.nn.conv2d" else (
-                    None if f.block is None else -1)
-                approximate = _layer(call, f.simulate(x, axis), stored[(name, f.name)])
+                approximate = _layer(call, f.simulate(x, _input_axis(f, call)), stored[(name, f.name)])
                 noise[(name, f.name)] += float(np.sum((exact - approximate) ** 2))
-    return [FormatRow(name, call.op.name.split(".")[-1],
+        feeds = {param: sample[spec.name] for param, spec in zip(params, imported.inputs)}
+        reference = [np.asarray(o, np.float64) for o in interpret(prepared, feeds).outputs]
+        outputs["float"].append(reference)
+        model_signal += sum(float(np.sum(o * o)) for o in reference)
+        for f in chosen:
+            result = [np.asarray(o, np.float64) for o in interpret(prepared, feeds, operands=hooks[f.name]).outputs]
+            outputs[f.name].append(result)
+            model_noise[f.name] += sum(float(np.sum((a - b) ** 2)) for a, b in zip(reference, result))
+    rows = [FormatRow(name, call.op.name.split(".")[-1],
                       {f.name: _sqnr(signal[name], noise[(name, f.name)]) for f in chosen}) for name, call in layers]
+    return FormatReport(rows, {name: _sqnr(model_signal, model_noise[name]) for name in formats}, outputs)
+
+
+def _in_format(fmt, call, weight: np.ndarray, args: list) -> list:
+    """A layer's evaluated arguments with its input and weight (already stored) in ``fmt``, as float32."""
+    return [fmt.simulate(np.asarray(args[0], np.float64), _input_axis(fmt, call)).astype(np.float32), weight,
+            *args[2:]]
+
+
+def _input_axis(fmt, call) -> int | None:
+    """Where a layer's input shares scales: per tensor, or MX blocks along its reduction (a conv's channels,
+    a matmul's last axis)."""
+    if fmt.block is None:
+        return None
+    return 1 if call.op.name == "relax.nn.conv2d" else -1
 
 
 def _stored_weight(fmt, weight: np.ndarray, call) -> np.ndarray:
@@ -151,3 +197,30 @@ def _layer(call, x: np.ndarray, weight: np.ndarray) -> np.ndarray:
     if call.op.name == "relax.nn.conv2d":
         return _conv2d(call.attrs, x, weight).astype(np.float64)
     return np.matmul(x, weight)
+
+
+def plot_formats(report: FormatReport, path: str | os.PathLike, title: str = "") -> str:
+    """Per format: the layers' SQNR (a box over layers, each layer a dot) and the whole model's (a red bar)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    formats = list(report.model_sqnr_db)
+    finite = lambda v: v if math.isfinite(v) else 150.0  # noqa: E731  (exact: drawn at the top)
+    fig, ax = plt.subplots(figsize=(1.1 * len(formats) + 3, 4.2), constrained_layout=True)
+    per_layer = [[finite(r.sqnr_db[f]) for r in report.layers] for f in formats]
+    ax.boxplot(per_layer, positions=range(len(formats)), widths=0.5, showfliers=False)
+    for i, values in enumerate(per_layer):
+        ax.scatter(np.full(len(values), i) + np.linspace(-0.15, 0.15, len(values)), values, s=6, color="tab:gray")
+    ax.bar(range(len(formats)), [finite(report.model_sqnr_db[f]) for f in formats], width=0.7, alpha=0.25,
+           color="tab:red", label="whole model, every layer in the format")
+    ax.set_xticks(range(len(formats)), formats, rotation=30, ha="right")
+    ax.set_ylabel("output SQNR vs float (dB)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="upper right", fontsize=8)
+    ax.set_title(title or "number formats: each layer alone (box) and the whole model (bar)")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
