@@ -23,6 +23,7 @@ _MODULES: dict[str, str] = {
     "efficientnet-b0": "models.efficientnet_b0",
     "efficientnet-lite0": "models.efficientnet_lite0",
     "minilm": "models.minilm",
+    "minilm-outliers": "models.minilm_outliers",
     "mnist-cnn": "models.mnist_cnn",
     "mobilenet-v3-small": "models.mobilenet_v3_small",
     "resnet18": "models.resnet18",
