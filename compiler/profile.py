@@ -7,8 +7,8 @@ Every call the Relax VM makes (a kernel, or a runtime builtin such as ``vm.built
 through the VM's instrument hook over ``repeat`` inferences after ``warmup`` ones; a row's time is the median
 over the inferences of its summed calls in one inference. The end-to-end time is the median of as many
 uninstrumented inferences, each run just before an instrumented one (a shared host drifts within seconds;
-alternating keeps both in the same state), so the rows' sum against it shows the hook's overhead and the time
-outside calls. The hook's own cost (about 1.2 us + 0.1 us per argument a call, the Python callback and its
+alternating keeps both in the same state), so the rows' sum against it shows the time outside calls and
+what the hook's measured cost misses. The hook's own cost (about 1.1 us + 0.09 us per argument a call here, the Python callback and its
 arguments' conversion) falls inside each timed window: it is measured in the same process, around empty
 kernels taking as many arguments as each row's calls, and taken off the rows (``hook_ms`` says how much).
 
