@@ -7,6 +7,7 @@ written is left behind.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -140,6 +141,9 @@ def _model_arguments(p: argparse.ArgumentParser, artifact_ok: bool = False) -> N
     p.add_argument("--max-latency", type=_millis, metavar="MS",
                    help="latency budget for --bits auto, e.g. 2.5ms (layers measured at 4 and 8 bits, cached)")
     p.add_argument("--observer", default="minmax", choices=["minmax", "percentile", "entropy", "mse"])
+    p.add_argument("--smoothing", type=_smoothing, metavar="ALPHA|auto",
+                   help="SmoothQuant before calibration where a LayerNorm feeds linears only: migration "
+                        "strength in (0, 1), or auto (chosen on the calibration samples)")
     p.add_argument("--integer-only", choices=["islands", "strict"], default="islands",
                    help="strict: refuse a quantized model with any float island (default: declared islands allowed)")
     p.add_argument("--verify", action="store_true", help="check well-formedness after every pass")
@@ -190,6 +194,8 @@ def _compile_model(args: argparse.Namespace, quantized: bool = True):
         from passes.quant_policy import QuantPolicy
 
         policy = QuantPolicy.from_scheme(args.quantize or "w8a8", args.observer)
+        if args.smoothing is not None:
+            policy = dataclasses.replace(policy, smoothing=args.smoothing)
     compiled = api.compile(source, shapes=_shapes(args.shape), target=_target(args), passes=passes,
                            tune_trials=args.tune_trials, work_dir=args.work_dir, verify=args.verify,
                            oracle=quantized and getattr(args, "oracle", False),
@@ -351,6 +357,19 @@ def _bench_peak(args: argparse.Namespace) -> int:
         rows.insert(1, ["int8 on AMX tiles", "tdpbusd", f"{peak.amx_int8_gops:.1f}"])
     _print_table(f"peak of this CPU, {peak.cores} threads", ["arithmetic", "instruction", "GOP/s"], rows)
     return 0
+
+
+def _smoothing(text: str) -> float | str:
+    """--smoothing: "auto" or a migration strength strictly between 0 and 1."""
+    if text == "auto":
+        return text
+    try:
+        alpha = float(text)
+    except ValueError:
+        alpha = None
+    if alpha is None or not 0 < alpha < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1) or auto, got {text!r}")
+    return alpha
 
 
 def _format_report(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from . import (  # noqa: F401  (registers the passes)
     narrow_constants,
     pack_float_layers,
     pack_int8_layers,
+    smooth_quant,
     tvm_builtin,
 )
 from .registry import (

@@ -46,6 +46,13 @@ class QuantPolicy:
 
     default: LayerSpec = field(default_factory=LayerSpec)
     overrides: Mapping[str, LayerSpec] = field(default_factory=dict)
+    smoothing: float | str | None = None  # SmoothQuant's alpha in (0, 1), "auto" (chosen on calibration), None
+
+    def __post_init__(self) -> None:
+        if self.smoothing is not None and self.smoothing != "auto" and not (
+                isinstance(self.smoothing, (int, float)) and 0 < self.smoothing < 1):
+            raise PolicyError(f"smoothing must be a migration strength in (0, 1), 'auto' or None, "
+                              f"not {self.smoothing!r}")
 
     @classmethod
     def from_scheme(cls, scheme: str = "w8a8", observer: str = "minmax",

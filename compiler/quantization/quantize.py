@@ -21,6 +21,7 @@ from ..build import build, tuning_options
 from ..executable import CompiledModel
 from ..pipeline import QUANTIZED_PASSES, Pipeline, Step
 from .calibration import Calibration, calibrate, prepare
+from .smoothing import smooth
 
 
 @dataclass
@@ -40,6 +41,10 @@ def quantize(imported: ImportedModel, samples: Iterable[Mapping[str, np.ndarray]
     if isinstance(policy, str):
         policy = QuantPolicy.from_scheme(policy)
     prepared = prepare(imported)
+    smoothing = None
+    if policy.smoothing is not None:  # SmoothQuant first: a float model of the same function, calibrated next
+        samples = list(samples)
+        prepared, smoothing = smooth(prepared, imported, samples, policy.smoothing, target)
     calibration = calibrate(imported, samples, policy, target, prepared=prepared)
     mod = insert_qdq(prepared, calibration.specs, calibration.ranges)
     info = {
@@ -49,6 +54,8 @@ def quantize(imported: ImportedModel, samples: Iterable[Mapping[str, np.ndarray]
         "tensors": {name: _rounded(r) for name, r in calibration.ranges.items()},
         "calibration_samples": calibration.samples,
     }
+    if smoothing is not None:
+        info["smoothing"] = smoothing
     quantized = ImportedModel(mod, imported.inputs, imported.outputs, dict(imported.source))
     return QuantizedModel(quantized, calibration, policy, info, prepared)
 
