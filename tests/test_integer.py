@@ -152,6 +152,9 @@ def test_attention_matmuls_are_integer_unless_the_policy_keeps_them_in_float():
                                      input_names=["x"])
     quantized = quantize(imported, samples[:4], "w8a8")
     assert {"bmm_0", "bmm_1"} <= set(quantized.info["layers"])  # Q x K^T, probabilities x V
+    # the probabilities are quantized on softmax's own range, not an observer's (percentile would clip them)
+    (probabilities,) = [n for n, o in quantized.calibration.observers.items() if o == "range of relax.nn.softmax"]
+    assert quantized.calibration.ranges[probabilities] == (0.0, 1.0)
     lowered, _ = Pipeline(QUANTIZED_PASSES).run(quantized.imported.mod)
     islands = declared_islands(lowered)
     assert "relax.matmul" not in islands and "relax.nn.softmax" in islands

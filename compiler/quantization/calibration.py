@@ -19,6 +19,7 @@ import tvm
 import backends
 from frontends import ImportedModel
 from frontends.spec import TensorSpec
+from passes.dataflow import op_name
 from passes.expose_activations import ATTRIBUTE
 from passes.observers import ObserverError, make_observer
 from passes.quant_plan import plan_quantization, policy_names
@@ -54,6 +55,12 @@ class Calibration:
         return self.ranges[anchor] if anchor else None
 
 
+KNOWN_RANGES = {"relax.nn.softmax": (0.0, 1.0)}
+"""Ops whose output range is known: their anchors take it instead of an observer's (probabilities from
+softmax are quantized on [0, 1], steps of 1/255: a percentile observer clipped the largest ones, and PP-OCRv4's
+recogniser read a space too many once its attention ran in integers)."""
+
+
 def calibrate(imported: ImportedModel, samples: Iterable[Mapping[str, np.ndarray]],
               policy: QuantPolicy | None = None, target: Any = None, *,
               prepared: tvm.IRModule | None = None) -> Calibration:
@@ -65,9 +72,12 @@ def calibrate(imported: ImportedModel, samples: Iterable[Mapping[str, np.ndarray
     specs = policy.resolve(policy_names(func))
     plan = plan_quantization(func, specs)
     runner = ExposedRunner(imported, target, specs=specs, prepared=prepared)
+    producers = {b.var: op_name(b.value) for b in func.body.blocks[0].bindings}
+    known = {name: KNOWN_RANGES[producers[a.var]] for name, a in plan.anchors.items()
+             if producers.get(a.var) in KNOWN_RANGES}
     observers = {name: make_observer(a.spec.observer, name, bits=a.spec.activation_bits,
                                      symmetric=a.spec.symmetric_activations)
-                 for name, a in plan.anchors.items()}
+                 for name, a in plan.anchors.items() if name not in known}
     count = 0
     for index, activations in runner.run(samples):
         for name, tensor in activations.items():
@@ -79,8 +89,9 @@ def calibrate(imported: ImportedModel, samples: Iterable[Mapping[str, np.ndarray
         count += 1
     if count == 0:
         raise CalibrationError("the calibration set is empty: give at least one sample")
-    return Calibration({n: o.range() for n, o in observers.items()},
-                       {n: a.spec.observer for n, a in plan.anchors.items()}, count, specs, plan.layer_inputs)
+    return Calibration({**{n: o.range() for n, o in observers.items()}, **known},
+                       {n: f"range of {producers[a.var]}" if n in known else a.spec.observer
+                        for n, a in plan.anchors.items()}, count, specs, plan.layer_inputs)
 
 
 def prepare(imported: ImportedModel):
