@@ -360,16 +360,13 @@ def _bench_peak(args: argparse.Namespace) -> int:
 
 
 def _smoothing(text: str) -> float | str:
-    """--smoothing: "auto" or a migration strength strictly between 0 and 1."""
+    """--smoothing: "auto" or a number (``QuantPolicy`` checks that it lies in (0, 1))."""
     if text == "auto":
         return text
     try:
-        alpha = float(text)
+        return float(text)
     except ValueError:
-        alpha = None
-    if alpha is None or not 0 < alpha < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1) or auto, got {text!r}")
-    return alpha
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1) or auto, got {text!r}") from None
 
 
 def _format_report(args: argparse.Namespace) -> int:

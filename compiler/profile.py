@@ -8,9 +8,10 @@ through the VM's instrument hook over ``repeat`` inferences after ``warmup`` one
 over the inferences of its summed calls in one inference. The end-to-end time is the median of as many
 uninstrumented inferences, each run just before an instrumented one (a shared host drifts within seconds;
 alternating keeps both in the same state), so the rows' sum against it shows the time outside calls and
-what the hook's measured cost misses. The hook's own cost (about 1.1 us + 0.09 us per argument a call here, the Python callback and its
-arguments' conversion) falls inside each timed window: it is measured in the same process, around empty
-kernels taking as many arguments as each row's calls, and taken off the rows (``hook_ms`` says how much).
+what the hook's measured cost misses. The hook's own cost (about 1.1 us + 0.09 us per argument a call here,
+the Python callback and its arguments' conversion) falls inside each timed window: it is measured in the
+same process, around empty kernels taking as many arguments as each row's calls, and taken off the rows
+(``hook_ms`` says how much).
 
 Operations per kernel come from the manifest (``kernel_info``, written at compile time from the kernels'
 TIR with TVM's ``estimate_tir_flops``: a multiply-add counts two); an integer kernel (one reading int8 or
@@ -138,7 +139,8 @@ class Profile:
         peaks = f"int8 {self.int8_peak_gops} GOP/s, fp32 {self.fp32_peak_gflops} GFLOP/s"
         if self.amx_peak_gops:
             peaks += f" (int8 on AMX tiles {self.amx_peak_gops} GOP/s)"
-        lines.append(f"kernels sum {self.kernels_ms:.3f} ms (net of the hook's own {self.hook_ms:.3f} ms); end to end {self.total_ms:.3f} ms (median of "
+        lines.append(f"kernels sum {self.kernels_ms:.3f} ms (net of the hook's own {self.hook_ms:.3f} ms); "
+                     f"end to end {self.total_ms:.3f} ms (median of "
                      f"{self.repeat}); peaks {peaks}")
         return "\n".join(lines)
 

@@ -481,34 +481,26 @@ class _Lowering:
 
     def product(self, a: Quant, b: Quant) -> Linear:
         """(q_a - z_a)(q_b - z_b) in int32, real value s_a s_b times it (one dyadic rescale when quantized)."""
-        emit = self.builder.emit
-
-        def centred(x: Quant) -> relax.Var:
-            wide = emit(relax.op.astype(x.var, "int32"))
-            return emit(relax.op.subtract(wide, relax.const(np.int32(x.zero)))) if x.zero else wide
-
-        bound = max(abs(a.qmin - a.zero), abs(a.qmax - a.zero)) * max(abs(b.qmin - b.zero), abs(b.qmax - b.zero))
-        return Linear((Term(emit(relax.op.multiply(centred(a), centred(b))), np.float64(a.scale * b.scale),
-                            np.int64(0), bound),))
+        product = self.builder.emit(relax.op.multiply(self._centred(a), self._centred(b)))
+        return Linear((Term(product, np.float64(a.scale * b.scale), np.int64(0),
+                            _centred_bound(a) * _centred_bound(b)),))
 
     def activation_matmul(self, a: Quant, b: Quant) -> Linear:
         """(q_a - z_a) @ (q_b - z_b) summed in int32, real value s_a s_b times it: a matmul of two integer
         tensors (attention's Q x K^T, probabilities x V); one dyadic rescale when its output is quantized,
         else dequantized from the sums."""
-        emit = self.builder.emit
-
-        def centred(x: Quant) -> relax.Var:
-            wide = emit(relax.op.astype(x.var, "int32"))
-            return emit(relax.op.subtract(wide, relax.const(np.int32(x.zero)))) if x.zero else wide
-
         depth = int(a.var.ty.shape[-1])
-        bound = depth * max(abs(a.qmin - a.zero), abs(a.qmax - a.zero)) * max(abs(b.qmin - b.zero),
-                                                                            abs(b.qmax - b.zero))
+        bound = depth * _centred_bound(a) * _centred_bound(b)
         if bound >= 2**31:
             raise PassError(f"lower_integer: a matmul of depth {depth} of {a.dtype} x {b.dtype} codes may "
                             f"overflow int32 (bound {bound})")
-        sums = emit(relax.op.matmul(centred(a), centred(b), out_dtype="int32"))
+        sums = self.builder.emit(relax.op.matmul(self._centred(a), self._centred(b), out_dtype="int32"))
         return Linear((Term(sums, np.float64(a.scale * b.scale), np.int64(0), bound),))
+
+    def _centred(self, x: Quant) -> relax.Var:
+        """q_x - z_x in int32."""
+        wide = self.builder.emit(relax.op.astype(x.var, "int32"))
+        return self.builder.emit(relax.op.subtract(wide, relax.const(np.int32(x.zero)))) if x.zero else wide
 
     def concat(self, call: relax.Call) -> object | None:
         """Integer parts of one scale concatenate as they are; parts of different scales wait for the
@@ -682,6 +674,11 @@ def _i32(values) -> relax.Constant:
 def _code_bound(x: Quant) -> int:
     """The largest |q| of ``x``'s codes."""
     return max(abs(x.qmin), abs(x.qmax))
+
+
+def _centred_bound(x: Quant) -> int:
+    """The largest |q - z| of ``x``'s codes."""
+    return max(abs(x.qmin - x.zero), abs(x.qmax - x.zero))
 
 
 def _var_bound(term: Term) -> int:

@@ -6,21 +6,21 @@ turns the ops between the pairs into integer ops. The plan names them (anchors):
 
 - the output of each *group*: a quantized layer (conv2d / matmul with a constant weight) with its bias add
   and ReLU / clip, an activation matmul (``bmm_i``: a matmul of two variables, attention's Q x K^T and
-  probabilities x V) with its ReLU / clip, a residual add (two non-constant operands of one shape) with its ReLU / clip, a mean
-  (global average pooling), an average pooling with one divisor, an elementwise product of two tensors
-  (squeeze-excite gating), a concat, or a *table*: each result of a chain of elementwise ops of one tensor
-  (``passes.elementwise``: hardswish, sigmoid, SiLU, GELU, tanh, constant add / multiply ...) that is read
-  outside the chain, when some consumer wants it in integers;
+  probabilities x V) with its ReLU / clip, a residual add (two non-constant operands of one shape) with its
+  ReLU / clip, a mean (global average pooling), an average pooling with one divisor, an elementwise product
+  of two tensors (squeeze-excite gating), a concat, or a *table*: each result of a chain of elementwise ops
+  of one tensor (``passes.elementwise``: hardswish, sigmoid, SiLU, GELU, tanh, constant add / multiply ...)
+  that is read outside the chain, when some consumer wants it in integers;
 - an *entry*: a float tensor (a model input, the result of a float op) that a quantized layer or an integer
   group reads.
 
 A consumer wants a tensor in integers when it is a quantized layer reading it as data, an activation matmul
-reading it as either operand, a group that is
-itself integer (its output is wanted in integers: it wants its operands, a table its source), or a
-pass-through op (max pooling, reshape, transpose, zero padding, broadcast) whose output is wanted in integers;
-pass-through outputs share their input's scale. A layer or activation-matmul group nobody wants in integers
-(the logits, a projection feeding layernorm, attention scores feeding softmax) is dequantized straight from its int32 accumulator. Anchors get the
-activation spec of the (most precise) layer that reads them.
+reading it as either operand, a group that is itself integer (its output is wanted in integers: it wants its
+operands, a table its source), or a pass-through op (max pooling, reshape, transpose, zero padding,
+broadcast) whose output is wanted in integers; pass-through outputs share their input's scale. A layer or
+activation-matmul group nobody wants in integers (the logits, a projection feeding layernorm, attention
+scores feeding softmax) is dequantized straight from its int32 accumulator. Anchors get the activation spec
+of the (most precise) layer that reads them.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import numpy as np
 import tvm
 
 from frontends import ImportedModel
+from passes.insert_qdq import ActivationParams
 from passes.quant_plan import quantizable_layers
 from passes.smooth_quant import smooth_quant, smoothable
 
@@ -74,10 +75,9 @@ def _w8a8_error(inputs: Mapping[str, np.ndarray], weights: Mapping[str, np.ndarr
             x, w = inputs[layer], weights[layer]
             exact = x @ w
             smoothed = x / s
-            lo, hi = min(smoothed.min(), 0.0), max(smoothed.max(), 0.0)
-            step = (hi - lo) / 255 or 1.0
-            zero = np.clip(np.round(-lo / step), 0, 255)
-            q = (np.clip(np.round(smoothed / step) + zero, 0, 255) - zero) * step
+            act = ActivationParams.from_range(float(smoothed.min()), float(smoothed.max()), 8, symmetric=False)
+            codes = np.clip(np.round(smoothed / act.scale) + act.zero_point, act.qmin, act.qmax)
+            q = (codes - act.zero_point) * act.scale
             approximate = q @ simulate("int8", w * s.reshape(-1, 1), axis=1)
             total += float(np.sum((exact - approximate) ** 2) / max(np.sum(exact**2), 1e-300))
     return total
