@@ -56,6 +56,7 @@ from tvm import relax
 
 from .dataflow import function_attrs, main_block, map_vars, op_name, var_args, with_main
 from .check_integer_only import ISLAND_REASONS_ATTRIBUTE, ISLANDS_ATTRIBUTE
+from . import integer_softmax
 from .dyadic import dyadic
 from .elementwise import evaluate, source_of_call
 from .quant_plan import QUANTIZABLE_OPS, integer_avg_pool, is_pass_through, is_residual_add
@@ -133,7 +134,29 @@ class Concat:
     axis: int
 
 
-INTEGER_VALUES = (Quant, Linear, Elementwise, Concat)
+@dataclass(frozen=True)
+class Masked:
+    """``scores`` plus an additive mask ``where(keep, 0, -big)`` (big >= ``MASK_MAGNITUDE``): a dropped score
+    (``keep`` False) stands for minus infinity. Only a softmax reads it in integers."""
+
+    scores: Linear
+    keep: relax.Var
+    mask: relax.Var  # the lowered float mask, for a float reader
+
+
+@dataclass(frozen=True)
+class Softmax:
+    """The softmax of integer scores along the last axis (not emitted yet): quantized, it is
+    ``passes.integer_softmax``; read in float, a float softmax (an island)."""
+
+    scores: Linear | Masked
+    call: relax.Call
+
+
+MASK_MAGNITUDE = 1e30
+"""An additive constant at least this negative drops a score outright (exp underflows to 0 in float32)."""
+
+INTEGER_VALUES = (Quant, Linear, Elementwise, Concat, Masked, Softmax)
 """What the lowering holds for a tensor computed in integers (a float op reading one is an island)."""
 
 
@@ -174,6 +197,7 @@ class _Lowering:
         self.island_vars: set[relax.Var] = set()  # original vars of those ops
         self.anchor_values: dict[str, str] = {}  # QDQ integer tensor name -> lowered integer tensor name
         self.layer_names = _layer_names(self.block)  # conv2d / matmul binding -> the plan's layer name
+        self.originals = {b.var: b.value for b in self.block.bindings}
 
     def run(self) -> tvm.IRModule:
         output = self.func.body.body
@@ -211,10 +235,20 @@ class _Lowering:
             if not isinstance(args[0], Quant):
                 raise PassError(f"lower_integer: {name} ({var.name}) has an integer weight but a float input")
             return self.layer(value, args[0], args[1], self.layer_names.get(var, QUANTIZABLE_OPS[name]))
+        if name in ("relax.reshape", "relax.permute_dims") and isinstance(args[0], Linear):
+            moved = self.move(value, args[0])
+            if moved is not None:
+                return moved
+        if name in ("relax.multiply", "relax.divide") and len(args) == 2:
+            scaled = self.scale(args, divide=name == "relax.divide")
+            if scaled is not None:
+                return scaled
         if name == "relax.add":
-            lowered = self.add(value, args)
+            lowered = self.add(value, args) or self.mask(value, args)
             if lowered is not None:
                 return lowered
+        if name == "relax.nn.softmax" and isinstance(args[0], (Linear, Masked)) and self.softmax_fits(value, args[0]):
+            return Softmax(args[0], value)
         if name in ("relax.nn.relu", "relax.clip"):
             lowered = self.clamp(value, args[0])
             if lowered is not None:
@@ -244,6 +278,10 @@ class _Lowering:
         info = np.iinfo(dtype)
         if isinstance(x, Elementwise):
             return self.table(x, scale, zero, dtype)
+        if isinstance(x, Softmax):
+            lowered = self.integer_softmax(x, scale, zero, dtype)
+            if lowered is not None:
+                return lowered
         if isinstance(x, Concat):
             parts = [self.quantize(part, scale, zero, dtype) for part in x.parts]
             joined = self.builder.emit(relax.op.concat([part.var for part in parts], axis=x.axis))
@@ -429,6 +467,78 @@ class _Lowering:
             return Linear(tuple(terms))
         return None
 
+    def move(self, call: relax.Call, x: Linear) -> Linear | None:
+        """A reshape / transpose of a sum not yet requantized, applied to each integer term (its real value
+        moves with it): where every term's scale and offset are one number, or, for a reshape that keeps the
+        last axis, vectors along that axis."""
+        before, after = ([int(d) for d in t.ty.shape] for t in (call.args[0], call))
+        keeps_last = op_name(call) == "relax.reshape" and before[-1:] == after[-1:]
+        terms = []
+        for term in x.terms:
+            sizes = {np.size(term.scale), np.size(term.offset)}
+            along_last = keeps_last and max(np.ndim(term.scale), np.ndim(term.offset)) <= 1
+            if sizes != {1} and not along_last:
+                return None
+            moved = relax.Call(call.op, [term.var] + list(call.args[1:]), call.attrs, call.ty_args)
+            terms.append(replace(term, var=self.builder.emit(moved)))
+        return replace(x, terms=tuple(terms), materialised={})
+
+    def scale(self, args: list, divide: bool = False) -> Linear | None:
+        """A sum not yet requantized times (or over) a positive constant (attention's 1/sqrt(d)): a change of
+        scale."""
+        constants = [a for a in args if isinstance(a, tvm.ir.expr.GenericConst)]
+        linear = [a for a in args if isinstance(a, Linear)]
+        if len(constants) != 1 or len(linear) != 1 or constants[0].value.numpy().size != 1 or \
+                (divide and not isinstance(args[0], Linear)):
+            return None
+        factor = float(constants[0].value.numpy())
+        factor = 1.0 / factor if divide and factor != 0 else factor
+        if not (math.isfinite(factor) and factor > 0):
+            return None
+        x = linear[0]
+        return Linear(tuple(replace(t, scale=t.scale * factor) for t in x.terms), x.lo * factor, x.hi * factor)
+
+    def mask(self, call: relax.Call, args: list) -> Masked | None:
+        """Scores plus ``where(keep, 0, -big)``: the mask of an attention softmax."""
+        scores = [a for a in args if isinstance(a, Linear)]
+        others = [a for a in call.args if not isinstance(self.values.get(a), Linear)]
+        if len(scores) != 1 or len(others) != 1 or not isinstance(others[0], relax.Var):
+            return None
+        source = self.originals.get(others[0])
+        if op_name(source) != "relax.where" or not all(isinstance(a, tvm.ir.expr.GenericConst) and
+                                                          a.value.numpy().size == 1 for a in source.args[1:]):
+            return None
+        kept, dropped = (float(a.value.numpy()) for a in source.args[1:])
+        keep = self.values.get(source.args[0], source.args[0])
+        if kept != 0.0 or dropped > -MASK_MAGNITUDE or not isinstance(keep, relax.Expr) \
+                or str(keep.ty.dtype) != "bool":
+            return None
+        return Masked(scores[0], keep, self.values[others[0]])
+
+    def softmax_fits(self, call: relax.Call, x: Linear | Masked) -> bool:
+        """One int32 term of one scale along the last axis, small enough for ``integer_softmax``."""
+        scores = x.scores if isinstance(x, Masked) else x
+        if len(scores.terms) != 1 or not _unclamped(scores) or int(call.attrs.axis) not in (-1, len(call.ty.shape) - 1):
+            return False
+        (term,) = scores.terms
+        return np.size(term.scale) == 1 and str(term.var.ty.dtype) == "int32" and \
+            _var_bound(term) + int(np.max(np.abs(term.offset))) < integer_softmax.MAX_SCORE
+
+    def integer_softmax(self, x: Softmax, scale: float, zero: int, dtype: str) -> Quant | None:
+        """``passes.integer_softmax`` of the scores, quantized to ``scale`` / ``zero``; None where it cannot be."""
+        info = np.iinfo(dtype)
+        scores, keep = (x.scores.scores, x.scores.keep) if isinstance(x.scores, Masked) else (x.scores, None)
+        (term,) = scores.terms
+        bound = _var_bound(term) + int(np.max(np.abs(term.offset)))
+        if not integer_softmax.fits(bound, float(term.scale), scale, zero):
+            return None
+        var = term.var
+        if np.any(term.offset):
+            var = self.builder.emit(relax.op.add(var, _i32(term.offset)))
+        q = integer_softmax.emit_softmax(self.builder, var, float(term.scale), keep, scale, zero,
+                                         int(info.min), int(info.max), dtype)
+        return Quant(q, scale, zero, int(info.min), int(info.max), dtype)
+
     def clamp(self, call: relax.Call, x: object) -> object | None:
         if op_name(call) == "relax.nn.relu":
             lo, hi = 0.0, math.inf
@@ -612,6 +722,13 @@ class _Lowering:
             return self.floats[id(value)]
         if isinstance(value, Concat):
             return self._boundary(emit(relax.op.concat([self.as_float(p) for p in value.parts], axis=value.axis)))
+        if isinstance(value, Masked):
+            return self._boundary(emit(relax.op.add(self.as_float(value.scores), value.mask)))
+        if isinstance(value, Softmax):
+            if id(value) not in self.floats:
+                self.floats[id(value)] = self._boundary(emit(relax.Call(
+                    value.call.op, [self.as_float(value.scores)], value.call.attrs, value.call.ty_args)))
+            return self.floats[id(value)]
         if isinstance(value, Weight):
             raise PassError("lower_integer: an integer weight is read by an op that is not a quantized layer")
         if isinstance(value, relax.Tuple):

@@ -41,6 +41,10 @@ on every anchor, integer weights dequantized), which never went through ``lower_
                   exp / erf / tanh / GELU / softmax add the error of ``passes.fast_math``'s approximations
                   (``MAX_RELATIVE_ERROR`` of the larger of input and output magnitude per approximated
                   result: ``APPROXIMATED``).
+                  softmax (probabilities, at most 1): twice the input error + gamma_(n+8) + 3 MAX_RELATIVE_ERROR
+                  + ``passes.integer_softmax.max_error(n)`` (the lowering's integer softmax, 0.18 LSB of a
+                  1/255 grid at n = 128); an additive attention mask ``where(keep, 0, -big)`` adds nothing
+                  (a dropped score is -inf-like on both sides).
                   Clamps (ReLU / clip) are 1-Lipschitz and add nothing.
 4. End to end: the production outputs against the QDQ simulation run end to end (no pins) must reach
    SQNR >= ``MIN_SQNR_DB`` and cosine >= ``MIN_COSINE``. Measured with a correct lowering (2-4 samples):
@@ -72,7 +76,8 @@ from tvm import relax
 
 from passes import quant_plan
 from passes.fast_math import MAX_RELATIVE_ERROR
-from passes.lower_integer import ANCHOR_VALUES_ATTRIBUTE
+from passes import integer_softmax
+from passes.lower_integer import ANCHOR_VALUES_ATTRIBUTE, MASK_MAGNITUDE
 
 from ..errors import CompilerError
 
@@ -405,6 +410,9 @@ def _bounds(qdq: tvm.IRModule, anchors: list[_Anchor], measured: Mapping[relax.V
             scale, zero, peak = integers[args[0]]
             info[var] = _Info(1, 0.0, U * scale * peak, scale * peak, scale)
             continue
+        if name == "relax.where" and _is_mask(value):
+            info[var] = _MASK
+            continue
         if name == "relax.dequantize":  # an integer weight
             w = args[0].value.numpy().astype(np.float64)
             s = value.args[1].value.numpy().astype(np.float64)
@@ -420,6 +428,17 @@ def _bounds(qdq: tvm.IRModule, anchors: list[_Anchor], measured: Mapping[relax.V
         total = 0.5 + 0.5 * x.terms + (x.rounding + float_err) / a.scale
         bounds[a.var] = (max(1, int(math.floor(total))), x.terms)
     return bounds
+
+
+_MASK = "mask"
+"""The walk's mark for an additive attention mask ``where(keep, 0, -big)`` (exact on both sides)."""
+
+
+def _is_mask(value: relax.Call) -> bool:
+    kept, dropped = value.args[1:]
+    if not all(isinstance(c, tvm.ir.expr.GenericConst) and c.value.numpy().size == 1 for c in (kept, dropped)):
+        return False
+    return float(kept.value.numpy()) == 0.0 and float(dropped.value.numpy()) <= -MASK_MAGNITUDE
 
 
 def _abs_max(value) -> float:
@@ -446,6 +465,8 @@ def _step(name: str | None, value: relax.Expr, args: list, info: dict, measured:
         return _Info(0, 0.0, U * _abs_max(measured.get(var, 0.0)), _abs_max(measured.get(var, 0.0)), 0.0,
                      False) if name else _Info()
     constants = [a for a in args if isinstance(a, tvm.ir.expr.GenericConst)]
+    if name == "relax.add" and len(known) == 1 and any(info.get(a) is _MASK for a in args):
+        return known[0]  # a dropped score is -inf-like on both sides, a kept one gains an exact 0
     if name == "relax.add" and len(known) == 1 and constants:
         x = known[0]
         c = _abs_max(constants[0].value.numpy())
@@ -504,10 +525,14 @@ def _island(name, value, args, ins, measured, var) -> _Info:
     elif name == "relax.exp":
         propagated = out_mag * errs[0]
         own = _gamma(8) * out_mag
-    elif name in ("relax.sum", "relax.mean", "relax.nn.softmax"):
+    elif name == "relax.nn.softmax":  # probabilities <= 1: absolute errors
+        n = int(np.asarray(measured[args[0]]).shape[int(value.attrs.axis)])
+        propagated = 2 * errs[0]  # |dp_i| <= p_i (|dx_i| + sum_j p_j |dx_j|)
+        own = _gamma(n + 8) + APPROXIMATED[name] * MAX_RELATIVE_ERROR + integer_softmax.max_error(n)
+        return _Info(1, 0.0, propagated + own, 1.0, 0.0, True)
+    elif name in ("relax.sum", "relax.mean"):
         x = np.asarray(measured[args[0]])
-        n = max(1, x.size // max(1, np.asarray(out).size)) if name != "relax.nn.softmax" else \
-            x.shape[int(value.attrs.axis)]
+        n = max(1, x.size // max(1, np.asarray(out).size))
         propagated = (n if name == "relax.sum" else 1) * max(errs, default=0.0)
         own = _gamma(n + 8) * (n * mags[0] if name == "relax.sum" else max(out_mag, mags[0]))
     else:

@@ -24,6 +24,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy.special import erf
 from tvm import relax
 
+from passes import integer_softmax
+
 from ..errors import CompilerError
 
 
@@ -66,18 +68,18 @@ def interpret(mod: tvm.IRModule, inputs: Mapping[str, np.ndarray],
             var, name = binding.var, binding.var.name
             key = var if var in by_var else name if name in by_name else None
             if key is None and operands is not None and binding.value in operands:
-                args = operands[binding.value]([_evaluate(a, env) for a in binding.value.args])
+                args = operands[binding.value]([_evaluate(a, env, mod) for a in binding.value.args])
                 result = _apply(binding.value, args)
             elif key is None:
-                result = _evaluate(binding.value, env)
+                result = _evaluate(binding.value, env, mod)
             else:
                 if observed is not None:
-                    observed[key] = _evaluate(binding.value, env)
+                    observed[key] = _evaluate(binding.value, env, mod)
                 result = by_var[key] if key is var else by_name[key]
             env[var] = result
             if isinstance(result, np.ndarray):
                 values[name] = result
-    output = _evaluate(func.body.body, env)
+    output = _evaluate(func.body.body, env, mod)
     return Trace(values, _flatten(output), env)
 
 
@@ -87,22 +89,37 @@ def _flatten(value: Any) -> list[np.ndarray]:
     return [value]
 
 
-def _evaluate(expr: relax.Expr, env: Mapping[relax.Var, Any]) -> Any:
+def _evaluate(expr: relax.Expr, env: Mapping[relax.Var, Any], mod: tvm.IRModule | None = None) -> Any:
     if isinstance(expr, relax.Var):
         return env[expr]
     if isinstance(expr, tvm.ir.expr.GenericConst):
         return expr.value.numpy()
     if isinstance(expr, relax.Tuple):
-        return tuple(_evaluate(f, env) for f in expr.fields)
+        return tuple(_evaluate(f, env, mod) for f in expr.fields)
     if isinstance(expr, relax.TupleGetItem):
-        return _evaluate(expr.tuple_value, env)[expr.index]
+        return _evaluate(expr.tuple_value, env, mod)[expr.index]
     if isinstance(expr, relax.ShapeExpr):
         return tuple(int(v) for v in expr.values)
     if isinstance(getattr(expr, "value", None), (int, float)):  # IntImm / FloatImm arguments
         return expr.value
+    if isinstance(expr, relax.Call) and expr.op.same_as(_CALL_TIR) and mod is not None:
+        return _kernel(mod, expr, [_evaluate(a, env, mod) for a in expr.args[1].fields])
     if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
-        return _apply(expr, [_evaluate(a, env) for a in expr.args])
+        return _apply(expr, [_evaluate(a, env, mod) for a in expr.args])
     raise ReferenceError(f"the reference interpreter cannot evaluate {type(expr).__name__}")
+
+
+_CALL_TIR = tvm.ir.Op.get("relax.call_tir")
+
+
+def _kernel(mod: tvm.IRModule, call: relax.Call, args: list) -> np.ndarray:
+    """A kernel the lowering wrote itself (a ``call_tir``), through its numpy twin: the integer softmax."""
+    func = mod[call.args[0]]
+    params = (func.attrs or {}).get(integer_softmax.PARAMS_ATTRIBUTE)
+    if params is None:
+        raise ReferenceError(f"the reference interpreter has no numpy twin for kernel {call.args[0].name_hint}")
+    params = integer_softmax.Params(**{k: str(v) if k == "dtype" else int(v) for k, v in params.items()})
+    return integer_softmax.reference(args[0], args[1] if len(args) > 1 else None, params)
 
 
 def _apply(call: relax.Call, args: list) -> Any:
@@ -255,11 +272,17 @@ _RULES: dict[str, Callable[..., Any]] = {
     "relax.subtract": _binary(np.subtract),
     "relax.multiply": _binary(np.multiply),
     "relax.divide": _binary(np.divide),
+    "relax.floor_divide": _binary(np.floor_divide),
     "relax.maximum": _binary(np.maximum),
     "relax.minimum": _binary(np.minimum),
     "relax.right_shift": _right_shift,
     "relax.left_shift": _binary(np.left_shift),
     "relax.greater_equal": _binary(np.greater_equal),
+    "relax.greater": _binary(np.greater),
+    "relax.less": _binary(np.less),
+    "relax.less_equal": _binary(np.less_equal),
+    "relax.equal": _binary(np.equal),
+    "relax.not_equal": _binary(np.not_equal),
     "relax.bitwise_and": _binary(np.bitwise_and),
     "relax.clip": lambda attrs, x, lo, hi: np.clip(x, lo, hi),
     "relax.nn.relu": lambda attrs, x: np.maximum(x, 0),
@@ -268,7 +291,7 @@ _RULES: dict[str, Callable[..., Any]] = {
     "relax.expand_dims": lambda attrs, x: np.expand_dims(x, tuple(int(a) for a in attrs.axis)),
     "relax.squeeze": lambda attrs, x: np.squeeze(x, _axes(attrs, x.ndim)),
     "relax.broadcast_to": lambda attrs, x, shape: np.broadcast_to(x, shape).copy(),
-    "relax.sum": lambda attrs, x: x.sum(axis=_axes(attrs, x.ndim), keepdims=bool(attrs.keepdims)),
+    "relax.sum": lambda attrs, x: x.sum(axis=_axes(attrs, x.ndim), keepdims=bool(attrs.keepdims), dtype=x.dtype),
     "relax.mean": lambda attrs, x: x.mean(axis=_axes(attrs, x.ndim), keepdims=bool(attrs.keepdims)),
     "relax.take": lambda attrs, x, indices: np.take(x, indices, axis=int(attrs.axis)),
     "relax.arange": lambda attrs, start, end, step: np.arange(start, end, step),
