@@ -1,7 +1,8 @@
 """Default CPU schedules for the kernels nobody scheduled: both cores and vector lanes instead of plain loops.
 
-Legalized Relax kernels are single-threaded scalar loop nests. Without tuning, ``schedule_defaults`` gives
-every top-level block of every unscheduled kernel two cheap, always-legal changes:
+Legalized Relax kernels are single-threaded scalar loop nests, a fused one a loop nest and a full-size buffer
+per op. Without tuning, ``schedule_defaults`` first inlines each elementwise block into the blocks that read
+it (not into reductions), then gives every remaining top-level block two cheap, always-legal changes:
 
 - the outer loops in parallel (the spatial loops in front of the innermost one, fused), when the block
   does enough work to pay for waking the thread pool (``MIN_PARALLEL_WORK`` iterations);
@@ -42,10 +43,26 @@ def schedule_defaults(mod: tvm.IRModule) -> tvm.IRModule:
             blocks = sch.get_child_blocks(sch.get_sblock("root"))
         except Exception:  # noqa: BLE001  (no root block: nothing to schedule)
             continue
-        for block in blocks:
+        _inline_elementwise(sch, blocks)
+        for block in sch.get_child_blocks(sch.get_sblock("root")):
             _schedule_block(sch, block)
         result[gvar] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
     return result
+
+
+def _inline_elementwise(sch: s_tir.Schedule, blocks) -> None:
+    """Fold each elementwise block (no reduction) that one kernel's later blocks read into its readers, so a
+    fused chain (a requantize: cast, multiply, add, shift, clamp ...) is one loop over registers instead of
+    one loop and one full-size buffer per op. A block read by a reduction stays (recomputing it per reduced
+    element would multiply its work), as does one TIR refuses to inline (the kernel's output)."""
+    for block in blocks[:-1]:
+        node = sch.get(block)
+        if any(int(iv.iter_type) != SPATIAL for iv in node.iter_vars):
+            continue
+        readers = sch.get_consumers(block)
+        if any(any(int(iv.iter_type) == REDUCE for iv in sch.get(r).iter_vars) for r in readers):
+            continue
+        _try(sch.compute_inline, block)
 
 
 def _schedule_block(sch: s_tir.Schedule, block) -> None:

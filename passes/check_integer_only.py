@@ -58,6 +58,14 @@ def float_islands(mod: tvm.IRModule, allowed: Iterable[str] = ()) -> list[tuple[
     return offenders
 
 
+def integer_region(mod: tvm.IRModule) -> set[str]:
+    """Names of main's variables with a quantize both upstream and downstream (the float prologue and
+    epilogue excluded): where a float op is an island."""
+    bindings = [(b.var, b.value) for b in main_block(mod, "integer_region").bindings]
+    after, before = _reach(bindings, forward=True), _reach(bindings, forward=False)
+    return {var.name for var, _ in bindings if var in after and var in before}
+
+
 def declared_islands(mod: tvm.IRModule) -> dict[str, int]:
     """How many calls of each op ``lower_integer`` declared as float islands in main."""
     attrs = mod["main"].attrs

@@ -34,15 +34,28 @@ reshape, transpose, broadcast and zero padding runs on integers:
     concat            parts of the output's scale as they are, the others requantized to it first
     elementwise f(x)  a table over every code of x: T[i] = clamp(round(f(s_x (i - z_x)) / s_out) + z_out),
                       f evaluated in float64 at compile time (``passes.elementwise``), looked up by ``take``
+    reshape / transpose / x c   of a sum not yet requantized (attention scores): moved onto its int32 terms,
+                      a positive constant factor (1/sqrt(d)) folded into their scale
+    softmax           of int32 scores, an additive mask where(keep, 0, -big) folded in (dropped scores get 0):
+                      ``passes.integer_softmax``, one kernel from int32 scores to the 8-bit probabilities
+    layernorm         over the last axis of an integer sum (a residual add: the accumulator plus the previous
+                      layernorm's value): the sum requantized once to an int32 grid sized by its worst case
+                      (|v| < 2^30), then ``passes.integer_layer_norm`` (mean, variance, integer square root,
+                      the normalized value in 16 fractional bits) and a per-channel affine per output: the
+                      8-bit anchor the next matmul reads, and the value on a fine int32 grid for the readers
+                      that want it (the next residual add). A float operand of such a residual add (the
+                      embeddings' layernorm ahead of the first block) is put on an int32 grid first.
 
 Everything else is a declared *float island*: its inputs are dequantized, it runs in float, and the
 variables it binds are listed in the function attribute ``qc.float_islands`` with the reason in
-``qc.float_island_reasons`` (a layer kept in float by the policy, or an op with no integer form);
+``qc.float_island_reasons`` (a layer kept in float by the policy, or an op with no integer form; float ops
+after the last integer tensor, with no quantize downstream, are the float epilogue, not islands);
 ``check_integer_only`` fails on any float op in the integer part that is not listed. A layer group nobody
 reads as integers (the logits) is dequantized straight from its int32 accumulator. The numerics are those
 of ``passes.dyadic``; ``compiler.quantization.reference`` reproduces them bit for bit, and
 ``compiler.quantization.oracle`` checks them op by op against the QDQ simulation (``qc.anchor_values``
-pairs each QDQ integer tensor with its lowered one).
+pairs each QDQ integer tensor with its lowered one, ``qc.fine_values`` each integer layernorm's float output
+with its fine int32 tensor, ``qc.layer_norm_grids`` the grid each one normalized on).
 """
 
 from __future__ import annotations
@@ -55,8 +68,8 @@ import tvm
 from tvm import relax
 
 from .dataflow import function_attrs, main_block, map_vars, op_name, var_args, with_main
-from .check_integer_only import ISLAND_REASONS_ATTRIBUTE, ISLANDS_ATTRIBUTE
-from . import integer_softmax
+from .check_integer_only import ISLAND_REASONS_ATTRIBUTE, ISLANDS_ATTRIBUTE, integer_region
+from . import integer_layer_norm, integer_softmax
 from .dyadic import dyadic
 from .elementwise import evaluate, source_of_call
 from .quant_plan import QUANTIZABLE_OPS, integer_avg_pool, is_pass_through, is_residual_add
@@ -153,10 +166,42 @@ class Softmax:
     call: relax.Call
 
 
+@dataclass(frozen=True)
+class LayerNorm:
+    """A layernorm over the last axis of an integer sum (not emitted yet): ``passes.integer_layer_norm``
+    normalizes it once (``materialised["normalized"]``); each quantize of it is a per-channel affine of that,
+    and readers that want the value itself (the next residual add) get it on a fine int32 grid."""
+
+    x: Linear
+    call: relax.Call
+    key: str  # ``layer_norm_key`` of it
+    gamma: np.ndarray = field(compare=False)
+    beta: np.ndarray = field(compare=False)
+    materialised: dict = field(default_factory=dict, compare=False)
+
+
+FINE_HEADROOM = 16
+"""A float operand put on a fine int32 grid (``on_fine_grid``) may reach this many times its calibrated range."""
+
+LAYER_NORM_GRIDS_ATTRIBUTE = "qc.layer_norm_grids"
+"""main's attribute: {``layer_norm_key`` of a QDQ layernorm: the grid its int32 input was requantized to}. The
+oracle's bound for the integer layernorm depends on it (``integer_layer_norm.normalized_error``)."""
+
+
+def layer_norm_key(index: int) -> str:
+    """How the lowering's attributes name the ``index``-th layernorm of main in program order (variable names
+    of a QDQ module may repeat)."""
+    return f"layer_norm#{index}"
+
+FINE_VALUES_ATTRIBUTE = "qc.fine_values"
+"""main's attribute: {``layer_norm_key`` of a QDQ layernorm: [name of the lowered int32 tensor that holds its
+value on a fine grid, that grid]}. The oracle pins the simulation's layernorm output to it, so the residual
+stream is compared layer by layer like the anchors (``compiler.quantization.oracle``)."""
+
 MASK_MAGNITUDE = 1e30
 """An additive constant at least this negative drops a score outright (exp underflows to 0 in float32)."""
 
-INTEGER_VALUES = (Quant, Linear, Elementwise, Concat, Masked, Softmax)
+INTEGER_VALUES = (Quant, Linear, Elementwise, Concat, Masked, Softmax, LayerNorm)
 """What the lowering holds for a tensor computed in integers (a float op reading one is an island)."""
 
 
@@ -198,6 +243,14 @@ class _Lowering:
         self.anchor_values: dict[str, str] = {}  # QDQ integer tensor name -> lowered integer tensor name
         self.layer_names = _layer_names(self.block)  # conv2d / matmul binding -> the plan's layer name
         self.originals = {b.var: b.value for b in self.block.bindings}
+        self.layer_norm_grids: dict[str, float] = {}
+        self.layer_norms = [b.var for b in self.block.bindings if op_name(b.value) == "relax.nn.layer_norm"]
+        self.fine_values: dict[str, list] = {}  # QDQ layernorm name -> [its fine int32 tensor's name, grid]
+        self.entry_scales: dict[relax.Var, tuple[float, int, str]] = {}  # float var -> its entry quantize
+        for b in self.block.bindings:
+            if op_name(b.value) == "relax.quantize" and isinstance(b.value.args[0], relax.Var):
+                self.entry_scales[b.value.args[0]] = (_scalar(b.value.args[1]), int(_scalar(b.value.args[2])),
+                                                      str(b.value.attrs.out_dtype))
 
     def run(self) -> tvm.IRModule:
         output = self.func.body.body
@@ -211,9 +264,13 @@ class _Lowering:
                 result = self.values[output]
             self.builder.emit_func_output(result)
         lowered = with_main(self.mod, self.builder)
-        main = lowered["main"].with_attr(ISLANDS_ATTRIBUTE, list(self.islands))
-        main = main.with_attr(ISLAND_REASONS_ATTRIBUTE, self.islands)
+        region = integer_region(lowered)  # float ops after the last integer tensor are the epilogue
+        islands = {name: reason for name, reason in self.islands.items() if name in region}
+        main = lowered["main"].with_attr(ISLANDS_ATTRIBUTE, list(islands))
+        main = main.with_attr(ISLAND_REASONS_ATTRIBUTE, islands)
         main = main.with_attr(ANCHOR_VALUES_ATTRIBUTE, self.anchor_values)
+        main = main.with_attr(LAYER_NORM_GRIDS_ATTRIBUTE, self.layer_norm_grids)
+        main = main.with_attr(FINE_VALUES_ATTRIBUTE, self.fine_values)
         lowered["main"] = main
         return lowered
 
@@ -243,6 +300,14 @@ class _Lowering:
             scaled = self.scale(args, divide=name == "relax.divide")
             if scaled is not None:
                 return scaled
+        if name == "relax.nn.layer_norm":
+            lowered = self.layer_norm(var, value, args[0])
+            if lowered is not None:
+                return lowered
+        if any(isinstance(a, LayerNorm) for a in args) and (name == "relax.add" or is_pass_through(value)):
+            args = [self.fine(a) if isinstance(a, LayerNorm) else a for a in args]
+        if name == "relax.add" and any(isinstance(a, (Quant, Linear)) for a in args):
+            args = [self.on_fine_grid(orig, a) for orig, a in zip(value.args, args)]
         if name == "relax.add":
             lowered = self.add(value, args) or self.mask(value, args)
             if lowered is not None:
@@ -280,6 +345,10 @@ class _Lowering:
             return self.table(x, scale, zero, dtype)
         if isinstance(x, Softmax):
             lowered = self.integer_softmax(x, scale, zero, dtype)
+            if lowered is not None:
+                return lowered
+        if isinstance(x, LayerNorm):
+            lowered = self.layer_norm_output(x, scale, zero, int(info.min), int(info.max), dtype)
             if lowered is not None:
                 return lowered
         if isinstance(x, Concat):
@@ -539,6 +608,78 @@ class _Lowering:
                                          int(info.min), int(info.max), dtype)
         return Quant(q, scale, zero, int(info.min), int(info.max), dtype)
 
+    def layer_norm(self, var: relax.Var, call: relax.Call, x: object) -> LayerNorm | None:
+        """A layernorm over the last axis, with constant gamma and beta, of an integer tensor or sum."""
+        if isinstance(x, Quant):
+            x = Linear((Term(x.var, np.float64(x.scale), np.int64(-x.zero), _code_bound(x)),))
+        ndim = len(call.ty.shape)
+        if not isinstance(x, Linear) or [int(a) % ndim for a in call.attrs.axes] != [ndim - 1]:
+            return None
+        if not (bool(call.attrs.center) and bool(call.attrs.scale)) or not all(
+                isinstance(a, tvm.ir.expr.GenericConst) for a in call.args[1:3]):
+            return None
+        gamma, beta = (np.asarray(a.value.numpy(), np.float64).reshape(-1) for a in call.args[1:3])
+        n = int(call.ty.shape[-1])
+        bound = sum(float(np.max(np.abs(t.scale))) * (_var_bound(t) + float(np.max(np.abs(t.offset))))
+                    for t in x.terms)
+        grid = bound / (2**integer_layer_norm.GRID_BITS - 1)
+        if not (gamma.size == beta.size == n < integer_layer_norm.MAX_ROW and grid > 0 and math.isfinite(grid)):
+            return None
+        fine = integer_layer_norm.fine_grid(gamma, beta, n)
+        if not integer_layer_norm.fits(gamma, beta, fine, n):
+            return None
+        key = layer_norm_key(self.layer_norms.index(var))
+        self.layer_norm_grids[key] = grid
+        return LayerNorm(x, call, key, gamma, beta, {"grid": grid})
+
+    def normalized(self, x: LayerNorm) -> relax.Var:
+        """u = (x - mean) / std in 16 fractional bits (int32), from x requantized once to its grid."""
+        if "normalized" not in x.materialised:
+            limit = 2**integer_layer_norm.GRID_BITS - 1
+            grid = x.materialised["grid"]
+            v = self.requantize(x.x, grid, 0, -limit, limit, "int32")
+            x.materialised["normalized"] = integer_layer_norm.emit_normalized(
+                self.builder, v.var, grid, float(x.call.attrs.epsilon))
+        return x.materialised["normalized"]
+
+    def layer_norm_output(self, x: LayerNorm, scale: float, zero: int, qmin: int, qmax: int,
+                          dtype: str) -> Quant | None:
+        """gamma u + beta on the grid ``scale`` / ``zero``: one affine per channel of the normalized values."""
+        if not integer_layer_norm.fits(x.gamma, x.beta, scale, int(x.call.ty.shape[-1])):
+            return None
+        q = integer_layer_norm.emit_affine(self.builder, self.normalized(x), x.gamma, x.beta, scale, zero,
+                                           qmin, qmax, dtype)
+        return Quant(q, scale, zero, qmin, qmax, dtype)
+
+    def on_fine_grid(self, original: relax.Expr, lowered: object) -> object:
+        """A float operand of an integer residual add (the embeddings' layernorm ahead of a transformer's
+        first block) on an int32 grid of ``FINE_HEADROOM`` times the range its entry quantize was calibrated
+        to, in 2^30 steps (rounded in float64, exactly); anything else as it is."""
+        if not (isinstance(original, relax.Var) and isinstance(lowered, relax.Var) and original in self.entry_scales):
+            return lowered
+        scale, zero, dtype = self.entry_scales[original]
+        info = np.iinfo(dtype)
+        top = scale * max(abs(info.min - zero), abs(info.max - zero)) * FINE_HEADROOM
+        limit = 2**integer_layer_norm.GRID_BITS - 1
+        grid = top / limit
+        emit = self.builder.emit
+        wide = emit(relax.op.astype(lowered, "float64"))  # float64 rounds to every one of 2^30 steps exactly
+        steps = emit(relax.op.floor(emit(relax.op.add(emit(relax.op.divide(wide, relax.const(grid, "float64"))),
+                                                      relax.const(0.5, "float64")))))
+        steps = emit(relax.op.clip(steps, -limit, limit))
+        return Quant(emit(relax.op.astype(steps, "int32")), grid, 0, -limit, limit, "int32")
+
+    def fine(self, x: LayerNorm) -> Quant:
+        """The layernorm's value on its fine int32 grid (``integer_layer_norm.fine_grid``), for readers that
+        want the value rather than an 8-bit code of it (the next residual add)."""
+        if "fine" not in x.materialised:
+            limit = 2**integer_layer_norm.GRID_BITS - 1
+            grid = integer_layer_norm.fine_grid(x.gamma, x.beta, int(x.call.ty.shape[-1]))
+            fine = self.layer_norm_output(x, grid, 0, -limit, limit, "int32")
+            x.materialised["fine"] = fine
+            self.fine_values[x.key] = [fine.var.name, fine.scale]
+        return x.materialised["fine"]
+
     def clamp(self, call: relax.Call, x: object) -> object | None:
         if op_name(call) == "relax.nn.relu":
             lo, hi = 0.0, math.inf
@@ -724,6 +865,8 @@ class _Lowering:
             return self._boundary(emit(relax.op.concat([self.as_float(p) for p in value.parts], axis=value.axis)))
         if isinstance(value, Masked):
             return self._boundary(emit(relax.op.add(self.as_float(value.scores), value.mask)))
+        if isinstance(value, LayerNorm):
+            return self.as_float(self.fine(value))
         if isinstance(value, Softmax):
             if id(value) not in self.floats:
                 self.floats[id(value)] = self._boundary(emit(relax.Call(

@@ -30,13 +30,15 @@ on every anchor, integer weights dequantized), which never went through ``lower_
        R          roundings of constants onto an accumulator grid: the int32 bias (and any constant added
                   to an accumulator), 0.5 * max_o(s_x * s_w[o]) each;
        F          float32 error of the simulation, u = 2^-24, gamma_n = n*u / (1 - n*u):
-                  conv2d / matmul  gamma_(K+2) * K * max|x| * max|w|   (K = weight.size / out_channels,
-                                   max|x| from the input's integer range, max|w| = max|W_q| * s_w)
+                  conv2d / matmul  u * max|result| + gamma64_(K+2) * K * max|x| * max|w| (K = weight.size /
+                                   out_channels, max|x| from the input's integer range, max|w| = max|W_q| *
+                                   s_w): the interpreter sums in float64 (u64 = 2^-53) and rounds once
                   mean / pooling   gamma_n * max|x| over n elements;  add: u * max|result|
                   float islands (softmax, layernorm, GELU, products of activations ...), which both sides
                   compute in float32 (numpy here, TVM there): the input error times the op's gain
                   (1 for most, max|gamma| / min std for layernorm, K * max|other operand| for a matmul of
-                  activations, max|exp| for exp) plus gamma_(n+8) * max|output| (n: its reduction length),
+                  activations, max|exp| for exp) plus gamma_(n+8) * max|output| (n: its reduction length;
+                  a matmul of activations: one rounding, as for conv2d / matmul),
                   the magnitudes measured on the sample, and counted twice (both sides round);
                   exp / erf / tanh / GELU / softmax add the error of ``passes.fast_math``'s approximations
                   (``MAX_RELATIVE_ERROR`` of the larger of input and output magnitude per approximated
@@ -76,8 +78,9 @@ from tvm import relax
 
 from passes import quant_plan
 from passes.fast_math import MAX_RELATIVE_ERROR
-from passes import integer_softmax
-from passes.lower_integer import ANCHOR_VALUES_ATTRIBUTE, MASK_MAGNITUDE
+from passes import integer_layer_norm, integer_softmax
+from passes.lower_integer import (ANCHOR_VALUES_ATTRIBUTE, FINE_VALUES_ATTRIBUTE, LAYER_NORM_GRIDS_ATTRIBUTE,
+                                  MASK_MAGNITUDE, layer_norm_key)
 
 from ..errors import CompilerError
 
@@ -85,6 +88,7 @@ MIN_SQNR_DB = 15.0
 MIN_COSINE = 0.99
 MAX_EXTRA_NOISE_DB = 3.0
 U = 2.0**-24
+U64 = 2.0**-53  # the reference interpreter sums conv2d / matmul products in float64
 PASS_THROUGH = quant_plan.PASS_THROUGH | {"relax.broadcast_to", "relax.take", "relax.strided_slice", "relax.astype",
                                           "relax.split", "relax.concat"}
 """Ops that move values without adding error: the plan's integer pass-through ops and a few more."""
@@ -257,7 +261,11 @@ def run_oracle(quantized, lowered: tvm.IRModule, production, samples: Iterable[M
     attrs = lowered["main"].attrs
     found = attrs[ANCHOR_VALUES_ATTRIBUTE] if attrs and ANCHOR_VALUES_ATTRIBUTE in attrs else {}
     mapping = {str(k): str(v) for k, v in found.items()}
+    grids = attrs[LAYER_NORM_GRIDS_ATTRIBUTE] if attrs and LAYER_NORM_GRIDS_ATTRIBUTE in attrs else {}
+    grids = _by_variable(qdq, {str(k): float(v) for k, v in grids.items()})
     anchors = _anchors(qdq, quantized)
+    fine = attrs[FINE_VALUES_ATTRIBUTE] if attrs and FINE_VALUES_ATTRIBUTE in attrs else {}
+    anchors += _fine_anchors(qdq, {str(k): (str(v[0]), float(v[1])) for k, v in fine.items()}, mapping)
     lowered_names = [b.var.name for b in lowered["main"].body.blocks[0].bindings]
     wanted = sorted({mapping[a.qdq] for a in anchors if a.qdq in mapping}, key=lowered_names.index)
     debug = build(exposing(lowered, wanted), target, pipeline=pipeline, tuning=tuning)
@@ -278,15 +286,20 @@ def run_oracle(quantized, lowered: tvm.IRModule, production, samples: Iterable[M
         leaves = [t.numpy() for t in flatten_result(run_debug.call([tvm.runtime.tensor(a) for a in arrays]))]
         exposed = dict(zip(wanted, leaves[len(leaves) - len(wanted):]))
         outputs_equal &= all(np.array_equal(a, b) for a, b in zip(prod, leaves))
-        overrides = {a.var: exposed[mapping[a.qdq]] for a in anchors if a.qdq in mapping}
+        paired = [a for a in anchors if a.qdq in mapping]
+        integers = {a.var: exposed[mapping[a.qdq]] for a in paired}
+        overrides = {a.var: (integers[a.var] * np.float32(a.scale)).astype(np.float32) if a.fine
+                     else integers[a.var] for a in paired}
         observed: dict = {}
         trace = interpret(qdq, inputs, overrides, observed)
-        bounds = _bounds(qdq, anchors, trace.by_var)
+        bounds = _bounds(qdq, anchors, trace.by_var, grids)
         for position, (anchor, row) in enumerate(zip(anchors, rows)):
             if anchor.var not in observed:
                 continue
-            q_int = overrides[anchor.var].astype(np.int64)
-            q_sim = np.asarray(observed[anchor.var]).astype(np.int64)
+            q_int = integers[anchor.var].astype(np.int64)
+            q_sim = np.asarray(observed[anchor.var])
+            q_sim = np.round(q_sim.astype(np.float64) / anchor.scale).astype(np.int64) if anchor.fine else \
+                q_sim.astype(np.int64)
             bound, row.terms = bounds[anchor.var]
             diff = np.abs(q_int - q_sim)
             row.bound = max(row.bound, bound)
@@ -335,6 +348,32 @@ class _Anchor:
     source: relax.Expr  # what the quantize reads
     scale: float
     zero: int
+    fine: bool = False  # a float layernorm output of the simulation, paired with the lowering's fine grid
+
+
+def _by_variable(qdq: tvm.IRModule, by_key: Mapping[str, float]) -> dict:
+    """{QDQ layernorm variable: value} from {``layer_norm_key``: value}."""
+    from passes.dataflow import op_name
+
+    norms = [b.var for b in qdq["main"].body.blocks[0].bindings if op_name(b.value) == "relax.nn.layer_norm"]
+    return {var: by_key[layer_norm_key(i)] for i, var in enumerate(norms) if layer_norm_key(i) in by_key}
+
+
+def _fine_anchors(qdq: tvm.IRModule, fine: Mapping[str, tuple[str, float]], mapping: dict) -> list[_Anchor]:
+    """The simulation's layernorm outputs that the lowering also holds on a fine int32 grid (``fine``: QDQ
+    name -> (lowered name, grid)); ``mapping`` learns the pairs like the anchors' (pinned the same way, in
+    real units)."""
+    from passes.dataflow import op_name
+
+    anchors = []
+    norms = [b.var for b in qdq["main"].body.blocks[0].bindings if op_name(b.value) == "relax.nn.layer_norm"]
+    for index, var in enumerate(norms):
+        key = layer_norm_key(index)
+        if key in fine:
+            lowered, grid = fine[key]
+            mapping[key] = lowered
+            anchors.append(_Anchor(var, key, f"{key}:fine", key, "nn.layer_norm", var, grid, 0, True))
+    return anchors
 
 
 def _anchors(qdq: tvm.IRModule, quantized) -> list[_Anchor]:
@@ -381,15 +420,19 @@ class _Info:
     island: bool = False  # a float op (no integer form) on the way: both sides round in float
 
 
-def _gamma(n: int) -> float:
-    return n * U / (1 - n * U)
+def _gamma(n: int, unit: float = U) -> float:
+    return n * unit / (1 - n * unit)
 
 
-def _bounds(qdq: tvm.IRModule, anchors: list[_Anchor], measured: Mapping[relax.Var, Any]) -> dict:
-    """{anchor var: (bound in LSBs, integer rescale terms)} for one sample (islands use measured magnitudes)."""
+def _bounds(qdq: tvm.IRModule, anchors: list[_Anchor], measured: Mapping[relax.Var, Any],
+            grids: Mapping[relax.Var, float] | None = None) -> dict:
+    """{anchor var: (bound in LSBs, integer rescale terms)} for one sample (islands use measured magnitudes;
+    ``grids``: the input grid of each layernorm the lowering made integer, by its QDQ variable)."""
     from passes.dataflow import op_name
 
     info: dict[relax.Var, Any] = {}
+    pinned = {a.var: a.scale for a in anchors if a.fine}
+    own: dict[relax.Var, _Info] = {}  # a pinned value's own error, before the pin
     by_source = {}
     for a in anchors:
         by_source.setdefault(a.source, []).append(a)
@@ -418,10 +461,14 @@ def _bounds(qdq: tvm.IRModule, anchors: list[_Anchor], measured: Mapping[relax.V
             s = value.args[1].value.numpy().astype(np.float64)
             info[var] = ("weight", w, s, int(value.attrs.axis))
             continue
-        info[var] = _step(name, value, args, info, measured, var)
+        info[var] = _step(name, value, args, info, measured, var, grids or {})
+        if var in pinned:  # downstream reads the lowering's own value of it, on its fine grid
+            own[var] = info[var]
+            magnitude = _abs_max(measured.get(var, 0.0))
+            info[var] = _Info(1, 0.0, U * magnitude, magnitude, pinned[var])
     bounds = {}
     for a in anchors:
-        x = info.get(a.source) if isinstance(a.source, relax.Var) else None
+        x = own.get(a.source) if a.fine else info.get(a.source) if isinstance(a.source, relax.Var) else None
         if not isinstance(x, _Info):  # a model input or a constant: quantized the same way on both sides
             x = _Info(0, 0.0, 0.0, 0.0, 0.0, True)
         float_err = x.float_err * (2 if x.island else 1)
@@ -446,7 +493,8 @@ def _abs_max(value) -> float:
     return float(np.abs(value).max(initial=0.0)) if value.size and np.issubdtype(value.dtype, np.number) else 0.0
 
 
-def _step(name: str | None, value: relax.Expr, args: list, info: dict, measured: Mapping, var) -> _Info:
+def _step(name: str | None, value: relax.Expr, args: list, info: dict, measured: Mapping, var,
+          grids: Mapping[relax.Var, float]) -> _Info:
     """The walk's rule for one binding of the simulation."""
     ins = [info.get(a) if isinstance(a, relax.Var) else None for a in args]
     ins = [i if isinstance(i, _Info) else None for i in ins]
@@ -458,7 +506,8 @@ def _step(name: str | None, value: relax.Expr, args: list, info: dict, measured:
         k = w.size // out_channels
         w_max = float(np.max(np.abs(w) * _along(s, axis, w.ndim)))
         magnitude = k * x.magnitude * w_max
-        err = _gamma(k + 2) * magnitude + k * w_max * (x.float_err + x.rounding)
+        err = U * _abs_max(measured.get(var, magnitude)) + _gamma(k + 2, U64) * magnitude + \
+            k * w_max * (x.float_err + x.rounding)
         return _Info(1, 0.0, err, magnitude, x.grid * float(np.max(s)), x.island)
     known = [i for i in ins if i is not None]
     if not known:  # computed from inputs and constants only: the same on both sides up to float rounding
@@ -490,10 +539,10 @@ def _step(name: str | None, value: relax.Expr, args: list, info: dict, measured:
                      x.grid / n, False)
     if name in PASS_THROUGH and len(known) == 1:
         return known[0]
-    return _island(name, value, args, ins, measured, var)
+    return _island(name, value, args, ins, measured, var, grids)
 
 
-def _island(name, value, args, ins, measured, var) -> _Info:
+def _island(name, value, args, ins, measured, var, grids: Mapping[relax.Var, float]) -> _Info:
     """A float op with no integer form: its input error through the op's gain plus its own rounding."""
     errs = [(i.rounding + i.float_err) * (2 if i.island else 1) if i is not None else 0.0 for i in ins]
     mags = [_abs_max(measured[a]) if isinstance(a, relax.Var) and a in measured else
@@ -505,7 +554,7 @@ def _island(name, value, args, ins, measured, var) -> _Info:
         a, b = (np.asarray(measured[x]) if isinstance(x, relax.Var) else x.value.numpy() for x in args[:2])
         n = int(a.shape[-1])
         propagated = n * (mags[0] * errs[1] + mags[1] * errs[0])
-        own = _gamma(n + 2) * n * mags[0] * mags[1]
+        own = U * out_mag + _gamma(n + 2, U64) * n * mags[0] * mags[1]
     elif name == "relax.multiply":
         propagated = mags[1] * errs[0] + mags[0] * errs[1]
         own = U * out_mag
@@ -522,6 +571,10 @@ def _island(name, value, args, ins, measured, var) -> _Info:
         std = float(np.sqrt(x.var(axis=axes).min() + float(value.attrs.epsilon)))
         propagated = 2 * mags[1] / std * errs[0] + errs[1] + errs[2]
         own = _gamma(n + 8) * out_mag
+        if var in grids:  # integer: the normalization's error on its grid, the fine output's half step
+            gamma, beta = (np.asarray(measured[a]) if isinstance(a, relax.Var) else a.value.numpy() for a in args[1:3])
+            own += mags[1] * integer_layer_norm.normalized_error(n, std / grids[var]) + \
+                0.5 * integer_layer_norm.fine_grid(gamma, beta, n)
     elif name == "relax.exp":
         propagated = out_mag * errs[0]
         own = _gamma(8) * out_mag

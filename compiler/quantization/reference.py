@@ -4,8 +4,8 @@
     trace.outputs                              # main's results
 
 It runs ``main`` of a module before ``legalize_ops`` (typically straight after ``lower_integer``) one binding
-at a time. Integer ops are exact by construction: conv2d and matmul on integers are computed in float64,
-which is exact for int8 x int8 sums of fewer than 2^37 terms; the dyadic requantize is int64 arithmetic;
+at a time. Integer ops are exact by construction: conv2d and matmul are computed in float64, which is exact
+for int8 x int8 sums of fewer than 2^37 terms (and on float32 operands leaves one rounding, to float32); the dyadic requantize is int64 arithmetic;
 ``quantize`` / ``dequantize`` follow TVM's legalization (float32 ``x / s``, round half to even, + z, clamp).
 Float islands (softmax, layernorm, GELU ...) run in float32 numpy and can differ from the compiled code in
 the last bit; ``overrides`` replaces chosen variables by given values (the compiled island outputs), so
@@ -24,7 +24,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy.special import erf
 from tvm import relax
 
-from passes import integer_softmax
+from passes import integer_layer_norm, integer_softmax
 
 from ..errors import CompilerError
 
@@ -113,13 +113,17 @@ _CALL_TIR = tvm.ir.Op.get("relax.call_tir")
 
 
 def _kernel(mod: tvm.IRModule, call: relax.Call, args: list) -> np.ndarray:
-    """A kernel the lowering wrote itself (a ``call_tir``), through its numpy twin: the integer softmax."""
-    func = mod[call.args[0]]
-    params = (func.attrs or {}).get(integer_softmax.PARAMS_ATTRIBUTE)
-    if params is None:
-        raise ReferenceError(f"the reference interpreter has no numpy twin for kernel {call.args[0].name_hint}")
-    params = integer_softmax.Params(**{k: str(v) if k == "dtype" else int(v) for k, v in params.items()})
-    return integer_softmax.reference(args[0], args[1] if len(args) > 1 else None, params)
+    """A kernel the lowering wrote itself (a ``call_tir``), through its numpy twin: the integer softmax and
+    layernorm."""
+    attrs = mod[call.args[0]].attrs or {}
+    if integer_softmax.PARAMS_ATTRIBUTE in attrs:
+        params = {k: str(v) if k == "dtype" else int(v) for k, v in attrs[integer_softmax.PARAMS_ATTRIBUTE].items()}
+        return integer_softmax.reference(args[0], args[1] if len(args) > 1 else None,
+                                         integer_softmax.Params(**params))
+    if integer_layer_norm.PARAMS_ATTRIBUTE in attrs:
+        params = {k: int(v) for k, v in attrs[integer_layer_norm.PARAMS_ATTRIBUTE].items()}
+        return integer_layer_norm.reference(args[0], integer_layer_norm.Params(**params))
+    raise ReferenceError(f"the reference interpreter has no numpy twin for kernel {call.args[0].name_hint}")
 
 
 def _apply(call: relax.Call, args: list) -> Any:
@@ -171,7 +175,7 @@ def _conv2d(attrs, x, w):
     if str(attrs.data_layout) != "NCHW" or str(attrs.kernel_layout) != "OIHW":
         raise ReferenceError("the reference conv2d supports NCHW / OIHW only")
     groups = int(attrs.groups)
-    compute = np.float64 if np.issubdtype(x.dtype, np.integer) else np.float32
+    compute = np.float64  # exact for integers; for float32, exact products and one rounding at the end
     out_c, in_per_group, kh, kw = w.shape
     windows = _windows(x.astype(compute), attrs, (kh, kw), 0)
     n, c, oh, ow = windows.shape[:4]
@@ -182,9 +186,7 @@ def _conv2d(attrs, x, w):
 
 
 def _matmul(attrs, a, b):
-    if np.issubdtype(a.dtype, np.integer) and np.issubdtype(b.dtype, np.integer):
-        return np.matmul(a.astype(np.float64), b.astype(np.float64))
-    return np.matmul(a.astype(np.float32), b.astype(np.float32))
+    return np.matmul(a.astype(np.float64), b.astype(np.float64))  # as ``_conv2d``: cast to the declared dtype
 
 
 def _pad(attrs, x):
@@ -312,6 +314,7 @@ _RULES: dict[str, Callable[..., Any]] = {
     "relax.rsqrt": lambda attrs, x: np.float32(1) / np.sqrt(x),
     "relax.erf": lambda attrs, x: erf(x).astype(x.dtype),
     "relax.abs": lambda attrs, x: np.abs(x),
+    "relax.floor": lambda attrs, x: np.floor(x),
     "relax.negative": lambda attrs, x: np.negative(x),
     "relax.power": _binary(np.power),
     "relax.max": lambda attrs, x: x.max(axis=_axes(attrs, x.ndim), keepdims=bool(attrs.keepdims)),
