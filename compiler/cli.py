@@ -144,6 +144,8 @@ def _model_arguments(p: argparse.ArgumentParser, artifact_ok: bool = False) -> N
     p.add_argument("--smoothing", type=_smoothing, metavar="ALPHA|auto",
                    help="SmoothQuant before calibration where a LayerNorm feeds linears only: migration "
                         "strength in (0, 1), or auto (chosen on the calibration samples)")
+    p.add_argument("--float-ops", type=_float_ops, default=(), metavar="softmax,layer_norm",
+                   help="keep these ops as float islands although they have an integer form")
     p.add_argument("--integer-only", choices=["islands", "strict"], default="islands",
                    help="strict: refuse a quantized model with any float island (default: declared islands allowed)")
     p.add_argument("--verify", action="store_true", help="check well-formedness after every pass")
@@ -196,6 +198,8 @@ def _compile_model(args: argparse.Namespace, quantized: bool = True):
         policy = QuantPolicy.from_scheme(args.quantize or "w8a8", args.observer)
         if args.smoothing is not None:
             policy = dataclasses.replace(policy, smoothing=args.smoothing)
+        if getattr(args, "float_ops", ()):
+            policy = dataclasses.replace(policy, float_ops=args.float_ops)
     compiled = api.compile(source, shapes=_shapes(args.shape), target=_target(args), passes=passes,
                            tune_trials=args.tune_trials, work_dir=args.work_dir, verify=args.verify,
                            oracle=quantized and getattr(args, "oracle", False),
@@ -357,6 +361,11 @@ def _bench_peak(args: argparse.Namespace) -> int:
         rows.insert(1, ["int8 on AMX tiles", "tdpbusd", f"{peak.amx_int8_gops:.1f}"])
     _print_table(f"peak of this CPU, {peak.cores} threads", ["arithmetic", "instruction", "GOP/s"], rows)
     return 0
+
+
+def _float_ops(text: str) -> tuple[str, ...]:
+    """--float-ops: comma-separated op names (``QuantPolicy`` checks them against ``FLOAT_OPS``)."""
+    return tuple(op.strip() for op in text.split(",") if op.strip())
 
 
 def _smoothing(text: str) -> float | str:

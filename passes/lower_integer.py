@@ -46,6 +46,7 @@ reshape, transpose, broadcast and zero padding runs on integers:
                       that want it (the next residual add). A float operand of such a residual add (the
                       embeddings' layernorm ahead of the first block) is put on an int32 grid first.
 
+``QuantPolicy.float_ops`` (main's ``qc.float_ops``) keeps softmax and / or layernorm in float anyway.
 Everything else is a declared *float island*: its inputs are dequantized, it runs in float, and the
 variables it binds are listed in the function attribute ``qc.float_islands`` with the reason in
 ``qc.float_island_reasons`` (a layer kept in float by the policy, or an op with no integer form; float ops
@@ -73,6 +74,7 @@ from . import integer_layer_norm, integer_softmax
 from .dyadic import dyadic
 from .elementwise import evaluate, source_of_call
 from .quant_plan import QUANTIZABLE_OPS, integer_avg_pool, is_pass_through, is_residual_add
+from .quant_policy import FLOAT_OPS_ATTRIBUTE
 from .registry import PassError, register_pass
 
 
@@ -244,6 +246,8 @@ class _Lowering:
         self.layer_names = _layer_names(self.block)  # conv2d / matmul binding -> the plan's layer name
         self.originals = {b.var: b.value for b in self.block.bindings}
         self.layer_norm_grids: dict[str, float] = {}
+        attrs = self.func.attrs
+        self.float_ops = {str(op) for op in attrs[FLOAT_OPS_ATTRIBUTE]} if attrs and FLOAT_OPS_ATTRIBUTE in attrs else set()
         self.layer_norms = [b.var for b in self.block.bindings if op_name(b.value) == "relax.nn.layer_norm"]
         self.fine_values: dict[str, list] = {}  # QDQ layernorm name -> [its fine int32 tensor's name, grid]
         self.entry_scales: dict[relax.Var, tuple[float, int, str]] = {}  # float var -> its entry quantize
@@ -300,7 +304,7 @@ class _Lowering:
             scaled = self.scale(args, divide=name == "relax.divide")
             if scaled is not None:
                 return scaled
-        if name == "relax.nn.layer_norm":
+        if name == "relax.nn.layer_norm" and name not in self.float_ops:
             lowered = self.layer_norm(var, value, args[0])
             if lowered is not None:
                 return lowered
@@ -312,7 +316,8 @@ class _Lowering:
             lowered = self.add(value, args) or self.mask(value, args)
             if lowered is not None:
                 return lowered
-        if name == "relax.nn.softmax" and isinstance(args[0], (Linear, Masked)) and self.softmax_fits(value, args[0]):
+        if name == "relax.nn.softmax" and name not in self.float_ops and isinstance(args[0], (Linear, Masked)) \
+                and self.softmax_fits(value, args[0]):
             return Softmax(args[0], value)
         if name in ("relax.nn.relu", "relax.clip"):
             lowered = self.clamp(value, args[0])
@@ -833,6 +838,8 @@ class _Lowering:
                             or name in ("relax.add", "relax.multiply", "relax.concat", "relax.mean"))
         if name in ("relax.nn.conv2d", "relax.matmul") and isinstance(value.args[1], tvm.ir.expr.GenericConst):
             reason = "policy: layer kept in float (quantize=False)"
+        elif name in self.float_ops:
+            reason = f"policy: {name} kept in float (float_ops)"
         elif not has_integer_form:
             reason = f"no integer form: {name}"
         elif upstream:  # an op with an integer form, in float because its input is

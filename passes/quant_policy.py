@@ -40,6 +40,13 @@ class LayerSpec:
             raise PolicyError(f"unknown observer {self.observer!r}; choose one of {', '.join(OBSERVERS)}")
 
 
+FLOAT_OPS = {"softmax": "relax.nn.softmax", "layer_norm": "relax.nn.layer_norm"}
+"""Ops with an integer form that a policy may keep in float (``QuantPolicy.float_ops``): the float-island path,
+for comparison or where its error matters more than its speed."""
+FLOAT_OPS_ATTRIBUTE = "qc.float_ops"
+"""The QDQ module's main attribute that carries ``QuantPolicy.float_ops`` (Relax op names) to ``lower_integer``."""
+
+
 @dataclass(frozen=True)
 class QuantPolicy:
     """The default ``LayerSpec`` plus overrides keyed by layer name or glob pattern."""
@@ -47,8 +54,13 @@ class QuantPolicy:
     default: LayerSpec = field(default_factory=LayerSpec)
     overrides: Mapping[str, LayerSpec] = field(default_factory=dict)
     smoothing: float | str | None = None  # SmoothQuant's alpha in (0, 1), "auto" (chosen on calibration), None
+    float_ops: tuple[str, ...] = ()  # of FLOAT_OPS: kept as float islands although they have an integer form
 
     def __post_init__(self) -> None:
+        unknown = [op for op in self.float_ops if op not in FLOAT_OPS]
+        if unknown or isinstance(self.float_ops, str):
+            raise PolicyError(f"float_ops must be a tuple of {', '.join(FLOAT_OPS)}; {unknown or self.float_ops!r} "
+                              "is not")
         if self.smoothing is not None and self.smoothing != "auto" and not (
                 isinstance(self.smoothing, (int, float)) and 0 < self.smoothing < 1):
             raise PolicyError(f"smoothing must be a migration strength in (0, 1), 'auto' or None, "

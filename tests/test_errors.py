@@ -160,3 +160,9 @@ def test_a_scalar_input_runs(tmp_path):
     result = qc("run", str(tmp_path / "art"), "--input", str(tmp_path / "in.npz"), "-o", str(tmp_path / "out.npz"))
     assert result.returncode == 0, result.stderr
     np.testing.assert_array_equal(np.load(tmp_path / "out.npz")["y"], np.full(4, 3.0, np.float32))
+
+
+def test_unknown_float_op_names_the_choices(tmp_path, mnist_onnx):
+    result = qc("compile", str(mnist_onnx), "--quantize", "w8a8", "--float-ops", "softmax,gelu",
+                "-o", str(tmp_path / "out"))
+    _assert_clean_failure(result, tmp_path / "out", "gelu", "softmax, layer_norm")

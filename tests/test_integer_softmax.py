@@ -105,3 +105,23 @@ def test_masked_attention_softmax_is_integer_and_the_oracle_catches_a_wrong_one(
     report = run_oracle(quantized, wrong, build(wrong), samples[4:])
     failed = {row.producer for row in report.rows if not row.ok}
     assert report.first_failure is not None and failed == {"nn.softmax"}, report.summary()
+
+
+def test_a_policy_keeps_softmax_and_layernorm_in_float():
+    from passes.check_integer_only import island_reasons
+    from passes.quant_policy import PolicyError, QuantPolicy
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    samples = [{"x": rng.standard_normal((1, 16, 16)).astype(np.float32), "mask": np.ones((1, 16), np.int64)}
+               for _ in range(3)]
+    imported = compiler.import_model(_Attention().eval(), example_inputs=(torch.from_numpy(samples[0]["x"]),
+                                                                          torch.from_numpy(samples[0]["mask"])),
+                                     input_names=["x", "mask"])
+    policy = QuantPolicy.from_scheme("w8a8")
+    kept = QuantPolicy(policy.default, float_ops=("softmax", "layer_norm"))
+    lowered, _ = lower(quantize(imported, samples, kept))
+    assert "policy: relax.nn.softmax kept in float (float_ops)" in island_reasons(lowered)
+    assert not any(integer_softmax.PARAMS_ATTRIBUTE in (f.attrs or {}) for f in lowered.functions.values())
+    with pytest.raises(PolicyError, match="float_ops must be"):
+        QuantPolicy(float_ops=("gelu",))

@@ -15,7 +15,7 @@ import numpy as np
 
 from frontends import ImportedModel
 from passes.insert_qdq import insert_qdq
-from passes.quant_policy import QuantPolicy
+from passes.quant_policy import FLOAT_OPS, FLOAT_OPS_ATTRIBUTE, QuantPolicy
 
 from ..build import build, tuning_options
 from ..executable import CompiledModel
@@ -47,6 +47,8 @@ def quantize(imported: ImportedModel, samples: Iterable[Mapping[str, np.ndarray]
         prepared, smoothing = smooth(prepared, imported, samples, policy.smoothing, target)
     calibration = calibrate(imported, samples, policy, target, prepared=prepared)
     mod = insert_qdq(prepared, calibration.specs, calibration.ranges)
+    if policy.float_ops:
+        mod["main"] = mod["main"].with_attr(FLOAT_OPS_ATTRIBUTE, [FLOAT_OPS[op] for op in policy.float_ops])
     info = {
         "layers": {name: {"weight_bits": s.weight_bits, "activation_bits": s.activation_bits,
                           "observer": s.observer, "input_range": _rounded(calibration.input_range(name))}
