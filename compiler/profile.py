@@ -68,6 +68,7 @@ def kernel_info(mod: tvm.IRModule) -> dict[str, dict[str, Any]]:
             "args": [f"{b.dtype}[{'x'.join(str(int(d)) if isinstance(d, tvm.tirx.IntImm) else str(d) for d in b.shape)}]"
                      for b in buffers],
             "integer": any(str(b.dtype) in INTEGER_DTYPES for b in buffers),
+            "float": any(str(b.dtype).startswith(("float", "bfloat")) for b in buffers),
             "layer": layer_of(gvar.name_hint),
         }
     return info
@@ -100,7 +101,7 @@ class KernelRow:
     calls: int  # per inference
     ms: float  # median per inference
     share: float  # of the rows' sum
-    kind: str  # "int8", "fp32" or "runtime"
+    kind: str  # "int8", "fp32", "int32" (wider integers only: no peak fraction) or "runtime"
     layer: str | None  # the quantized layer it computes (``conv2d_3``), from its name
     args: list[str]
     gops: float | None
@@ -172,7 +173,8 @@ def profile(model: Any, inputs: Any = None, *, repeat: int = 20, warmup: int = 3
     for name, seconds in sorted(medians.items(), key=lambda item: -item[1]):
         calls = per_call[name][1]
         known = info.get(name, {})
-        kind = "runtime" if name.startswith(RUNTIME_PREFIX) else "int8" if known.get("integer") else "fp32"
+        kind = "runtime" if name.startswith(RUNTIME_PREFIX) else "int8" if known.get("integer") else \
+            "fp32" if known.get("float", True) else "int32"  # int32 / int64 only: neither peak applies
         gops = known["ops"] * calls / seconds / 1e9 if known.get("ops") and seconds > 0 else None
         ceiling = peak.int8_gops if kind == "int8" else peak.fp32_gflops if kind == "fp32" else None
         fraction = gops / ceiling if gops is not None and ceiling else None

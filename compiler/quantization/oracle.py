@@ -383,9 +383,7 @@ def _anchors(qdq: tvm.IRModule, quantized) -> list[_Anchor]:
     values = {b.var: b.value for b in bindings}
     read = {b.value.args[0] for b in bindings
             if op_name(b.value) == "relax.dequantize" and isinstance(b.value.args[0], relax.Var)}
-    quantizes = [b.var for b in bindings if op_name(b.value) == "relax.quantize"]
-    plan_names = list(quantized.calibration.ranges)
-    names = dict(zip(quantizes, plan_names)) if len(plan_names) == len(quantizes) else {}
+    names = _plan_names(bindings, quantized)
     readers: dict[str, list[str]] = {}
     for layer, anchor in quantized.calibration.layer_inputs.items():
         readers.setdefault(anchor, []).append(layer)
@@ -404,6 +402,19 @@ def _anchors(qdq: tvm.IRModule, quantized) -> list[_Anchor]:
         anchors.append(_Anchor(b.var, b.var.name, name, layer, producer, source,
                                float(call.args[1].value.numpy()), int(call.args[2].value.numpy())))
     return anchors
+
+
+def _plan_names(bindings, quantized) -> dict:
+    """{QDQ quantize var: the plan's anchor name}: the plan's anchors are variables of the float module that
+    ``insert_qdq`` quantized (the same variables in the QDQ module), each quantize reading one of them."""
+    from passes.dataflow import op_name
+
+    if quantized.float_mod is None:
+        return {}
+    plan = quant_plan.plan_quantization(quantized.float_mod["main"], quantized.calibration.specs)
+    by_var = {anchor.var: anchor.name for anchor in plan.anchors.values()}
+    return {b.var: by_var[b.value.args[0]] for b in bindings
+            if op_name(b.value) == "relax.quantize" and b.value.args[0] in by_var}
 
 
 # -- the bound ---------------------------------------------------------------------------------------------
