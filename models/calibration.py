@@ -4,7 +4,8 @@
 
 MNIST: its first 64 training digits. The image models: three bundled photos (``CALIBRATION_PHOTOS``) and
 their mirror images, each through the model's own preprocessing (ResNet-18, random weights with no
-preprocessing of its own, takes ImageNet normalisation). MiniLM: the first 8 bundled sentences. Evaluation
+preprocessing of its own, takes ImageNet normalisation). MiniLM (and ``minilm-outliers``): the first 8 bundled
+sentences. Evaluation
 images come from the other photos (``EVALUATION_PHOTOS``, through ``data.held_out_views``), never these.
 """
 
@@ -33,7 +34,7 @@ def samples(name: str) -> list[dict[str, np.ndarray]]:
         from .mnist_cnn import load_split
 
         return [{"input": d[None]} for d in load_split()[0][:64]]
-    if name == "minilm":
+    if name in ("minilm", "minilm-outliers"):
         from .minilm import tokenize
 
         return [tokenize([s]) for s in data.sentences()[:8]]
