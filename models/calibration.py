@@ -4,9 +4,9 @@
 
 MNIST: its first 64 training digits. The image models: three bundled photos (``CALIBRATION_PHOTOS``) and
 their mirror images, each through the model's own preprocessing (ResNet-18, random weights with no
-preprocessing of its own, takes ImageNet normalisation). MiniLM (and ``minilm-outliers``): the first 8 bundled
-sentences. Evaluation
-images come from the other photos (``EVALUATION_PHOTOS``, through ``data.held_out_views``), never these.
+preprocessing of its own, takes ImageNet normalisation). MiniLM (and ``minilm-outliers``): the first 8
+bundled sentences. Evaluation images come from the other photos (``EVALUATION_PHOTOS``, through
+``data.held_out_views``), never these.
 """
 
 from __future__ import annotations

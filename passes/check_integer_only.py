@@ -43,8 +43,7 @@ def float_islands(mod: tvm.IRModule, allowed: Iterable[str] = ()) -> list[tuple[
     bindings = [(b.var, b.value) for b in main_block(mod, "check_integer_only").bindings]
     if not any(op_name(value) == QUANTIZE for _, value in bindings):
         raise PassError("check_integer_only: main has no quantize, so no integer part to check")
-    after_quantize = _reach(bindings, forward=True)
-    before_quantize = _reach(bindings, forward=False)
+    region = _integer_vars(bindings)
     allowed = set(allowed)
     attrs = mod["main"].attrs
     declared = {str(v) for v in attrs[ISLANDS_ATTRIBUTE]} if attrs and ISLANDS_ATTRIBUTE in attrs else set()
@@ -53,7 +52,7 @@ def float_islands(mod: tvm.IRModule, allowed: Iterable[str] = ()) -> list[tuple[
         op = op_name(value)
         if op is None or op in (QUANTIZE, DEQUANTIZE) or op in allowed or var.name in declared:
             continue
-        if var in after_quantize and var in before_quantize and _is_float(var):
+        if var in region and _is_float(var):
             offenders.append((op, var.name))
     return offenders
 
@@ -61,9 +60,13 @@ def float_islands(mod: tvm.IRModule, allowed: Iterable[str] = ()) -> list[tuple[
 def integer_region(mod: tvm.IRModule) -> set[str]:
     """Names of main's variables with a quantize both upstream and downstream (the float prologue and
     epilogue excluded): where a float op is an island."""
-    bindings = [(b.var, b.value) for b in main_block(mod, "integer_region").bindings]
+    return {var.name for var in _integer_vars([(b.var, b.value) for b in main_block(mod, "integer_region").bindings])}
+
+
+def _integer_vars(bindings) -> set[relax.Var]:
+    """The bound variables with a quantize both upstream and downstream."""
     after, before = _reach(bindings, forward=True), _reach(bindings, forward=False)
-    return {var.name for var, _ in bindings if var in after and var in before}
+    return {var for var, _ in bindings if var in after and var in before}
 
 
 def declared_islands(mod: tvm.IRModule) -> dict[str, int]:

@@ -45,6 +45,7 @@ from .integer_softmax import OPAQUE
 
 GRID_BITS = 30
 """The input grid and the fine output grid: |v| < 2^30 (int32, with c = v - m inside int64)."""
+GRID_LIMIT = 2**GRID_BITS - 1
 ROW_BITS = 24
 """Each row's centred values are shifted to at most this many bits before they are squared: d^2 summed over
 a row of fewer than 2^14 stays inside int64."""
@@ -213,4 +214,4 @@ def normalized_error(n: int, root: float) -> float:
 def fine_grid(gamma: np.ndarray, beta: np.ndarray, n: int) -> float:
     """The grid of the output that readers wanting the value itself get: |gamma u / 2^16 + beta| < 2^30 units."""
     top = float(np.max(np.abs(gamma), initial=0.0)) * math.sqrt(n) + float(np.max(np.abs(beta), initial=0.0))
-    return (top or 1.0) / (2**GRID_BITS - 1)
+    return (top or 1.0) / GRID_LIMIT

@@ -176,7 +176,7 @@ class LayerNorm:
 
     x: Linear
     call: relax.Call
-    key: str  # ``layer_norm_key`` of it
+    key: str  # its name in ``layer_norm_keys``
     gamma: np.ndarray = field(compare=False)
     beta: np.ndarray = field(compare=False)
     materialised: dict = field(default_factory=dict, compare=False)
@@ -186,22 +186,34 @@ FINE_HEADROOM = 16
 """A float operand put on a fine int32 grid (``on_fine_grid``) may reach this many times its calibrated range."""
 
 LAYER_NORM_GRIDS_ATTRIBUTE = "qc.layer_norm_grids"
-"""main's attribute: {``layer_norm_key`` of a QDQ layernorm: the grid its int32 input was requantized to}. The
+"""main's attribute: {``layer_norm_keys`` name of a QDQ layernorm: the grid its int32 input was requantized to}. The
 oracle's bound for the integer layernorm depends on it (``integer_layer_norm.normalized_error``)."""
 
 
-def layer_norm_key(index: int) -> str:
-    """How the lowering's attributes name the ``index``-th layernorm of main in program order (variable names
-    of a QDQ module may repeat)."""
-    return f"layer_norm#{index}"
+def layer_norm_keys(func: relax.Function) -> dict[relax.Var, str]:
+    """How the lowering's attributes name each layernorm of ``func`` (one dataflow block): by its position in
+    program order, ``layer_norm#i`` (variable names of a QDQ module may repeat)."""
+    norms = [b.var for b in func.body.blocks[0].bindings if op_name(b.value) == "relax.nn.layer_norm"]
+    return {var: f"layer_norm#{index}" for index, var in enumerate(norms)}
+
 
 FINE_VALUES_ATTRIBUTE = "qc.fine_values"
-"""main's attribute: {``layer_norm_key`` of a QDQ layernorm: [name of the lowered int32 tensor that holds its
+"""main's attribute: {``layer_norm_keys`` name of a QDQ layernorm: [name of the lowered int32 tensor that holds its
 value on a fine grid, that grid]}. The oracle pins the simulation's layernorm output to it, so the residual
 stream is compared layer by layer like the anchors (``compiler.quantization.oracle``)."""
 
 MASK_MAGNITUDE = 1e30
 """An additive constant at least this negative drops a score outright (exp underflows to 0 in float32)."""
+
+
+def is_additive_mask(value: relax.Expr | None) -> bool:
+    """``where(keep, 0, -big)`` with big >= ``MASK_MAGNITUDE``: the additive mask of attention scores."""
+    if op_name(value) != "relax.where":
+        return False
+    kept, dropped = value.args[1:]
+    if not all(isinstance(c, tvm.ir.expr.GenericConst) and c.value.numpy().size == 1 for c in (kept, dropped)):
+        return False
+    return float(kept.value.numpy()) == 0.0 and float(dropped.value.numpy()) <= -MASK_MAGNITUDE
 
 INTEGER_VALUES = (Quant, Linear, Elementwise, Concat, Masked, Softmax, LayerNorm)
 """What the lowering holds for a tensor computed in integers (a float op reading one is an island)."""
@@ -247,8 +259,9 @@ class _Lowering:
         self.originals = {b.var: b.value for b in self.block.bindings}
         self.layer_norm_grids: dict[str, float] = {}
         attrs = self.func.attrs
-        self.float_ops = {str(op) for op in attrs[FLOAT_OPS_ATTRIBUTE]} if attrs and FLOAT_OPS_ATTRIBUTE in attrs else set()
-        self.layer_norms = [b.var for b in self.block.bindings if op_name(b.value) == "relax.nn.layer_norm"]
+        kept_float = attrs[FLOAT_OPS_ATTRIBUTE] if attrs and FLOAT_OPS_ATTRIBUTE in attrs else []
+        self.float_ops = {str(op) for op in kept_float}  # QuantPolicy.float_ops
+        self.layer_norm_keys = layer_norm_keys(self.func)
         self.fine_values: dict[str, list] = {}  # QDQ layernorm name -> [its fine int32 tensor's name, grid]
         self.entry_scales: dict[relax.Var, tuple[float, int, str]] = {}  # float var -> its entry quantize
         for b in self.block.bindings:
@@ -579,13 +592,10 @@ class _Lowering:
         if len(scores) != 1 or len(others) != 1 or not isinstance(others[0], relax.Var):
             return None
         source = self.originals.get(others[0])
-        if op_name(source) != "relax.where" or not all(isinstance(a, tvm.ir.expr.GenericConst) and
-                                                          a.value.numpy().size == 1 for a in source.args[1:]):
+        if not is_additive_mask(source):
             return None
-        kept, dropped = (float(a.value.numpy()) for a in source.args[1:])
         keep = self.values.get(source.args[0], source.args[0])
-        if kept != 0.0 or dropped > -MASK_MAGNITUDE or not isinstance(keep, relax.Expr) \
-                or str(keep.ty.dtype) != "bool":
+        if not isinstance(keep, relax.Expr) or str(keep.ty.dtype) != "bool":
             return None
         return Masked(scores[0], keep, self.values[others[0]])
 
@@ -596,15 +606,14 @@ class _Lowering:
             return False
         (term,) = scores.terms
         return np.size(term.scale) == 1 and str(term.var.ty.dtype) == "int32" and \
-            _var_bound(term) + int(np.max(np.abs(term.offset))) < integer_softmax.MAX_SCORE
+            _term_reach(term) < integer_softmax.MAX_SCORE
 
     def integer_softmax(self, x: Softmax, scale: float, zero: int, dtype: str) -> Quant | None:
         """``passes.integer_softmax`` of the scores, quantized to ``scale`` / ``zero``; None where it cannot be."""
         info = np.iinfo(dtype)
         scores, keep = (x.scores.scores, x.scores.keep) if isinstance(x.scores, Masked) else (x.scores, None)
         (term,) = scores.terms
-        bound = _var_bound(term) + int(np.max(np.abs(term.offset)))
-        if not integer_softmax.fits(bound, float(term.scale), scale, zero):
+        if not integer_softmax.fits(_term_reach(term), float(term.scale), scale, zero):
             return None
         var = term.var
         if np.any(term.offset):
@@ -625,23 +634,20 @@ class _Lowering:
             return None
         gamma, beta = (np.asarray(a.value.numpy(), np.float64).reshape(-1) for a in call.args[1:3])
         n = int(call.ty.shape[-1])
-        bound = sum(float(np.max(np.abs(t.scale))) * (_var_bound(t) + float(np.max(np.abs(t.offset))))
-                    for t in x.terms)
-        grid = bound / (2**integer_layer_norm.GRID_BITS - 1)
+        grid = sum(float(np.max(np.abs(t.scale))) * _term_reach(t) for t in x.terms) / integer_layer_norm.GRID_LIMIT
         if not (gamma.size == beta.size == n < integer_layer_norm.MAX_ROW and grid > 0 and math.isfinite(grid)):
             return None
         fine = integer_layer_norm.fine_grid(gamma, beta, n)
         if not integer_layer_norm.fits(gamma, beta, fine, n):
             return None
-        key = layer_norm_key(self.layer_norms.index(var))
+        key = self.layer_norm_keys[var]
         self.layer_norm_grids[key] = grid
         return LayerNorm(x, call, key, gamma, beta, {"grid": grid})
 
     def normalized(self, x: LayerNorm) -> relax.Var:
         """u = (x - mean) / std in 16 fractional bits (int32), from x requantized once to its grid."""
         if "normalized" not in x.materialised:
-            limit = 2**integer_layer_norm.GRID_BITS - 1
-            grid = x.materialised["grid"]
+            grid, limit = x.materialised["grid"], integer_layer_norm.GRID_LIMIT
             v = self.requantize(x.x, grid, 0, -limit, limit, "int32")
             x.materialised["normalized"] = integer_layer_norm.emit_normalized(
                 self.builder, v.var, grid, float(x.call.attrs.epsilon))
@@ -665,7 +671,7 @@ class _Lowering:
         scale, zero, dtype = self.entry_scales[original]
         info = np.iinfo(dtype)
         top = scale * max(abs(info.min - zero), abs(info.max - zero)) * FINE_HEADROOM
-        limit = 2**integer_layer_norm.GRID_BITS - 1
+        limit = integer_layer_norm.GRID_LIMIT
         grid = top / limit
         emit = self.builder.emit
         wide = emit(relax.op.astype(lowered, "float64"))  # float64 rounds to every one of 2^30 steps exactly
@@ -678,7 +684,7 @@ class _Lowering:
         """The layernorm's value on its fine int32 grid (``integer_layer_norm.fine_grid``), for readers that
         want the value rather than an 8-bit code of it (the next residual add)."""
         if "fine" not in x.materialised:
-            limit = 2**integer_layer_norm.GRID_BITS - 1
+            limit = integer_layer_norm.GRID_LIMIT
             grid = integer_layer_norm.fine_grid(x.gamma, x.beta, int(x.call.ty.shape[-1]))
             fine = self.layer_norm_output(x, grid, 0, -limit, limit, "int32")
             x.materialised["fine"] = fine
@@ -946,6 +952,11 @@ def _code_bound(x: Quant) -> int:
 def _centred_bound(x: Quant) -> int:
     """The largest |q - z| of ``x``'s codes."""
     return max(abs(x.qmin - x.zero), abs(x.qmax - x.zero))
+
+
+def _term_reach(term: Term) -> int:
+    """The largest |var + offset| of ``term``: its bound plus its largest offset."""
+    return _var_bound(term) + int(np.max(np.abs(term.offset)))
 
 
 def _var_bound(term: Term) -> int:

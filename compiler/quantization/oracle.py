@@ -80,7 +80,7 @@ from passes import quant_plan
 from passes.fast_math import MAX_RELATIVE_ERROR
 from passes import integer_layer_norm, integer_softmax
 from passes.lower_integer import (ANCHOR_VALUES_ATTRIBUTE, FINE_VALUES_ATTRIBUTE, LAYER_NORM_GRIDS_ATTRIBUTE,
-                                  MASK_MAGNITUDE, layer_norm_key)
+                                  is_additive_mask, layer_norm_keys)
 
 from ..errors import CompilerError
 
@@ -352,23 +352,16 @@ class _Anchor:
 
 
 def _by_variable(qdq: tvm.IRModule, by_key: Mapping[str, float]) -> dict:
-    """{QDQ layernorm variable: value} from {``layer_norm_key``: value}."""
-    from passes.dataflow import op_name
-
-    norms = [b.var for b in qdq["main"].body.blocks[0].bindings if op_name(b.value) == "relax.nn.layer_norm"]
-    return {var: by_key[layer_norm_key(i)] for i, var in enumerate(norms) if layer_norm_key(i) in by_key}
+    """{QDQ layernorm variable: value} from {its ``layer_norm_keys`` name: value}."""
+    return {var: by_key[key] for var, key in layer_norm_keys(qdq["main"]).items() if key in by_key}
 
 
 def _fine_anchors(qdq: tvm.IRModule, fine: Mapping[str, tuple[str, float]], mapping: dict) -> list[_Anchor]:
     """The simulation's layernorm outputs that the lowering also holds on a fine int32 grid (``fine``: QDQ
     name -> (lowered name, grid)); ``mapping`` learns the pairs like the anchors' (pinned the same way, in
     real units)."""
-    from passes.dataflow import op_name
-
     anchors = []
-    norms = [b.var for b in qdq["main"].body.blocks[0].bindings if op_name(b.value) == "relax.nn.layer_norm"]
-    for index, var in enumerate(norms):
-        key = layer_norm_key(index)
+    for var, key in layer_norm_keys(qdq["main"]).items():
         if key in fine:
             lowered, grid = fine[key]
             mapping[key] = lowered
@@ -464,7 +457,7 @@ def _bounds(qdq: tvm.IRModule, anchors: list[_Anchor], measured: Mapping[relax.V
             scale, zero, peak = integers[args[0]]
             info[var] = _Info(1, 0.0, U * scale * peak, scale * peak, scale)
             continue
-        if name == "relax.where" and _is_mask(value):
+        if name == "relax.where" and is_additive_mask(value):
             info[var] = _MASK
             continue
         if name == "relax.dequantize":  # an integer weight
@@ -490,13 +483,6 @@ def _bounds(qdq: tvm.IRModule, anchors: list[_Anchor], measured: Mapping[relax.V
 
 _MASK = "mask"
 """The walk's mark for an additive attention mask ``where(keep, 0, -big)`` (exact on both sides)."""
-
-
-def _is_mask(value: relax.Call) -> bool:
-    kept, dropped = value.args[1:]
-    if not all(isinstance(c, tvm.ir.expr.GenericConst) and c.value.numpy().size == 1 for c in (kept, dropped)):
-        return False
-    return float(kept.value.numpy()) == 0.0 and float(dropped.value.numpy()) <= -MASK_MAGNITUDE
 
 
 def _abs_max(value) -> float:

@@ -5,7 +5,8 @@
 
 It runs ``main`` of a module before ``legalize_ops`` (typically straight after ``lower_integer``) one binding
 at a time. Integer ops are exact by construction: conv2d and matmul are computed in float64, which is exact
-for int8 x int8 sums of fewer than 2^37 terms (and on float32 operands leaves one rounding, to float32); the dyadic requantize is int64 arithmetic;
+for int8 x int8 sums of fewer than 2^37 terms (and on float32 operands leaves one rounding, to float32); the
+dyadic requantize is int64 arithmetic;
 ``quantize`` / ``dequantize`` follow TVM's legalization (float32 ``x / s``, round half to even, + z, clamp).
 Float islands (softmax, layernorm, GELU ...) run in float32 numpy and can differ from the compiled code in
 the last bit; ``overrides`` replaces chosen variables by given values (the compiled island outputs), so
