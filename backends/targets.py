@@ -2,7 +2,8 @@
 
     arch(target)            "x86_64", "aarch64", ...: from the target's ``mtriple`` (the host's when absent)
     lowering_family(target) "x86" (the packed int8 / float kernels of ``backends.x86_packed``) or "generic"
-    host_target()           this machine's CPU as LLVM names it, with its cores (and AMX where it has it)
+    host_target()           this machine's CPU as LLVM names it, with its cores, corrected to the kernel features
+                            the CPU reports (a guest's CPU name can claim AMX the hypervisor hides, or hide it)
     missing_features(t)     the instruction-set features the kernels choose by that ``t`` has and this CPU lacks
     why_not_here(target)    None when code built for ``target`` runs on this machine, else a one-line reason
     linker(target)          what ``export_library`` links with: the host's C compiler for this architecture,
@@ -24,7 +25,7 @@ import tvm
 from tvm.target import Target
 
 from .errors import BackendError
-from .x86_amx import has_amx, host_amx_features
+from .x86_amx import cpu_flags, has_amx
 
 _ARCH_ALIASES = {"amd64": "x86_64", "x86-64": "x86_64", "arm64": "aarch64", "i686": "i386"}
 X86_ARCHES = ("x86_64", "i386")
@@ -50,13 +51,37 @@ def arch(target: Target) -> str:
 
 
 def host_target(num_cores: int | None = None) -> Target:
-    """An LLVM target for this machine's CPU (``mcpu`` as LLVM names it, plus AMX where the CPU has it and
-    that name does not say so) using ``num_cores`` threads."""
+    """An LLVM target for this machine's CPU (``mcpu`` as LLVM names it) using ``num_cores`` threads, with
+    each of ``KERNEL_FEATURES`` switched on or off to match what the CPU reports in ``/proc/cpuinfo``: LLVM
+    names a virtual machine's CPU after a model, and the model's features need not be the guest's (an
+    ``emeraldrapids`` guest without AMX tiles here, a ``rocketlake`` name for a Sapphire Rapids guest with
+    them elsewhere)."""
     cores = num_cores or len(os.sched_getaffinity(0))
-    spec = {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": cores}
-    if not has_amx(Target(spec)) and host_amx_features():
-        spec["mattr"] = host_amx_features()
+    spec: dict[str, Any] = {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": cores}
+    mattr = _host_corrections(Target(spec))
+    if mattr:
+        spec["mattr"] = mattr
     return Target(spec)
+
+
+_CPUINFO_FLAG = {"amx-int8": "amx_int8", "amx-tile": "amx_tile", "avx512vnni": "avx512_vnni",
+                 "avx512bw": "avx512bw", "avx512f": "avx512f", "avx2": "avx2", "fma": "fma"}
+
+
+def _host_corrections(named: Target) -> list[str]:
+    """``+feature`` / ``-feature`` for each kernel feature where the CPU LLVM names and ``/proc/cpuinfo``
+    disagree (none off x86 Linux, where there is no ``/proc/cpuinfo`` to read)."""
+    from tvm.target.codegen import target_has_features
+
+    flags = cpu_flags()
+    if not flags or host_arch() not in X86_ARCHES:
+        return []
+    fixes = []
+    for feature in KERNEL_FEATURES:
+        claimed, present = bool(target_has_features(feature, named)), _CPUINFO_FLAG[feature] in flags
+        if claimed != present:
+            fixes.append(("+" if present else "-") + feature)
+    return fixes
 
 
 KERNEL_FEATURES = ("amx-int8", "amx-tile", "avx512vnni", "avx512bw", "avx512f", "avx2", "fma")

@@ -52,16 +52,19 @@ def has_amx(target: tvm.target.Target) -> bool:
     return bool(target_has_features("amx-int8", target)) and bool(target_has_features("amx-tile", target))
 
 
-def host_amx_features() -> list[str]:
-    """``["+amx-tile", "+amx-int8"]`` when this machine's CPU and kernel report AMX-INT8 (``/proc/cpuinfo``),
-    else ``[]``. LLVM names some virtual machines' CPUs after a model without AMX (``rocketlake`` for a
-    Sapphire Rapids guest here), so its CPU name alone would hide the tiles."""
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The feature flags this machine's CPU and kernel report (``/proc/cpuinfo``; empty where it is absent)."""
     try:
         with open("/proc/cpuinfo") as info:
-            flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
+            return frozenset(next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), []))
     except OSError:
-        return []
-    return ["+amx-tile", "+amx-int8"] if {"amx_tile", "amx_int8"} <= set(flags) else []
+        return frozenset()
+
+
+def host_amx_features() -> list[str]:
+    """``["+amx-tile", "+amx-int8"]`` when this machine's CPU and kernel report AMX-INT8, else ``[]``."""
+    return ["+amx-tile", "+amx-int8"] if {"amx_tile", "amx_int8"} <= cpu_flags() else []
 
 
 _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA, _SYS_ARCH_PRCTL = 0x1023, 18, 158

@@ -11,6 +11,7 @@ import pytest
 
 import backends
 import backends.targets
+import tvm
 import compiler
 from compiler.pipeline import BACKEND_LOWERING, TARGET_INDEPENDENT_PASSES, default_passes
 from models import mnist_cnn
@@ -104,3 +105,23 @@ def test_another_cpu_name_alone_is_no_mismatch(mnist_imported, tmp_path):
     assert result.returncode == 0, result.stderr
     with np.load(tmp_path / "out.npz") as out:
         np.testing.assert_array_equal(out["output_0"], expected)
+
+
+@pytest.mark.skipif(not backends.targets.cpu_flags() or backends.targets.host_arch() != "x86_64",
+                    reason="reads /proc/cpuinfo of an x86_64 Linux machine")
+def test_the_host_targets_kernel_features_are_the_cpus_not_its_models(monkeypatch):
+    """LLVM names a guest's CPU after a model; the host target takes each kernel feature from what the CPU
+    reports (an ``emeraldrapids`` guest here hides the AMX tiles its model has), so host code always runs."""
+    from tvm.target.codegen import target_has_features
+
+    host = backends.targets.host_target(1)
+    for feature, flag in backends.targets._CPUINFO_FLAG.items():
+        assert bool(target_has_features(feature, host)) == (flag in backends.targets.cpu_flags()), feature
+    assert backends.targets.why_not_here(host) is None
+    # a CPU reporting no AVX-512 under a model name that has it gets a target without it, and vice versa
+    monkeypatch.setattr(backends.targets, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    assert backends.targets._host_corrections(tvm.target.Target({"kind": "llvm", "mcpu": "znver4"})) == [
+        "-avx512vnni", "-avx512bw", "-avx512f"]
+    monkeypatch.setattr(backends.targets, "cpu_flags", lambda: frozenset({"avx2", "fma", "amx_tile", "amx_int8"}))
+    assert backends.targets._host_corrections(tvm.target.Target({"kind": "llvm", "mcpu": "haswell"})) == [
+        "+amx-int8", "+amx-tile"]
