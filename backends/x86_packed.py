@@ -384,6 +384,36 @@ def _float_intrinsics() -> dict:
     return {FP32_ROW_INTRIN: (row_desc, row_impl), FP32_COL_INTRIN: (col_desc, col_impl)}
 
 
+def _group_update_intrinsics() -> dict:
+    """The 16-lane update of a group-wise matmul's totals, ``c[i] += (a[j, i] >> 4) * b[j, i]`` (b uint8) for one
+    group j (the loop over groups outside): TIR vectorizes no loop of a reduction block, and left to LLVM
+    the scalar update split the register tile into lanes, ``vpinsrd`` by ``vpinsrd``."""
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.Buffer((1, 16), "int32", offset_factor=1), b: T.Buffer((1, 16), "uint8", offset_factor=1),
+             c: T.Buffer((16,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:16], a[0:1, 0:16], b[0:1, 0:16])
+            T.writes(c[0:16])
+            for i in T.serial(16):
+                with T.sblock("update"):
+                    vi = T.axis.remap("S", [i])
+                    c[vi] = c[vi] + T.shift_right(a[0, vi], 4) * T.Cast("int32", b[0, vi])
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.Buffer((1, 16), "int32", offset_factor=1), b: T.Buffer((1, 16), "uint8", offset_factor=1),
+             c: T.Buffer((16,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:16], a[0:1, 0:16], b[0:1, 0:16])
+            T.writes(c[0:16])
+            c[T.ramp(T.int32(0), 1, 16)] = c.vload([0], dtype="int32x16") + T.shift_right(
+                a.vload([0, 0], dtype="int32x16"), T.broadcast(T.int32(4), 16)) * T.Cast(
+                "int32x16", b.vload([0, 0], dtype="uint8x16"))
+
+    return {GROUP_UPDATE_INTRIN: (desc, impl)}
+
+
+GROUP_UPDATE_INTRIN = "qc_int32_16_group_update"
 FP32_ROW_INTRIN = "qc_fp32_16x1_lanes_from_weight"
 FP32_COL_INTRIN = "qc_fp32_16x1_lanes_from_data"
 FLOAT_STEPS = (FP32_ROW_INTRIN, FP32_COL_INTRIN)
@@ -407,7 +437,8 @@ def register_intrinsics() -> None:
     global _registered
     if _registered:
         return
-    for name, (desc, impl) in {**_intrinsics(), **_wide_intrinsics(), **_float_intrinsics()}.items():
+    for name, (desc, impl) in {**_intrinsics(), **_wide_intrinsics(), **_float_intrinsics(),
+                               **_group_update_intrinsics()}.items():
         try:
             TensorIntrin.register(name, desc, impl)
         except Exception:  # noqa: BLE001  (already registered by an earlier import of this module's copy)
@@ -416,7 +447,7 @@ def register_intrinsics() -> None:
 
 
 PACKINGS = (INT8, WIDE, FP32)
-KINDS = ("matmul", "conv", "depthwise", "maxpool")
+KINDS = ("matmul", "grouped", "conv", "depthwise", "maxpool")
 
 
 def kernel_kind(sch: s_tir.Schedule) -> tuple[str, Packing] | None:
@@ -518,6 +549,52 @@ def schedule_matmul(sch: s_tir.Schedule, packing: Packing, knobs: Knobs, steps: 
     row = sch.fuse(*rows) if len(rows) > 1 else rows[0]
     unpack = _block_or_none(sch, packing.block("unpack"))
     _tile(sch, block, row, col, red, packing.group, knobs, steps[0], unpack=unpack)
+
+
+GROUPED_KNOBS = Knobs(4, 3)
+"""The tile of a group-wise matmul: its group sums and its totals both stay in registers (2 x 12 zmm)."""
+
+
+def schedule_grouped_matmul(sch: s_tir.Schedule, packing: Packing, knobs: Knobs, steps: tuple) -> None:
+    """A group-wise 4-bit matmul (``packed_layouts.matmul_grouped``): register tiles of rows x (blocks x 16)
+    columns as the matmul's, the loop over weight groups outside the tile; per group the tile's group sums
+    (``group_sum``: the VNNI steps over the nibbles, unpacked two groups per load) and then, per accumulator,
+    one shift, multiply and add into the totals, which stay in registers across the groups. ``knobs`` is
+    halved to fit both: at most 12 accumulators each (``GROUPED_KNOBS``)."""
+    block, sums = sch.get_sblock(packing.block("grouped")), sch.get_sblock(packing.block("group_sum"))
+    unpack = sch.get_sblock(packing.block("unpack"))
+    *rows, col, across = sch.get_loops(block)
+    row = sch.fuse(*rows) if len(rows) > 1 else rows[0]
+    limit = knobs if knobs.rows * knobs.blocks <= GROUPED_KNOBS.rows * GROUPED_KNOBS.blocks else GROUPED_KNOBS
+    tile_rows, tile_blocks = fit_tile(limit, _extent(sch, row), _extent(sch, col) // LANES)
+    ro, ri = sch.split(row, [None, tile_rows])
+    lo, lb, li = sch.split(col, [None, tile_blocks, LANES])
+    sch.reorder(ro, lo, across, ri, lb, li)
+    _write_back_at(sch, block, lo)
+    sch.parallel(sch.fuse(ro, lo))
+    sch.compute_at(sums, across)
+    loops = sch.get_loops(sums)
+    inner = loops[[sch.get(loop).same_as(sch.get(across)) for loop in loops].index(True) + 1:]
+    *sum_rows, sum_cols, within = inner  # (rows, unless the tile has one; columns; the group's rows)
+    sb, sl = sch.split(sum_cols, [None, LANES])
+    go, gi = sch.split(within, [None, packing.group])
+    sch.reorder(go, *sum_rows, sb, sl, gi)
+    unrolled = [*sum_rows, sb]
+    go = _unpack_in_tile(sch, unpack, go, unrolled)
+    init = sch.decompose_reduction(sums, go)
+    sch.vectorize(sch.get_loops(init)[-1])
+    for loop in unrolled:
+        sch.unroll(loop)
+    if steps[0] is not None:
+        sch.tensorize(sl, steps[0])
+    else:
+        sch.reorder(gi, sl)
+        sch.unroll(gi)
+    total = sch.decompose_reduction(block, across)
+    sch.vectorize(sch.get_loops(total)[-1])
+    sch.unroll(ri)
+    sch.unroll(lb)
+    sch.tensorize(li, GROUP_UPDATE_INTRIN)
 
 
 def schedule_conv(sch: s_tir.Schedule, packing: Packing, knobs: Knobs, steps: tuple) -> None:
@@ -802,7 +879,8 @@ def _schedule_on_tiles(sch: s_tir.Schedule, kind: str, packing: Packing) -> bool
     return False
 
 
-SCHEDULES = {"matmul": schedule_matmul, "conv": schedule_conv, "depthwise": schedule_depthwise}
+SCHEDULES = {"matmul": schedule_matmul, "grouped": schedule_grouped_matmul, "conv": schedule_conv,
+             "depthwise": schedule_depthwise}
 
 
 def _finish(sch, block, final, *, outer, reduction, unrolled, lanes, group, intrin, strip=False) -> None:

@@ -134,6 +134,8 @@ def _model_arguments(p: argparse.ArgumentParser, artifact_ok: bool = False) -> N
     p.add_argument("--work-dir", type=Path, help="tuning database directory, reused by later compiles")
     p.add_argument("--quantize", choices=["w8a8", "w4a8", "w4a4"],
                    help="quantize with this scheme to integer arithmetic (needs --calib)")
+    p.add_argument("--group-size", type=int, choices=[32, 64, 128], metavar="32|64|128",
+                   help="4-bit weights with a scale per group of this many reduction elements (matmuls)")
     p.add_argument("--calib", type=Path, help=".npz of calibration samples, stacked per input name")
     p.add_argument("--bits", choices=["auto"], help="choose 4/8 weight bits per layer by ILP (needs a budget)")
     p.add_argument("--max-size", type=_bytes, help="weight-size budget for --bits auto, e.g. 15KB or 3MB")
@@ -182,6 +184,13 @@ def _millis(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a duration such as 2.5ms or 0.1s, got {text!r}") from None
 
 
+def _policy(args: argparse.Namespace):
+    """The ``QuantPolicy`` of --quantize, --observer and --group-size."""
+    from passes.quant_policy import QuantPolicy
+
+    return QuantPolicy.from_scheme(args.quantize or "w8a8", args.observer, weight_group=args.group_size)
+
+
 def _compile_model(args: argparse.Namespace, quantized: bool = True):
     """Compile the model the arguments name (in float when ``quantized`` is False, whatever they ask)."""
     from . import api
@@ -193,9 +202,7 @@ def _compile_model(args: argparse.Namespace, quantized: bool = True):
         passes = [name.strip() for name in passes.split(",") if name.strip()]
     policy = None
     if quantized and (args.quantize or args.bits):
-        from passes.quant_policy import QuantPolicy
-
-        policy = QuantPolicy.from_scheme(args.quantize or "w8a8", args.observer)
+        policy = _policy(args)
         if args.smoothing is not None:
             policy = dataclasses.replace(policy, smoothing=args.smoothing)
         if getattr(args, "float_ops", ()):
@@ -405,8 +412,6 @@ def _format_report(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from passes.quant_policy import QuantPolicy
-
     from . import api
     from .errors import CompilerError
     from .quantization.report import layer_report
@@ -417,7 +422,7 @@ def _report(args: argparse.Namespace) -> int:
     if not args.quantize or not args.calib:
         raise CompilerError("report needs --quantize SCHEME and --calib CALIB.npz")
     imported = api.import_model(resolve(args.model), shapes=_shapes(args.shape))
-    rows = layer_report(imported, args.calib, QuantPolicy.from_scheme(args.quantize, args.observer))
+    rows = layer_report(imported, args.calib, _policy(args))
     if args.json:
         print(json.dumps([r.to_json() for r in rows], indent=2))
         return 0
@@ -429,8 +434,6 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from passes.quant_policy import QuantPolicy
-
     from . import api
     from .errors import CompilerError
     from .quantization.calibration import samples_from_npz
@@ -443,7 +446,7 @@ def _verify(args: argparse.Namespace) -> int:
         raise CompilerError(f"--samples must be >= 1, got {args.samples}")
     imported = api.import_model(resolve(args.model), shapes=_shapes(args.shape))
     samples = list(samples_from_npz(args.calib, imported.inputs))
-    report = verify(imported, samples, QuantPolicy.from_scheme(args.quantize, args.observer), _target(args),
+    report = verify(imported, samples, _policy(args), _target(args),
                     max_samples=args.samples)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))

@@ -13,6 +13,11 @@ Numerics:
     activations, symmetric (int):    s = max(|lo|, |hi|) / (2^(a-1) - 1),  z = 0
     weights, per output channel o:   s_w[o] = max(max|W[o]| / (2^(b-1) - 1), |bias[o]| / (s_x 2^30)),
                                      W_q = clamp(round(W / s_w), +-(2^(b-1) - 1))
+    weights in groups (a spec's ``weight_group`` G, a matmul [K, N] with K % G == 0; DGQ's dual grain):
+        per group j of G rows and column n, sigma[j, n] = max|W[j, n]| / (2^(b-1) - 1), written as
+        s[n] * m[j, n] with s[n] = max_j sigma[j, n] / 255 (a floor as above) and m = ceil(sigma / s), an
+        integer in [1, 255] (ceil: no weight is clipped);  Q = clamp(round(W / (s m)), +-(2^(b-1) - 1));
+        the layer's integer weight is m * Q (int16, |m Q| <= 1785), its per-channel scale s
 """
 
 from __future__ import annotations
@@ -74,6 +79,30 @@ def quantize_weight(weight: np.ndarray, bits: int, axis: int,
     return values, scale
 
 
+GROUP_MULTIPLIER_MAX = 255
+"""Group scales are integer multiples m in [1, 255] of the channel's scale (8-bit, as DGQ's)."""
+
+
+def quantize_weight_groups(weight: np.ndarray, bits: int, group: int,
+                           min_scale: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Group-wise symmetric quantization of a [K, N] matmul weight, ``group`` reduction rows per group:
+    (int16 values m * Q, float32 per-column scales s); see the module's Numerics."""
+    qmax = 2 ** (bits - 1) - 1
+    rows, columns = weight.shape
+    if rows % group:
+        raise ValueError(f"a weight of {rows} reduction rows does not split into groups of {group}")
+    sigma = np.abs(weight.astype(np.float64)).reshape(rows // group, group, columns).max(axis=1) / qmax
+    scale = sigma.max(axis=0) / GROUP_MULTIPLIER_MAX
+    scale = np.where(scale > 0, scale, 1.0)
+    if min_scale is not None:
+        scale = np.maximum(scale, min_scale)
+    scale = scale.astype(np.float32)
+    multiplier = np.clip(np.ceil(sigma / scale), 1, GROUP_MULTIPLIER_MAX)
+    step = np.repeat(multiplier, group, axis=0) * scale.astype(np.float64)
+    values = np.clip(np.round(weight / step), -qmax, qmax)
+    return (np.repeat(multiplier, group, axis=0) * values).astype(np.int16), scale
+
+
 def rounded_weight(weight: np.ndarray, bits: int, axis: int) -> np.ndarray:
     """``weight`` rounded to its per-channel ``bits``-bit grid and scaled back (float, same dtype)."""
     values, scale = quantize_weight(weight, bits, axis)
@@ -85,6 +114,14 @@ def rounded_weight(weight: np.ndarray, bits: int, axis: int) -> np.ndarray:
 def weight_axis(call: relax.Call) -> int:
     """The output-channel axis of a layer's weight: O of OIHW for conv2d, N of [K, N] for matmul."""
     return 0 if call.op.name == "relax.nn.conv2d" else call.args[1].ty.ndim - 1
+
+
+def grouped(call: relax.Call, spec: LayerSpec) -> bool:
+    """Whether the layer ``call`` gets group-wise weights under ``spec``: a matmul with a 2-D weight whose
+    reduction splits into the spec's groups (other layers keep per-channel scales)."""
+    weight = call.args[1].ty
+    return (spec.weight_group is not None and call.op.name == "relax.matmul" and weight.ndim == 2
+            and int(weight.shape[0]) % spec.weight_group == 0)
 
 
 @register_pass("insert_qdq")
@@ -165,7 +202,12 @@ def _with_integer_weight(builder: relax.BlockBuilder, call: relax.Call, spec: La
     channels = int(call.args[1].ty.shape[axis])
     if min_scale is not None and min_scale.size not in (1, channels):
         min_scale = None
-    values, w_scale = quantize_weight(call.args[1].value.numpy(), spec.weight_bits, axis, min_scale)
+    weight = call.args[1].value.numpy()
+    if grouped(call, spec):
+        values, w_scale = quantize_weight_groups(weight, spec.weight_bits, spec.weight_group, min_scale)
+    else:
+        values, w_scale = quantize_weight(weight, spec.weight_bits, axis, min_scale)
     weight = builder.emit(relax.op.dequantize(relax.const(values), relax.const(w_scale),
-                                              relax.const(np.int8(0)), axis=axis, out_dtype="float32"))
+                                              relax.const(np.zeros((), values.dtype)), axis=axis,
+                                              out_dtype="float32"))
     return relax.Call(call.op, [call.args[0], weight] + list(call.args[2:]), call.attrs)

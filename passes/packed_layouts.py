@@ -65,6 +65,7 @@ TAPS_MAX_STRIDE = 4  # four taps per lane: the bytes of 16 lanes, 15 * stride + 
 TAPS_FEATURES = ("avx512vnni", "avx512vbmi", "avx512bw")  # what the taps layouts run on: vpdpbusd, vpermb,
 # masked byte loads (pack_int8_layers chooses them, backends.x86_depthwise runs them)
 NIBBLES = "qc.nibbles"  # on an unpack block: 1 where it unpacks a 4-bit weight (two groups per byte)
+GROUP_SIZE = "qc.weight_group"  # on a grouped matmul block: reduction elements per weight group
 OPS = "qc.ops"  # on a packed block: its useful operations, 2 x MACs of the real outputs (no padding lanes)
 KERNEL_ATTRIBUTE = "qc.packed_layout"  # on a packed kernel: what it computes (op, weight shape, geometry)
 LAYER_ATTRIBUTE = "qc.layer"  # on a packed kernel of a named layer: the layer's name
@@ -148,6 +149,81 @@ def matmul_packed(data, packed, n_size, packing: Packing = INT8, nibbles: bool =
         return acc
     return te.compute(tuple(data.shape[:-1]) + (n_size,), lambda *index: _unscaled(acc[index], nibbles),
                       name=packing.block("columns"))
+
+
+def matmul_grouped(data, packed, multipliers, n_size, group: int, packing: Packing = INT8):
+    """TE: ``data[..., K] @ W[K, n_size]`` for a group-wise 4-bit weight ``W[k, n] = m[k // group, n] *
+    Q[k, n]``: Q packed by ``pack_matmul_weight`` and stored two groups per byte (``passes.int4``), m as
+    ``multipliers[n // 16, j, n % 16]`` (uint8, 16 bytes per column block and group). Per group j the
+    ``group_sum`` block sums ``data x 16 Q`` over the group's rows (the VNNI steps; 16 Q as unpacked), then
+    the ``grouped`` block adds ``m * (that >> 4)`` over the groups: the exact int32 sum of data x W."""
+    from tvm import te
+
+    padded, g = int(packed.shape[0]) * LANES, packing.group
+    reduce, rows_shape = int(data.shape[-1]), tuple(data.shape[:-1])
+    source = packed
+    unpacked = te.compute((int(packed.shape[0]), reduce // g, LANES, g),
+                          lambda a, b, c, d: nibble16(source[a, b // 2, c, d], b % 2),
+                          name=packing.block("unpack"), attrs={NIBBLES: 1})
+    within = te.reduce_axis((0, group), "kk")
+
+    def group_sum(*index):
+        *rows, j, n = index
+        k = j * group + within
+        return te.sum(data[tuple(rows) + (k,)].astype("int32")
+                      * unpacked[n // LANES, k // g, n % LANES, k % g].astype("int32"), axis=within)
+
+    sums = te.compute(rows_shape + (reduce // group, padded), group_sum, name=packing.block("group_sum"))
+    across = te.reduce_axis((0, reduce // group), "j")
+    count = int(np.prod([int(d) for d in rows_shape]))
+
+    def grouped(*index):
+        n = index[-1]
+        return te.sum((sums[tuple(index[:-1]) + (across, n)] >> SHIFT)
+                      * multipliers[n // LANES, across, n % LANES].astype("int32"), axis=across)
+
+    acc = te.compute(rows_shape + (padded,), grouped, name=packing.block("grouped"),
+                     attrs={OPS: 2 * count * n_size * reduce, GROUP_SIZE: group})
+    if padded == n_size:
+        return acc
+    return te.compute(rows_shape + (n_size,), lambda *index: acc[index], name=packing.block("columns"))
+
+
+def factor_groups(weight: np.ndarray, sizes: tuple[int, ...] | None = None
+                  ) -> tuple[int, np.ndarray, np.ndarray] | None:
+    """(G, Q, m) with ``weight[k, n] == m[k // G, n] * Q[k, n]``, Q int8 in [-8, 7] and m int32 in [0, 255],
+    for the largest G of ``sizes`` (default ``GROUP_SIZES``) that factors the int16 [K, N] ``weight`` (what
+    ``insert_qdq`` makes of a group-wise 4-bit weight), else None. Any such factorization gives the kernel the
+    same sums."""
+    from .quant_policy import GROUP_SIZES
+
+    values = weight.astype(np.int64)
+    for size in sorted(sizes or GROUP_SIZES, reverse=True):
+        if values.ndim != 2 or values.shape[0] % size:
+            continue
+        blocks = values.reshape(values.shape[0] // size, size, values.shape[1])
+        common = np.gcd.reduce(np.abs(blocks), axis=1)  # [K/G, N]; m * gcd(Q) for the quantizer's own m
+        multiplier = np.zeros_like(common)
+        for divisor in range(8, 0, -1):  # the smallest multiplier that keeps Q within 4 bits
+            candidate = common // divisor
+            fits = (common % divisor == 0) & (candidate <= 255) & (candidate > 0)
+            quotient = blocks // np.maximum(candidate, 1)[:, None, :]
+            fits &= (quotient.min(axis=1) >= -8) & (quotient.max(axis=1) <= 7)
+            multiplier = np.where((multiplier == 0) & fits, candidate, multiplier)
+        if np.any((multiplier == 0) & (common != 0)):
+            continue
+        q = blocks // np.maximum(multiplier, 1)[:, None, :]
+        if np.array_equal(q * multiplier[:, None, :], blocks):
+            return size, q.reshape(values.shape).astype(np.int8), multiplier.astype(np.int32)
+    return None
+
+
+def pack_group_multipliers(multipliers: np.ndarray) -> np.ndarray:
+    """m [K/G, N] -> [N'/16, K/G, 16] uint8 (N' = N rounded up to 16, zero columns): 16 bytes per column
+    block and group."""
+    groups, n = multipliers.shape
+    padded = np.pad(multipliers, ((0, 0), (0, -n % LANES)))
+    return np.ascontiguousarray(padded.T.reshape(-1, LANES, groups).transpose(0, 2, 1)).astype(np.uint8)
 
 
 def _unscaled(value, nibbles: bool):
@@ -520,7 +596,8 @@ class LayerPacker(PyExprMutator):
                  reduce_multiple: Callable[[ConvGeometry, int], int] | None = None,
                  nibbles: Callable[[np.ndarray, tuple[int, ...]], bool] | None = None,
                  by_channels: Callable[[ConvGeometry, int], bool] | None = None,
-                 taps: bool = False, implicit: Callable[[ConvGeometry, int], bool] | None = None):
+                 taps: bool = False, implicit: Callable[[ConvGeometry, int], bool] | None = None,
+                 grouped: bool = False):
         super().__init__(mod)
         self.packing, self.accepts, self.binding = packing, accepts, ""
         self.reduce_multiple = reduce_multiple or (lambda geometry, out_channels: packing.group)
@@ -528,6 +605,7 @@ class LayerPacker(PyExprMutator):
         self.by_channels = by_channels or (lambda geometry, out_channels: False)
         self.taps = taps
         self.implicit = implicit or (lambda geometry, out_channels: False)
+        self.grouped = grouped
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:  # noqa: N802  (TVM's visitor naming)
         self.binding = binding.var.name
@@ -593,6 +671,16 @@ class LayerPacker(PyExprMutator):
                                          [int(v) for v in attrs.pool_size], [int(v) for v in attrs.strides],
                                          [int(v) for v in attrs.padding], primfunc_name_hint="max_pool2d_rows",
                                          primfunc_attrs=self._attrs())
+        if name == "relax.matmul" and self.grouped and _grouped_matmul(call):
+            factored = factor_groups(call.args[1].value.numpy())
+            if factored is not None:
+                size, q, multipliers = factored
+                info = {"op": "matmul", "weight_shape": list(q.shape), "weight_bits": 4, "weight_group": size}
+                return self.builder_.call_te(partial(matmul_grouped, group=size, packing=packing), call.args[0],
+                                             relax.const(pack_matmul_nibbles(pack_matmul_weight(q, group))),
+                                             relax.const(pack_group_multipliers(multipliers)), q.shape[1],
+                                             primfunc_name_hint=self._name("matmul", True),
+                                             primfunc_attrs=self._attrs(info))
         if name not in ("relax.matmul", "relax.nn.conv2d") or not self.accepts(call):
             return call
         if name == "relax.matmul" and _packable_matmul(call, group):
@@ -659,7 +747,8 @@ def pack_layers(mod: tvm.IRModule, packing: Packing, accepts: Callable[[relax.Ca
                 reduce_multiple: Callable[[ConvGeometry, int], int] | None = None,
                 nibbles: Callable[[np.ndarray, tuple[int, ...]], bool] | None = None,
                 by_channels: Callable[[ConvGeometry, int], bool] | None = None,
-                taps: bool = False, implicit: Callable[[ConvGeometry, int], bool] | None = None) -> tvm.IRModule:
+                taps: bool = False, implicit: Callable[[ConvGeometry, int], bool] | None = None,
+                grouped: bool = False) -> tvm.IRModule:
     """``mod`` with every conv2d / matmul that ``accepts`` takes rewritten by ``LayerPacker``; a conv2d's
     flattened reduction is padded to ``reduce_multiple(geometry, out_channels)`` (default: the group); a
     weight for which ``nibbles(weight, reduce_axes)`` holds is stored 4-bit (``passes.int4``); an 8-bit
@@ -668,9 +757,11 @@ def pack_layers(mod: tvm.IRModule, packing: Packing, accepts: Callable[[relax.Ca
     ``vpdpbusd`` and ``vpermb``), a depthwise conv2d without dilation becomes ``depthwise_conv2d_taps`` and
     a uint8 max pooling of 3-wide windows at column stride 2 ``max_pool2d_rows``; a conv2d for which
     ``implicit(geometry, out_channels)`` holds, with a multiple of 16 output channels and its reduction padded
-    only to the group and an 8-bit weight, becomes ``conv2d_implicit`` (no im2col)."""
+    only to the group and an 8-bit weight, becomes ``conv2d_implicit`` (no im2col); with ``grouped``, a
+    uint8 x int16 matmul whose weight is a group-wise 4-bit one (``factor_groups``) becomes
+    ``matmul_grouped``."""
     return rewrite_functions(mod, LayerPacker(mod, packing, accepts, reduce_multiple, nibbles, by_channels, taps,
-                                              implicit))
+                                              implicit, grouped))
 
 
 def constant_weight_types(call: relax.Call) -> tuple[str, str, str] | None:
@@ -710,6 +801,13 @@ def _rows_poolable(call: relax.Call) -> bool:
             and int(data.shape[0]) == 1 and attrs.layout == "NCHW" and attrs.out_layout == "NCHW"
             and int(attrs.pool_size[1]) == 3 and int(attrs.strides[1]) == 2
             and [int(v) for v in attrs.dilation] == [1, 1] and not attrs.ceil_mode)
+
+
+def _grouped_matmul(call: relax.Call) -> bool:
+    """uint8 activations x a constant int16 [K, N] weight with the reduction last, accumulated in int32."""
+    types = constant_weight_types(call)
+    return (types == ("uint8", "int16", "int32") and call.args[1].value.numpy().ndim == 2
+            and int(call.args[0].ty.shape[-1]) == call.args[1].value.numpy().shape[0])
 
 
 def _packable_matmul(call: relax.Call, group: int) -> bool:

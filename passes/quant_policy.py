@@ -15,6 +15,8 @@ from typing import Mapping
 from .observers import OBSERVERS
 
 BIT_WIDTHS = (4, 8)
+GROUP_SIZES = (32, 64, 128)
+"""Reduction elements per weight group (``LayerSpec.weight_group``): FPTQ's and DGQ's sizes."""
 SCHEMES = {"w8a8": (8, 8), "w4a8": (4, 8), "w4a4": (4, 4)}
 
 
@@ -24,18 +26,23 @@ class PolicyError(ValueError):
 
 @dataclass(frozen=True)
 class LayerSpec:
-    """How one layer is quantized: weight bits (per-channel symmetric), activation bits and observer."""
+    """How one layer is quantized: weight bits (per-channel symmetric, or with ``weight_group`` a scale per
+    group of that many reduction elements: 4-bit matmul weights only), activation bits and observer."""
 
     weight_bits: int = 8
     activation_bits: int = 8
     observer: str = "minmax"
     symmetric_activations: bool = False  # False: uint8-style asymmetric activations with a zero point
     quantize: bool = True  # False keeps the layer in float
+    weight_group: int | None = None  # of GROUP_SIZES: group-wise 4-bit weights (matmuls; others per channel)
 
     def __post_init__(self) -> None:
         for kind, bits in (("weight", self.weight_bits), ("activation", self.activation_bits)):
             if bits not in BIT_WIDTHS:
                 raise PolicyError(f"{kind} bit width {bits!r} is not supported; choose one of {BIT_WIDTHS}")
+        if self.weight_group is not None and (self.weight_group not in GROUP_SIZES or self.weight_bits != 4):
+            raise PolicyError(f"weight group {self.weight_group!r} needs 4-bit weights and a size of "
+                              f"{', '.join(map(str, GROUP_SIZES))}")
         if self.observer not in OBSERVERS:
             raise PolicyError(f"unknown observer {self.observer!r}; choose one of {', '.join(OBSERVERS)}")
 
@@ -68,12 +75,17 @@ class QuantPolicy:
 
     @classmethod
     def from_scheme(cls, scheme: str = "w8a8", observer: str = "minmax",
-                    overrides: Mapping[str, LayerSpec] | None = None) -> "QuantPolicy":
-        """A policy from a scheme name (``w8a8``, ``w4a8``, ``w4a4``) and an observer name."""
+                    overrides: Mapping[str, LayerSpec] | None = None, weight_group: int | None = None
+                    ) -> "QuantPolicy":
+        """A policy from a scheme name (``w8a8``, ``w4a8``, ``w4a4``), an observer name and, for 4-bit
+        weights, an optional group size."""
         if scheme not in SCHEMES:
             raise PolicyError(f"unknown scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
         weight_bits, activation_bits = SCHEMES[scheme]
-        return cls(LayerSpec(weight_bits, activation_bits, observer), dict(overrides or {}))
+        if weight_group is not None and weight_bits != 4:
+            raise PolicyError(f"a weight group size needs 4-bit weights; scheme {scheme!r} has {weight_bits}")
+        return cls(LayerSpec(weight_bits, activation_bits, observer, weight_group=weight_group),
+                   dict(overrides or {}))
 
     def resolve(self, layers: list[str]) -> dict[str, LayerSpec]:
         """The spec of every layer in ``layers``; raises if an override matches none of them."""

@@ -14,7 +14,8 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from frontends import ImportedModel
-from passes.insert_qdq import insert_qdq
+from passes.insert_qdq import grouped, insert_qdq
+from passes.quant_plan import quantizable_layers
 from passes.quant_policy import FLOAT_OPS, FLOAT_OPS_ATTRIBUTE, QuantPolicy
 
 from ..build import build, tuning_options
@@ -49,9 +50,12 @@ def quantize(imported: ImportedModel, samples: Iterable[Mapping[str, np.ndarray]
     mod = insert_qdq(prepared, calibration.specs, calibration.ranges)
     if policy.float_ops:
         mod["main"] = mod["main"].with_attr(FLOAT_OPS_ATTRIBUTE, [FLOAT_OPS[op] for op in policy.float_ops])
+    groups = {name: calibration.specs[name].weight_group for name, call in quantizable_layers(prepared["main"])
+              if name in calibration.specs and grouped(call, calibration.specs[name])}
     info = {
         "layers": {name: {"weight_bits": s.weight_bits, "activation_bits": s.activation_bits,
-                          "observer": s.observer, "input_range": _rounded(calibration.input_range(name))}
+                          "observer": s.observer, "input_range": _rounded(calibration.input_range(name)),
+                          **({"weight_group": groups[name]} if name in groups else {})}
                    for name, s in calibration.specs.items() if s.quantize},
         "tensors": {name: _rounded(r) for name, r in calibration.ranges.items()},
         "calibration_samples": calibration.samples,
