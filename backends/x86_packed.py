@@ -543,12 +543,17 @@ def schedule_matmul(sch: s_tir.Schedule, packing: Packing, knobs: Knobs, steps: 
         if outer:
             sch.parallel(sch.fuse(*outer))
         sch.vectorize(sch.split(inner, [None, math.gcd(_extent(sch, inner), 64)])[1])
+    activations = _schedule_activation_stages(sch, packing)
     block = sch.get_sblock(packing.block("matmul"))
     loops = sch.get_loops(block)
     *rows, col, red = loops
+    lead = ()
+    if activations:  # the operand packed per leading index (head): those loops go outside the tiles
+        *lead, rows = rows
+        rows = [rows]
     row = sch.fuse(*rows) if len(rows) > 1 else rows[0]
     unpack = _block_or_none(sch, packing.block("unpack"))
-    _tile(sch, block, row, col, red, packing.group, knobs, steps[0], unpack=unpack)
+    _tile(sch, block, row, col, red, packing.group, knobs, steps[0], unpack=unpack, lead=tuple(lead))
 
 
 GROUPED_KNOBS = Knobs(4, 3)
@@ -595,6 +600,24 @@ def schedule_grouped_matmul(sch: s_tir.Schedule, packing: Packing, knobs: Knobs,
     sch.unroll(ri)
     sch.unroll(lb)
     sch.tensorize(li, GROUP_UPDATE_INTRIN)
+
+
+def _schedule_activation_stages(sch: s_tir.Schedule, packing: Packing) -> bool:
+    """The stages of a matmul of two activations (``packed_layouts.matmul_activations``), if it has them, at
+    the kernel's root: the second operand packed (parallel over its column blocks, a vector of 16 columns x 4
+    per step) and the row and column sums (parallel over the sums). False where the kernel has none."""
+    pack = _block_or_none(sch, packing.block("pack"))
+    if pack is None:
+        return False
+    *outer, _, lanes, within = sch.get_loops(pack)
+    sch.parallel(sch.fuse(*outer))
+    sch.vectorize(sch.fuse(lanes, within))
+    for role in ("row_sum", "column_sum"):  # absent where its zero-point factor is 0 (probabilities: za = 0)
+        sums = _block_or_none(sch, packing.block(role))
+        if sums is not None:
+            *spatial, _ = sch.get_loops(sums)
+            sch.parallel(sch.fuse(*spatial) if len(spatial) > 1 else spatial[0])
+    return True
 
 
 def schedule_conv(sch: s_tir.Schedule, packing: Packing, knobs: Knobs, steps: tuple) -> None:
@@ -778,14 +801,15 @@ def im2col_exceeds_cache(sch: s_tir.Schedule, packing: Packing) -> bool:
 
 
 def _tile(sch, block, rows, lanes, reduction, group: int, knobs: Knobs, intrin: str | None,
-          lanes_outer: bool = False, unpack=None, strip: bool | None = None) -> None:
+          lanes_outer: bool = False, unpack=None, strip: bool | None = None, lead: tuple = ()) -> None:
     """Split ``rows`` by the tile's rows, ``lanes`` into blocks of 16 and ``reduction`` into groups of
     ``group``, order them tile by tile (rows, lane blocks, reduction outside; the 16 x g step inside), then
     finish. For a pair step the reduction splits into (groups, half, pair) and ``rfactor`` makes the half a
     dimension of its own: the tile accumulates two partial sums per lane and the write-back adds them.
     ``lanes_outer`` runs the tiles lane block by lane block (all row tiles of one strip of lanes together),
     each strip first copied contiguous unless ``strip`` is False;
-    ``unpack``, a 4-bit weight's unpack block, is computed inside the tile (``_unpack_in_tile``)."""
+    ``unpack``, a 4-bit weight's unpack block, is computed inside the tile (``_unpack_in_tile``); ``lead``,
+    loops outside ``rows`` (a matmul of activations' heads), join the tiles' parallel loop."""
     final = None
     if intrin in PAIR_STEPS:
         go, half, gi = sch.split(reduction, [None, 2, group // 2])
@@ -805,7 +829,7 @@ def _tile(sch, block, rows, lanes, reduction, group: int, knobs: Knobs, intrin: 
     if unpack is not None:
         go = _unpack_in_tile(sch, unpack, go, unrolled)
     _finish(sch, block, final, outer=outer, reduction=go, unrolled=unrolled, lanes=li, group=gi, intrin=intrin,
-            strip=lanes_outer if strip is None else strip)
+            strip=lanes_outer if strip is None else strip, lead=lead)
 
 
 DEPTHWISE_ROWS = (8, 2)   # at most this many output rows accumulated together: rows of one vector, wider
@@ -883,7 +907,7 @@ SCHEDULES = {"matmul": schedule_matmul, "grouped": schedule_grouped_matmul, "con
              "depthwise": schedule_depthwise}
 
 
-def _finish(sch, block, final, *, outer, reduction, unrolled, lanes, group, intrin, strip=False) -> None:
+def _finish(sch, block, final, *, outer, reduction, unrolled, lanes, group, intrin, strip=False, lead=()) -> None:
     """Accumulate the tile in a small buffer (registers after LLVM), write it back through the epilogue
     (after ``final`` adds the half sums of a pair step), run the tiles in parallel (with ``strip``, the strips
     of pixels, each first copied contiguous: ``_copy_strip``), and tensorize the 16 x g
@@ -896,7 +920,7 @@ def _finish(sch, block, final, *, outer, reduction, unrolled, lanes, group, intr
         _copy_strip(sch, block, outer[0])
         sch.parallel(outer[0])
     else:
-        sch.parallel(sch.fuse(*outer))
+        sch.parallel(sch.fuse(*lead, *outer))
     init = sch.decompose_reduction(block, reduction)
     init_loops = sch.get_loops(init)
     sch.vectorize(sch.fuse(*init_loops[-2:]) if final is not None else init_loops[-1])  # 16 lanes (x 2 halves)

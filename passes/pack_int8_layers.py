@@ -106,4 +106,4 @@ def pack_int8_layers(mod: tvm.IRModule) -> tvm.IRModule:
     implicit = _reads_windows if packing is INT8 and _has(target, "avx512vnni", "avx512bw") else None
     return pack_layers(mod, packing, _integer_layer, _tile_friendly(target), nibbles=packs_as_nibbles,
                        by_channels=channel_lanes if packing is INT8 else None,
-                       taps=taps, implicit=implicit, grouped=packing is INT8)
+                       taps=taps, implicit=implicit, grouped=packing is INT8, activations=packing is INT8)

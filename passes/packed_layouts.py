@@ -189,6 +189,57 @@ def matmul_grouped(data, packed, multipliers, n_size, group: int, packing: Packi
     return te.compute(rows_shape + (n_size,), lambda *index: acc[index], name=packing.block("columns"))
 
 
+def matmul_activations(a, b, a_zero: int, b_zero: int, axes: tuple[int, ...] | None = None,
+                       packing: Packing = INT8):
+    """TE: ``sum_k (a[..., m, k] - a_zero) * (B[..., k, n] - b_zero)`` in int32 for two uint8 activations (an
+    attention's Q x K^T or probabilities x V), B = ``b`` or, with ``axes``, ``permute_dims(b, axes)`` read
+    from ``b`` as it is stored (K^T from K: no transpose pass). ``vpdpbusd`` multiplies uint8 by int8, so B is packed per call
+    as ``B - 128`` (its top bit flipped) in the matmul weight's layout (``pack``), and
+
+        sum (a - za)(B - zb) = sum a (B - 128) + (128 - zb) sum_k a - za sum_k B + K za zb,
+
+    the row sums of a and the column sums of B (``row_sum``, ``column_sum``) added in the last stage
+    (``columns``). Exact: |sum a (B - 128)| <= K x 255 x 128."""
+    from tvm import te, tirx
+
+    lead, (rows, reduce) = tuple(a.shape[:-2]), (int(a.shape[-2]), int(a.shape[-1]))
+    order = tuple(axes) if axes is not None else tuple(range(len(b.shape)))
+    columns = int(b.shape[order[-1]])
+    padded, g = -(-columns // LANES) * LANES, packing.group
+
+    def element(index, k, n):
+        view = tuple(index) + (k, n)  # B's index; b's axis order[d] is B's axis d
+        stored = [None] * len(order)
+        for axis, value in zip(order, view):
+            stored[axis] = value
+        return b[tuple(stored)]
+
+    def pack(*index):
+        *outer, block, step, lane, within = index
+        n, k = block * LANES + lane, step * g + within
+        flipped = tirx.bitwise_xor(element(outer, k, tirx.min(n, columns - 1)), tirx.const(0x80, "uint8"))
+        return tirx.if_then_else(n < columns, flipped, tirx.const(0x80, "uint8")).astype("int8")
+
+    packed = te.compute(lead + (padded // LANES, reduce // g, LANES, g), pack, name=packing.block("pack"))
+    k_row, k_column, k = (te.reduce_axis((0, reduce), name) for name in ("kr", "kc", "k"))
+    row_sum = te.compute(lead + (rows,), lambda *i: te.sum(a[tuple(i) + (k_row,)].astype("int32"), axis=k_row),
+                         name=packing.block("row_sum"))
+    column_sum = te.compute(lead + (columns,), lambda *i: te.sum(element(i[:-1], k_column, i[-1]).astype("int32"),
+                                                                 axis=k_column), name=packing.block("column_sum"))
+
+    def product(*index):
+        *outer, m, n = index
+        return te.sum(a[tuple(outer) + (m, k)].astype("int32")
+                      * packed[tuple(outer) + (n // LANES, k // g, n % LANES, k % g)].astype("int32"), axis=k)
+
+    count = int(np.prod([int(d) for d in lead + (rows,)]))
+    acc = te.compute(lead + (rows, padded), product, name=packing.block("matmul"),
+                     attrs={OPS: 2 * count * columns * reduce})
+    constant = reduce * a_zero * b_zero
+    return te.compute(lead + (rows, columns), lambda *i: acc[i] + (128 - b_zero) * row_sum[i[:-1]]
+                      - a_zero * column_sum[i[:-2] + (i[-1],)] + constant, name=packing.block("columns"))
+
+
 def factor_groups(weight: np.ndarray, sizes: tuple[int, ...] | None = None
                   ) -> tuple[int, np.ndarray, np.ndarray] | None:
     """(G, Q, m) with ``weight[k, n] == m[k // G, n] * Q[k, n]``, Q int8 in [-8, 7] and m int32 in [0, 255],
@@ -597,7 +648,7 @@ class LayerPacker(PyExprMutator):
                  nibbles: Callable[[np.ndarray, tuple[int, ...]], bool] | None = None,
                  by_channels: Callable[[ConvGeometry, int], bool] | None = None,
                  taps: bool = False, implicit: Callable[[ConvGeometry, int], bool] | None = None,
-                 grouped: bool = False):
+                 grouped: bool = False, activations: bool = False):
         super().__init__(mod)
         self.packing, self.accepts, self.binding = packing, accepts, ""
         self.reduce_multiple = reduce_multiple or (lambda geometry, out_channels: packing.group)
@@ -606,10 +657,34 @@ class LayerPacker(PyExprMutator):
         self.taps = taps
         self.implicit = implicit or (lambda geometry, out_channels: False)
         self.grouped = grouped
+        self.activations = activations
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:  # noqa: N802  (TVM's visitor naming)
         self.binding = binding.var.name
         super().visit_var_binding_(binding)
+
+    def _centred_uint8(self, value: relax.Expr) -> tuple[relax.Expr, int, tuple[int, ...] | None] | None:
+        """(x, z, axes) when ``value`` is ``astype(x, int32) - z`` (or without the ``- z``) of a uint8 tensor
+        x, as ``lower_integer`` centres an activation matmul's operand; where x is ``permute_dims(y, axes)``,
+        y and those axes (the kernel reads y in place), else x and None."""
+        bound = self.lookup_binding(value) if isinstance(value, relax.Var) else None
+        zero = 0
+        if (bound is not None and op_name(bound) == "relax.subtract"
+                and isinstance(bound.args[1], tvm.ir.expr.GenericConst)):
+            zero = bound.args[1].value.numpy()
+            if zero.size != 1:
+                return None
+            zero = int(zero.reshape(()))
+            bound = self.lookup_binding(bound.args[0]) if isinstance(bound.args[0], relax.Var) else None
+        if bound is None or op_name(bound) != "relax.astype" or str(bound.attrs.dtype) != "int32":
+            return None
+        source = bound.args[0]
+        if not isinstance(source.ty, relax.TensorType) or str(source.ty.dtype) != "uint8" or not 0 <= zero <= 255:
+            return None
+        moved = self.lookup_binding(source) if isinstance(source, relax.Var) else None
+        if moved is not None and op_name(moved) == "relax.permute_dims" and moved.attrs.axes is not None:
+            return moved.args[0], zero, tuple(int(v) for v in moved.attrs.axes)
+        return source, zero, None
 
     def _spatial_pad(self, data: relax.Expr):
         """(the padded tensor, [top, left, bottom, right], the fill) when ``data`` is bound to a constant pad of
@@ -671,6 +746,14 @@ class LayerPacker(PyExprMutator):
                                          [int(v) for v in attrs.pool_size], [int(v) for v in attrs.strides],
                                          [int(v) for v in attrs.padding], primfunc_name_hint="max_pool2d_rows",
                                          primfunc_attrs=self._attrs())
+        if name == "relax.matmul" and self.activations:
+            operands = [self._centred_uint8(arg) for arg in call.args[:2]]
+            if all(operands) and _activation_shapes_fit(operands[0][0], operands[1][0], operands[1][2], group):
+                (a, a_zero, _), (b, b_zero, axes) = operands
+                return self.builder_.call_te(partial(matmul_activations, a_zero=a_zero, b_zero=b_zero,
+                                                     axes=axes, packing=packing), a, b,
+                                             primfunc_name_hint="matmul_activations",
+                                             primfunc_attrs=self._attrs({"op": "matmul", "operands": "activations"}))
         if name == "relax.matmul" and self.grouped and _grouped_matmul(call):
             factored = factor_groups(call.args[1].value.numpy())
             if factored is not None:
@@ -748,7 +831,7 @@ def pack_layers(mod: tvm.IRModule, packing: Packing, accepts: Callable[[relax.Ca
                 nibbles: Callable[[np.ndarray, tuple[int, ...]], bool] | None = None,
                 by_channels: Callable[[ConvGeometry, int], bool] | None = None,
                 taps: bool = False, implicit: Callable[[ConvGeometry, int], bool] | None = None,
-                grouped: bool = False) -> tvm.IRModule:
+                grouped: bool = False, activations: bool = False) -> tvm.IRModule:
     """``mod`` with every conv2d / matmul that ``accepts`` takes rewritten by ``LayerPacker``; a conv2d's
     flattened reduction is padded to ``reduce_multiple(geometry, out_channels)`` (default: the group); a
     weight for which ``nibbles(weight, reduce_axes)`` holds is stored 4-bit (``passes.int4``); an 8-bit
@@ -759,9 +842,10 @@ def pack_layers(mod: tvm.IRModule, packing: Packing, accepts: Callable[[relax.Ca
     ``implicit(geometry, out_channels)`` holds, with a multiple of 16 output channels and its reduction padded
     only to the group and an 8-bit weight, becomes ``conv2d_implicit`` (no im2col); with ``grouped``, a
     uint8 x int16 matmul whose weight is a group-wise 4-bit one (``factor_groups``) becomes
-    ``matmul_grouped``."""
+    ``matmul_grouped``; with ``activations``, a matmul of two centred uint8 activations (``lower_integer``'s
+    ``(astype(a) - za) @ (astype(b) - zb)``) becomes ``matmul_activations``."""
     return rewrite_functions(mod, LayerPacker(mod, packing, accepts, reduce_multiple, nibbles, by_channels, taps,
-                                              implicit, grouped))
+                                              implicit, grouped, activations))
 
 
 def constant_weight_types(call: relax.Call) -> tuple[str, str, str] | None:
@@ -801,6 +885,19 @@ def _rows_poolable(call: relax.Call) -> bool:
             and int(data.shape[0]) == 1 and attrs.layout == "NCHW" and attrs.out_layout == "NCHW"
             and int(attrs.pool_size[1]) == 3 and int(attrs.strides[1]) == 2
             and [int(v) for v in attrs.dilation] == [1, 1] and not attrs.ceil_mode)
+
+
+def _activation_shapes_fit(a: relax.Expr, b: relax.Expr, axes: tuple[int, ...] | None, group: int) -> bool:
+    """Static [..., M, K] x [..., K, N] (b's axes permuted by ``axes`` first, if given) with the same leading
+    axes and K a multiple of ``group``."""
+    try:
+        left, right = [int(d) for d in a.ty.shape], [int(d) for d in b.ty.shape]
+    except (TypeError, ValueError):
+        return False
+    if axes is not None:
+        right = [right[axis] for axis in axes]
+    return (len(left) == len(right) >= 2 and left[:-2] == right[:-2] and left[-1] == right[-2]
+            and left[-1] % group == 0)
 
 
 def _grouped_matmul(call: relax.Call) -> bool:
