@@ -42,6 +42,8 @@ _TO_TIR: tuple[str, ...] = (
     "annotate_op_pattern",      # label each loop nest for fusion
     "fold_constant",            # fold what legalization exposed
     "narrow_constants",         # int64 constants that fit int32 stored as int32 (vpmuldq in the requantize)
+    "elementwise_patterns",     # the lookup tables of fuse_tables labelled elementwise (after the folds,
+                                # which label them again)
     "fuse_ops",                 # group elementwise tails with their producer
     "fuse_tir",                 # one kernel per group
     "dead_code_elimination",    # drop what fusion left unused
@@ -51,9 +53,10 @@ BACKEND_LOWERING: dict[str, tuple[str, ...]] = {  # then one of these, by ``back
     "x86": (
         "pack_int8_layers",     # uint8 x int8 layers -> kernels over weights packed for 4-wide dot products
         "pack_float_layers",    # float32 conv2d / constant-weight matmul -> kernels for FMA register tiles
+        "fuse_tables",          # 8-bit lookup tables (GELU, ...) -> elementwise kernels in their producer's epilogue
         *_TO_TIR,
     ),
-    "generic": _TO_TIR,         # other architectures (aarch64, ...): TVM's loop nests, default schedules
+    "generic": ("fuse_tables", *_TO_TIR),  # other architectures (aarch64, ...): TVM's loop nests, default schedules
 }
 
 DEFAULT_PASSES: tuple[str, ...] = TARGET_INDEPENDENT_PASSES + BACKEND_LOWERING["x86"]

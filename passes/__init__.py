@@ -6,9 +6,11 @@ entry-point group (see ``passes.registry``).
 
 from . import (  # noqa: F401  (registers the passes)
     check_integer_only,
+    elementwise_patterns,
     expose_activations,
     fast_math,
     fold_batchnorm,
+    fuse_tables,
     insert_qdq,
     lower_integer,
     narrow_constants,
