@@ -553,7 +553,8 @@ def schedule_matmul(sch: s_tir.Schedule, packing: Packing, knobs: Knobs, steps: 
         rows = [rows]
     row = sch.fuse(*rows) if len(rows) > 1 else rows[0]
     unpack = _block_or_none(sch, packing.block("unpack"))
-    _tile(sch, block, row, col, red, packing.group, knobs, steps[0], unpack=unpack, lead=tuple(lead))
+    _tile(sch, block, row, col, red, packing.group, knobs, steps[0], unpack=unpack, lead=tuple(lead),
+          vectors=True)
 
 
 GROUPED_KNOBS = Knobs(4, 3)
@@ -575,7 +576,7 @@ def schedule_grouped_matmul(sch: s_tir.Schedule, packing: Packing, knobs: Knobs,
     ro, ri = sch.split(row, [None, tile_rows])
     lo, lb, li = sch.split(col, [None, tile_blocks, LANES])
     sch.reorder(ro, lo, across, ri, lb, li)
-    _write_back_at(sch, block, lo)
+    _write_back_at(sch, block, lo, vectors=True)
     sch.parallel(sch.fuse(ro, lo))
     sch.compute_at(sums, across)
     loops = sch.get_loops(sums)
@@ -801,7 +802,8 @@ def im2col_exceeds_cache(sch: s_tir.Schedule, packing: Packing) -> bool:
 
 
 def _tile(sch, block, rows, lanes, reduction, group: int, knobs: Knobs, intrin: str | None,
-          lanes_outer: bool = False, unpack=None, strip: bool | None = None, lead: tuple = ()) -> None:
+          lanes_outer: bool = False, unpack=None, strip: bool | None = None, lead: tuple = (),
+          vectors: bool = False) -> None:
     """Split ``rows`` by the tile's rows, ``lanes`` into blocks of 16 and ``reduction`` into groups of
     ``group``, order them tile by tile (rows, lane blocks, reduction outside; the 16 x g step inside), then
     finish. For a pair step the reduction splits into (groups, half, pair) and ``rfactor`` makes the half a
@@ -829,7 +831,7 @@ def _tile(sch, block, rows, lanes, reduction, group: int, knobs: Knobs, intrin: 
     if unpack is not None:
         go = _unpack_in_tile(sch, unpack, go, unrolled)
     _finish(sch, block, final, outer=outer, reduction=go, unrolled=unrolled, lanes=li, group=gi, intrin=intrin,
-            strip=lanes_outer if strip is None else strip, lead=lead)
+            strip=lanes_outer if strip is None else strip, lead=lead, vectors=vectors)
 
 
 DEPTHWISE_ROWS = (8, 2)   # at most this many output rows accumulated together: rows of one vector, wider
@@ -907,7 +909,8 @@ SCHEDULES = {"matmul": schedule_matmul, "grouped": schedule_grouped_matmul, "con
              "depthwise": schedule_depthwise}
 
 
-def _finish(sch, block, final, *, outer, reduction, unrolled, lanes, group, intrin, strip=False, lead=()) -> None:
+def _finish(sch, block, final, *, outer, reduction, unrolled, lanes, group, intrin, strip=False, lead=(),
+            vectors=False) -> None:
     """Accumulate the tile in a small buffer (registers after LLVM), write it back through the epilogue
     (after ``final`` adds the half sums of a pair step), run the tiles in parallel (with ``strip``, the strips
     of pixels, each first copied contiguous: ``_copy_strip``), and tensorize the 16 x g
@@ -915,7 +918,7 @@ def _finish(sch, block, final, *, outer, reduction, unrolled, lanes, group, intr
     TIR will not vectorize a spatial loop that encloses a reduction)."""
     if final is not None:
         sch.reverse_compute_at(final, outer[1])
-    _write_back_at(sch, final if final is not None else block, outer[1])
+    _write_back_at(sch, final if final is not None else block, outer[1], vectors)
     if strip:
         _copy_strip(sch, block, outer[0])
         sch.parallel(outer[0])
@@ -943,7 +946,7 @@ def _copy_strip(sch, block, loop) -> None:
     sch.vectorize(pixels if _extent(sch, groups) > 256 // _extent(sch, pixels) else sch.fuse(groups, pixels))
 
 
-def _write_back_at(sch, block, loop) -> None:
+def _write_back_at(sch, block, loop, vectors: bool = False) -> None:
     """Accumulate ``block``'s output for one iteration of ``loop`` in a small buffer (``global`` scope and
     constant-sized: under 1 KiB a stack array LLVM keeps in registers, else a heap workspace allocated once
     per parallel task by ``task_buffers``; TVM 0.27 makes ``local`` buffers heap workspaces),
@@ -978,6 +981,13 @@ def _write_back_at(sch, block, loop) -> None:
         sch.unroll(lanes)
     elif accumulated > _elements(sch.get(tile).writes[0]):
         sch.annotate(lanes, "pragma_loop_partition_hint", True)
+    elif vectors and _extent(sch, lanes) > LANES and _extent(sch, lanes) % LANES == 0:
+        # ``vectors`` (a matmul's tile): one vector of 16 lanes at a time: LLVM 22 scalarized a 48-lane write-back (a register tile of three
+        # blocks), loading each per-channel constant of the requantize alone and rebuilding the vectors with
+        # vpinsrd (MiniLM's FFN matmul: 0.29 ms against 0.13 for the same products without the epilogue)
+        vectors, vector = sch.split(lanes, [None, LANES])
+        sch.unroll(vectors)
+        sch.vectorize(vector)
     else:
         sch.vectorize(lanes)
 
