@@ -67,7 +67,7 @@ from tvm import s_tir
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
-from passes.int4 import conv_nibble_block
+from passes.int4 import SHIFT, conv_nibble_block
 from passes.packed_layouts import (CHANNEL_LANES, CHANNEL_TILE_ROWS, FP32, IMAGE_SHAPE, IMPLICIT, INT8, LANES, NIBBLES,
                                    OUTPUT_WIDTH, ROW_STRIDE, TAPS_FEATURES, WIDE, Packing)
 
@@ -385,7 +385,8 @@ def _float_intrinsics() -> dict:
 
 
 def _group_update_intrinsics() -> dict:
-    """The 16-lane update of a group-wise matmul's totals, ``c[i] += (a[j, i] >> 4) * b[j, i]`` (b uint8) for one
+    """The 16-lane update of a group-wise matmul's totals, ``c[i] += (a[j, i] >> 4) * b[j, i]`` (a: 16 x the
+    group sums, as the nibbles unpack; b uint8) for one
     group j (the loop over groups outside): TIR vectorizes no loop of a reduction block, and left to LLVM
     the scalar update split the register tile into lanes, ``vpinsrd`` by ``vpinsrd``."""
 
@@ -398,7 +399,7 @@ def _group_update_intrinsics() -> dict:
             for i in T.serial(16):
                 with T.sblock("update"):
                     vi = T.axis.remap("S", [i])
-                    c[vi] = c[vi] + T.shift_right(a[0, vi], 4) * T.Cast("int32", b[0, vi])
+                    c[vi] = c[vi] + T.shift_right(a[0, vi], SHIFT) * T.Cast("int32", b[0, vi])
 
     @T.prim_func(s_tir=True)
     def impl(a: T.Buffer((1, 16), "int32", offset_factor=1), b: T.Buffer((1, 16), "uint8", offset_factor=1),
@@ -407,7 +408,7 @@ def _group_update_intrinsics() -> dict:
             T.reads(c[0:16], a[0:1, 0:16], b[0:1, 0:16])
             T.writes(c[0:16])
             c[T.ramp(T.int32(0), 1, 16)] = c.vload([0], dtype="int32x16") + T.shift_right(
-                a.vload([0, 0], dtype="int32x16"), T.broadcast(T.int32(4), 16)) * T.Cast(
+                a.vload([0, 0], dtype="int32x16"), T.broadcast(T.int32(SHIFT), 16)) * T.Cast(
                 "int32x16", b.vload([0, 0], dtype="uint8x16"))
 
     return {GROUP_UPDATE_INTRIN: (desc, impl)}

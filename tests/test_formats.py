@@ -86,3 +86,29 @@ def test_the_formats_report_measures_each_layer_of_a_model(mnist_case):
     assert len(logits["float"]) == 4 and logits["float"][0][0].shape == (1, 10)
     float_logits = mnist_case.module(torch.from_numpy(digits[0]["input"])).detach().numpy()
     np.testing.assert_allclose(logits["float"][0][0], float_logits, rtol=1e-4, atol=1e-4)
+
+
+def test_per_token_and_llm_int8_keep_an_outlier_column_from_costing_the_other_features():
+    from types import SimpleNamespace
+
+    from compiler.quantization.report import _operands
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1, 16, 64))
+    x[0, :, 5] *= 40  # one outlier feature in every token (|x| far above 6)
+    x[0, 3] *= 10  # and one loud token
+    weight = rng.normal(size=(64, 32))
+    stored = FORMATS["int8"].simulate(weight, 1)
+    matmul = SimpleNamespace(op=SimpleNamespace(name="relax.matmul"))
+    error = {}
+    for name in ("int8", "int8_token", "llm_int8"):
+        xs, ws = _operands(FORMATS[name], matmul, x, stored, weight)
+        error[name] = np.linalg.norm(xs @ ws - x @ weight) / np.linalg.norm(x @ weight)
+        if name == "llm_int8":  # the outlier column and its weight row are exact, the rest is int8
+            np.testing.assert_array_equal(xs[..., 5], x[..., 5])
+            np.testing.assert_array_equal(ws[5], weight[5])
+            assert np.abs(xs[..., :5] - x[..., :5]).max() > 0
+    # per token: the loud token's scale no longer costs the others; LLM.int8: neither does the outlier feature
+    assert error["llm_int8"] < error["int8_token"] < error["int8"]
+    token_scale = FORMATS["int8_token"].simulate(x, -2)  # one scale per token: each row's max is exact
+    np.testing.assert_allclose(np.abs(token_scale).max(axis=-1), np.abs(x).max(axis=-1))

@@ -17,6 +17,15 @@ Formats (``FORMATS``), each a scale and an element format:
                      spec lists no MXINT4: the block rule of MXINT8 at 4 bits, as the "INT vs FP" studies
                      use it), FP8 E4M3 (emax 8), FP6 E2M3 (emax 2, max 7.5), FP4 E2M1 (emax 2, max 6).
 
+Two activation schemes of the outlier studies, int8 elements with weights per output channel as ``int8``
+(dynamic: each scale taken from the tensor being stored, as the schemes run; matmuls only, a convolution's
+input stays per tensor):
+
+    int8_token       one scale per token (row) of a matmul's input instead of one per tensor
+    llm_int8         LLM.int8() (Dettmers et al. 2022): the input's feature columns where any token reaches
+                     |x| >= 6 (``OUTLIER_THRESHOLD``) stay float, with the weight rows they multiply; the rest
+                     is per-token int8 (its scales from the rest alone)
+
 Numerics: rounding is to nearest, ties to even, everywhere (``np.round`` on exact float64 quotients: every
 scale here is a power of two or divides exactly enough that the quotient's rounding is the format's);
 float elements are rounded by their own binade (``np.frexp``), subnormals below the format's smallest
@@ -34,6 +43,7 @@ import numpy as np
 from ..errors import CompilerError
 
 MX_BLOCK = 32  # elements sharing one scale in the OCP MX formats
+OUTLIER_THRESHOLD = 6.0  # LLM.int8()'s: an input feature reaching this magnitude is kept in float
 
 
 @dataclass(frozen=True)
@@ -93,6 +103,8 @@ class Format:
     element: FloatElement | IntElement
     block: int | None = None
     bits: int = 8
+    per_token: bool = False  # a matmul input: one scale per token (row), not per tensor
+    outlier_threshold: float | None = None  # LLM.int8(): input columns reaching it stay float
 
     def simulate(self, x: np.ndarray, axis: int | None = None) -> np.ndarray:
         """``x`` as stored in this format, in float64. Per-channel formats: one scale per index of ``axis``
@@ -127,6 +139,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("mxfp6_e2m3", E2M3, MX_BLOCK, bits=6),
     Format("mxint4", IntElement(4, 2), MX_BLOCK, bits=4),
     Format("mxfp4", E2M1, MX_BLOCK, bits=4),
+    Format("int8_token", IntElement(8, 0), per_token=True),
+    Format("llm_int8", IntElement(8, 0), per_token=True, outlier_threshold=OUTLIER_THRESHOLD),
 )}
 
 

@@ -143,7 +143,7 @@ def format_report(imported: ImportedModel, samples: Any, formats: Sequence[str],
     noise = {key: 0.0 for key in stored}
     model_signal, model_noise = 0.0, dict.fromkeys(formats, 0.0)
     outputs: dict[str, list[list[np.ndarray]]] = {name: [] for name in ["float", *formats]}
-    hooks = {f.name: {call: partial(_in_format, f, call, stored[(name, f.name)].astype(np.float32))
+    hooks = {f.name: {call: partial(_in_format, f, call, stored[(name, f.name)], weights[name])
                       for name, call in layers} for f in chosen}
     params = [p.name for p in prepared["main"].params]
     samples = list(_samples(samples, imported))
@@ -153,7 +153,7 @@ def format_report(imported: ImportedModel, samples: Any, formats: Sequence[str],
             exact = _layer(call, x, weights[name])
             signal[name] += float(np.sum(exact * exact))
             for f in chosen:
-                approximate = _layer(call, f.simulate(x, _input_axis(f, call)), stored[(name, f.name)])
+                approximate = _layer(call, *_operands(f, call, x, stored[(name, f.name)], weights[name]))
                 noise[(name, f.name)] += float(np.sum((exact - approximate) ** 2))
         feeds = {param: sample[spec.name] for param, spec in zip(params, imported.inputs)}
         reference = [np.asarray(o, np.float64) for o in interpret(prepared, feeds).outputs]
@@ -168,15 +168,27 @@ def format_report(imported: ImportedModel, samples: Any, formats: Sequence[str],
     return FormatReport(rows, {name: _sqnr(model_signal, model_noise[name]) for name in formats}, outputs)
 
 
-def _in_format(fmt, call, weight: np.ndarray, args: list) -> list:
+def _in_format(fmt, call, weight: np.ndarray, float_weight: np.ndarray, args: list) -> list:
     """A layer's evaluated arguments with its input and weight (already stored) in ``fmt``, as float32."""
-    return [fmt.simulate(np.asarray(args[0], np.float64), _input_axis(fmt, call)).astype(np.float32), weight,
-            *args[2:]]
+    x, w = _operands(fmt, call, np.asarray(args[0], np.float64), weight, float_weight)
+    return [x.astype(np.float32), w.astype(np.float32), *args[2:]]
+
+
+def _operands(fmt, call, x: np.ndarray, weight: np.ndarray, float_weight: np.ndarray):
+    """(input, weight) of a layer in ``fmt``: the input stored as the format shares its scales, the weight
+    as stored; under LLM.int8() a matmul's outlier input columns and their weight rows stay float."""
+    if fmt.outlier_threshold is None or call.op.name == "relax.nn.conv2d":
+        return fmt.simulate(x, _input_axis(fmt, call)), weight
+    outliers = np.abs(x).reshape(-1, x.shape[-1]).max(axis=0) >= fmt.outlier_threshold  # per input feature
+    rest = fmt.simulate(np.where(outliers, 0.0, x), _input_axis(fmt, call))
+    return np.where(outliers, x, rest), np.where(outliers[:, None], float_weight, weight)
 
 
 def _input_axis(fmt, call) -> int | None:
-    """Where a layer's input shares scales: per tensor, or MX blocks along its reduction (a conv's channels,
-    a matmul's last axis)."""
+    """Where a layer's input shares scales: per tensor, per token (a matmul's rows: one scale per index of
+    its second-to-last axis), or MX blocks along its reduction (a conv's channels, a matmul's last axis)."""
+    if fmt.per_token and call.op.name != "relax.nn.conv2d":
+        return -2
     if fmt.block is None:
         return None
     return 1 if call.op.name == "relax.nn.conv2d" else -1
