@@ -65,7 +65,7 @@ def host_target(num_cores: int | None = None) -> Target:
 
 
 _CPUINFO_FLAG = {"amx-int8": "amx_int8", "amx-tile": "amx_tile", "avx512vnni": "avx512_vnni",
-                 "avx512bw": "avx512bw", "avx512f": "avx512f", "avx2": "avx2", "fma": "fma"}
+                 "avx512vbmi": "avx512vbmi", "avx512bw": "avx512bw", "avx512f": "avx512f", "avx2": "avx2", "fma": "fma"}
 
 
 def _host_corrections(named: Target) -> list[str]:
@@ -84,7 +84,7 @@ def _host_corrections(named: Target) -> list[str]:
     return fixes
 
 
-KERNEL_FEATURES = ("amx-int8", "amx-tile", "avx512vnni", "avx512bw", "avx512f", "avx2", "fma")
+KERNEL_FEATURES = ("amx-int8", "amx-tile", "avx512vnni", "avx512vbmi", "avx512bw", "avx512f", "avx2", "fma")
 """The instruction-set features qc's x86 kernels are chosen by: code built with one runs only where it exists."""
 
 

@@ -452,8 +452,8 @@ KINDS = ("matmul", "grouped", "conv", "depthwise", "maxpool")
 
 
 def kernel_kind(sch: s_tir.Schedule) -> tuple[str, Packing] | None:
-    """(``matmul`` / ``conv`` / ``depthwise`` / ``maxpool``, its packing) when the function holds a packed block,
-    else None."""
+    """(``matmul`` / ``grouped`` / ``conv`` / ``depthwise`` / ``maxpool``, its packing) when the function holds
+    a packed block, else None."""
     for packing in PACKINGS:
         for kind in KINDS:
             if _block_or_none(sch, packing.block(kind)) is not None:
@@ -566,8 +566,8 @@ def schedule_grouped_matmul(sch: s_tir.Schedule, packing: Packing, knobs: Knobs,
     """A group-wise 4-bit matmul (``packed_layouts.matmul_grouped``): register tiles of rows x (blocks x 16)
     columns as the matmul's, the loop over weight groups outside the tile; per group the tile's group sums
     (``group_sum``: the VNNI steps over the nibbles, unpacked two groups per load) and then, per accumulator,
-    one shift, multiply and add into the totals, which stay in registers across the groups. ``knobs`` is
-    halved to fit both: at most 12 accumulators each (``GROUPED_KNOBS``)."""
+    one shift, multiply and add into the totals, which stay in registers across the groups. Both must fit:
+    ``knobs`` where they have at most 12 accumulators, else ``GROUPED_KNOBS``."""
     block, sums = sch.get_sblock(packing.block("grouped")), sch.get_sblock(packing.block("group_sum"))
     unpack = sch.get_sblock(packing.block("unpack"))
     *rows, col, across = sch.get_loops(block)
@@ -895,6 +895,8 @@ def _schedule_on_tiles(sch: s_tir.Schedule, kind: str, packing: Packing) -> bool
     # block by column block too, so each thread reads what it unpacked (row tiles first: 128x768x768 4-bit
     # 89 us against 47 us at 8 bits, the unpacked halves crossing between cores; so: 53 us)
     unpacks = _block_or_none(sch, packing.block("unpack")) is not None
+    if _block_or_none(sch, packing.block("pack")) is not None:  # a matmul of activations: its stages want
+        return False  # the vector schedule (``_schedule_activation_stages``)
     if kind == "matmul" and schedule_amx(sch, kind, packing.block(kind), _write_back_at, lanes_outer=unpacks):
         _schedule_unpack(sch, packing)
         return True
@@ -986,8 +988,8 @@ def _write_back_at(sch, block, loop, vectors: bool = False) -> None:
         # ``vectors`` (a matmul's tile): one vector of 16 lanes at a time: LLVM 22 scalarized a 48-lane write-back (a register tile of three
         # blocks), loading each per-channel constant of the requantize alone and rebuilding the vectors with
         # vpinsrd (MiniLM's FFN matmul: 0.29 ms against 0.13 for the same products without the epilogue)
-        vectors, vector = sch.split(lanes, [None, LANES])
-        sch.unroll(vectors)
+        blocks, vector = sch.split(lanes, [None, LANES])
+        sch.unroll(blocks)
         sch.vectorize(vector)
     else:
         sch.vectorize(lanes)

@@ -59,6 +59,8 @@ void matmul_bf16(const uint16_t *A, const uint16_t *P, float *C, int M, int K, i
         _mm512_storeu_ps(C + (size_t)(r0 + i) * N + (b0 + j) * 16, acc[i][j]);
     }
 }
+#include <omp.h>
+void set_threads(int count) { omp_set_num_threads(count); }
 /* The instruction's own rate: n rounds of 24 independent vdpbf16ps (one thread). */
 float spin_bf16(long n) {
   __m512 acc[24];
@@ -122,6 +124,7 @@ def main() -> None:
     out = np.zeros((m, n), np.float32)
     with tempfile.TemporaryDirectory() as tmp:
         library = _bf16_library(Path(tmp))
+        library.set_threads(args.threads)  # (OMP_NUM_THREADS may have been read before main set it)
         kernel = library.matmul_bf16
         pointers = [a.ctypes.data_as(ctypes.c_void_p) for a in (xb, packed, out)]
         call = lambda: kernel(*pointers, m, k, n)  # noqa: E731

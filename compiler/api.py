@@ -167,6 +167,9 @@ def _allocated(imported: ImportedModel, quantize: Any, calibration: Any, bits: s
         calibration = samples_from_npz(calibration, imported.inputs)
     samples = list(calibration)
     base = quantize if isinstance(quantize, QuantPolicy) else QuantPolicy.from_scheme(quantize or "w8a8")
+    if base.default.weight_group is not None or any(s.weight_group for s in base.overrides.values()):
+        raise CompilerError("bits='auto' chooses per-channel 4 or 8 bits; it does not take group-wise weights "
+                            "(--group-size / weight_group)")
     started = time.perf_counter()
     sensitivity = measured_sensitivity(imported, samples[:8])
     sensitivity_seconds = time.perf_counter() - started

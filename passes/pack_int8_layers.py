@@ -17,13 +17,20 @@ row, ``backends.x86_amx``); depthwise convolutions get their padding as a stage
 of their own, and, where the target has AVX-512 VNNI and VBMI (``vpdpbusd``, ``vpermb``) and the layer no
 dilation, the layout of four filter taps per lane (``packed_layouts.depthwise_conv2d_taps``, which takes in
 a zero-point pad before it); there a uint8 max pooling of 3-wide windows at column stride 2 becomes
-``packed_layouts.max_pool2d_rows``. Everything else (int8 activations, other grouped convolutions, a K that
-is not a multiple of 4) is left as it is.
+``packed_layouts.max_pool2d_rows``. Two more matmuls get kernels of their own:
+a uint8 x int16 constant weight that is a group-wise 4-bit one (``insert_qdq``'s m x Q, found by
+``packed_layouts.factor_groups``) gets ``matmul_grouped`` (INT8 packing only), and a matmul of two centred
+uint8 activations (``lower_integer``'s ``(astype(a, int32) - za) @ (astype(b, int32) - zb)`` with an int32
+result, the second possibly through a ``permute_dims``) gets ``matmul_activations``. Everything else (int8
+activations, other grouped convolutions, a K that is not a multiple of 4) is left as it is.
 Numerics: exact. Padding the reduction with zero weights adds 0; padding with real zeros matches
 ``conv2d``'s own padding only when the activation zero point is 0, which ``lower_integer`` guarantees (it pads
 explicitly with the zero point otherwise, leaving conv2d's padding 0). A 4-bit weight's kernel accumulates
 16 w and shifts its sums back by 4, exact while 16 x the worst-case sum fits int32 (``int4.packs_as_nibbles``;
-a weight that might not keeps 8-bit storage). WIDE products and pair sums fit int32 (2 x 255 x 128).
+a weight that might not keeps 8-bit storage). WIDE products and pair sums fit int32 (2 x 255 x 128). A
+grouped kernel's group sums (16 x G x 255 x 8) and totals (the layer's own bound, checked by
+``lower_integer``) fit int32; an activation matmul's sum of a (b - 128) is at most K x 255 x 128, and its
+zero-point terms are the exact algebra of (a - za)(b - zb).
 """
 
 from __future__ import annotations

@@ -65,7 +65,6 @@ TAPS_MAX_STRIDE = 4  # four taps per lane: the bytes of 16 lanes, 15 * stride + 
 TAPS_FEATURES = ("avx512vnni", "avx512vbmi", "avx512bw")  # what the taps layouts run on: vpdpbusd, vpermb,
 # masked byte loads (pack_int8_layers chooses them, backends.x86_depthwise runs them)
 NIBBLES = "qc.nibbles"  # on an unpack block: 1 where it unpacks a 4-bit weight (two groups per byte)
-GROUP_SIZE = "qc.weight_group"  # on a grouped matmul block: reduction elements per weight group
 OPS = "qc.ops"  # on a packed block: its useful operations, 2 x MACs of the real outputs (no padding lanes)
 KERNEL_ATTRIBUTE = "qc.packed_layout"  # on a packed kernel: what it computes (op, weight shape, geometry)
 LAYER_ATTRIBUTE = "qc.layer"  # on a packed kernel of a named layer: the layer's name
@@ -183,7 +182,7 @@ def matmul_grouped(data, packed, multipliers, n_size, group: int, packing: Packi
                       * multipliers[n // LANES, across, n % LANES].astype("int32"), axis=across)
 
     acc = te.compute(rows_shape + (padded,), grouped, name=packing.block("grouped"),
-                     attrs={OPS: 2 * count * n_size * reduce, GROUP_SIZE: group})
+                     attrs={OPS: 2 * count * n_size * reduce})
     if padded == n_size:
         return acc
     return te.compute(rows_shape + (n_size,), lambda *index: acc[index], name=packing.block("columns"))
@@ -663,10 +662,11 @@ class LayerPacker(PyExprMutator):
         self.binding = binding.var.name
         super().visit_var_binding_(binding)
 
-    def _centred_uint8(self, value: relax.Expr) -> tuple[relax.Expr, int, tuple[int, ...] | None] | None:
+    def _centred_uint8(self, value: relax.Expr, permuted: bool = False
+                       ) -> tuple[relax.Expr, int, tuple[int, ...] | None] | None:
         """(x, z, axes) when ``value`` is ``astype(x, int32) - z`` (or without the ``- z``) of a uint8 tensor
-        x, as ``lower_integer`` centres an activation matmul's operand; where x is ``permute_dims(y, axes)``,
-        y and those axes (the kernel reads y in place), else x and None."""
+        x, as ``lower_integer`` centres an activation matmul's operand; with ``permuted``, where x is
+        ``permute_dims(y, axes)``, y and those axes (the kernel reads y in place), else x and None."""
         bound = self.lookup_binding(value) if isinstance(value, relax.Var) else None
         zero = 0
         if (bound is not None and op_name(bound) == "relax.subtract"
@@ -681,7 +681,7 @@ class LayerPacker(PyExprMutator):
         source = bound.args[0]
         if not isinstance(source.ty, relax.TensorType) or str(source.ty.dtype) != "uint8" or not 0 <= zero <= 255:
             return None
-        moved = self.lookup_binding(source) if isinstance(source, relax.Var) else None
+        moved = self.lookup_binding(source) if permuted and isinstance(source, relax.Var) else None
         if moved is not None and op_name(moved) == "relax.permute_dims" and moved.attrs.axes is not None:
             return moved.args[0], zero, tuple(int(v) for v in moved.attrs.axes)
         return source, zero, None
@@ -747,8 +747,10 @@ class LayerPacker(PyExprMutator):
                                          [int(v) for v in attrs.padding], primfunc_name_hint="max_pool2d_rows",
                                          primfunc_attrs=self._attrs())
         if name == "relax.matmul" and self.activations:
-            operands = [self._centred_uint8(arg) for arg in call.args[:2]]
-            if all(operands) and _activation_shapes_fit(operands[0][0], operands[1][0], operands[1][2], group):
+            # only the second operand is read through its permutation (the kernel packs it per call)
+            operands = [self._centred_uint8(call.args[0]), self._centred_uint8(call.args[1], permuted=True)]
+            if (all(operands) and str(call.ty.dtype) == "int32"
+                    and _activation_shapes_fit(operands[0][0], operands[1][0], operands[1][2], group)):
                 (a, a_zero, _), (b, b_zero, axes) = operands
                 return self.builder_.call_te(partial(matmul_activations, a_zero=a_zero, b_zero=b_zero,
                                                      axes=axes, packing=packing), a, b,

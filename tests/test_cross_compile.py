@@ -121,7 +121,7 @@ def test_the_host_targets_kernel_features_are_the_cpus_not_its_models(monkeypatc
     # a CPU reporting no AVX-512 under a model name that has it gets a target without it, and vice versa
     monkeypatch.setattr(backends.targets, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
     assert backends.targets._host_corrections(tvm.target.Target({"kind": "llvm", "mcpu": "znver4"})) == [
-        "-avx512vnni", "-avx512bw", "-avx512f"]
+        "-avx512vnni", "-avx512vbmi", "-avx512bw", "-avx512f"]
     monkeypatch.setattr(backends.targets, "cpu_flags", lambda: frozenset({"avx2", "fma", "amx_tile", "amx_int8"}))
     assert backends.targets._host_corrections(tvm.target.Target({"kind": "llvm", "mcpu": "haswell"})) == [
         "+amx-int8", "+amx-tile"]

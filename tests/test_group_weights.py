@@ -122,3 +122,12 @@ def test_a_group_wise_encoder_block_compiles_passes_the_oracle_and_matches_the_r
         want = module(torch.from_numpy(samples[5]["x"])).numpy()
     got = model.run(samples[5])["output_0"]
     assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.99
+
+
+def test_bits_auto_refuses_group_wise_weights_in_one_line():
+    module = _Feedforward().eval()
+    imported = compiler.import_model(module, example_inputs=(torch.randn(1, 16, 64),), input_names=["x"])
+    samples = [{"x": np.zeros((1, 16, 64), np.float32)}]
+    with pytest.raises(compiler.CompilerError, match="does not take group-wise weights"):
+        compiler.compile(imported, quantize=QuantPolicy.from_scheme("w4a8", weight_group=32), bits="auto",
+                         max_size=1e6, calibration=samples)

@@ -177,18 +177,20 @@ def _in_format(fmt, call, weight: np.ndarray, float_weight: np.ndarray, args: li
 def _operands(fmt, call, x: np.ndarray, weight: np.ndarray, float_weight: np.ndarray):
     """(input, weight) of a layer in ``fmt``: the input stored as the format shares its scales, the weight
     as stored; under LLM.int8() a matmul's outlier input columns and their weight rows stay float."""
-    if fmt.outlier_threshold is None or call.op.name == "relax.nn.conv2d":
+    if not fmt.per_token or call.op.name == "relax.nn.conv2d":
         return fmt.simulate(x, _input_axis(fmt, call)), weight
-    outliers = np.abs(x).reshape(-1, x.shape[-1]).max(axis=0) >= fmt.outlier_threshold  # per input feature
-    rest = fmt.simulate(np.where(outliers, 0.0, x), _input_axis(fmt, call))
-    return np.where(outliers, x, rest), np.where(outliers[:, None], float_weight, weight)
+    rows = x.reshape(-1, x.shape[-1])  # one token a row, whatever the batch
+    outliers = np.zeros(rows.shape[-1], bool)
+    if fmt.outlier_threshold is not None:  # LLM.int8(): per input feature, over every token
+        outliers = np.abs(rows).max(axis=0) >= fmt.outlier_threshold
+    rest = fmt.simulate(np.where(outliers, 0.0, rows), 0)  # one scale per row
+    return (np.where(outliers, rows, rest).reshape(x.shape),
+            np.where(outliers[:, None], float_weight, weight))
 
 
 def _input_axis(fmt, call) -> int | None:
-    """Where a layer's input shares scales: per tensor, per token (a matmul's rows: one scale per index of
-    its second-to-last axis), or MX blocks along its reduction (a conv's channels, a matmul's last axis)."""
-    if fmt.per_token and call.op.name != "relax.nn.conv2d":
-        return -2
+    """Where a layer's input shares scales (formats without per-token scales): per tensor, or MX blocks along
+    its reduction (a conv's channels, a matmul's last axis)."""
     if fmt.block is None:
         return None
     return 1 if call.op.name == "relax.nn.conv2d" else -1
