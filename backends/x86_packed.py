@@ -985,9 +985,10 @@ def _write_back_at(sch, block, loop, vectors: bool = False) -> None:
     elif accumulated > _elements(sch.get(tile).writes[0]):
         sch.annotate(lanes, "pragma_loop_partition_hint", True)
     elif vectors and _extent(sch, lanes) > LANES and _extent(sch, lanes) % LANES == 0:
-        # ``vectors`` (a matmul's tile): one vector of 16 lanes at a time: LLVM 22 scalarized a 48-lane write-back (a register tile of three
-        # blocks), loading each per-channel constant of the requantize alone and rebuilding the vectors with
-        # vpinsrd (MiniLM's FFN matmul: 0.29 ms against 0.13 for the same products without the epilogue)
+        # ``vectors`` (a matmul's tile): one vector of 16 lanes at a time. LLVM 22 scalarized a 48-lane
+        # write-back (a register tile of three blocks), loading each per-channel constant of the requantize
+        # alone and rebuilding the vectors with vpinsrd (MiniLM's FFN matmul: 0.29 ms against 0.13 for the
+        # same products without the epilogue)
         blocks, vector = sch.split(lanes, [None, LANES])
         sch.unroll(blocks)
         sch.vectorize(vector)

@@ -85,6 +85,24 @@ def with_main(mod: tvm.IRModule, builder: relax.BlockBuilder) -> tvm.IRModule:
     return tvm.IRModule(functions, attrs=mod.attrs)
 
 
+def widened_int32(value: relax.Expr, lookup: Callable[[relax.Var], relax.Expr | None]) -> tuple[relax.Expr, int] | None:
+    """(x, c) when ``value`` is bound to ``astype(x, "int32") - c`` with c a scalar integer constant, or to
+    ``astype(x, "int32")`` (c = 0), as ``lower_integer`` widens an integer tensor (an activation matmul's
+    centred operand, a table's index); else None. ``lookup`` finds a variable's bound value (a mutator's
+    ``lookup_binding``)."""
+    bound = lookup(value) if isinstance(value, relax.Var) else None
+    offset = 0
+    if bound is not None and op_name(bound) == "relax.subtract":
+        constant = bound.args[1]
+        if not isinstance(constant, tvm.ir.expr.GenericConst) or constant.value.numpy().size != 1:
+            return None
+        offset = int(constant.value.numpy().reshape(()))
+        bound = lookup(bound.args[0]) if isinstance(bound.args[0], relax.Var) else None
+    if bound is None or op_name(bound) != "relax.astype" or str(bound.attrs.dtype) != "int32":
+        return None
+    return bound.args[0], offset
+
+
 def rewrite_functions(mod: tvm.IRModule, mutator) -> tvm.IRModule:
     """``mod`` with every Relax function visited by ``mutator`` (a ``PyExprMutator`` built on ``mod``)."""
     for gvar, func in mod.functions.items():

@@ -3,7 +3,8 @@
 Requires: a legalized module after ``annotate_op_pattern`` and the folds after it, just before ``fuse_ops``.
 Guarantees: every PrimFunc with ``fuse_tables.ELEMENTWISE_ATTRIBUTE`` has ``op_pattern`` kElemWise (0), which
 ``annotate_op_pattern`` cannot be told in advance (it recomputes a zero pattern, reading a table's gather as
-opaque, and ``fold_constant`` labels the kernels again); ``fuse_ops`` then appends such a kernel to its producer's epilogue. Nothing else changes.
+opaque, and ``fold_constant`` labels the kernels again); ``fuse_ops`` then appends such a kernel to its
+producer's epilogue. Nothing else changes.
 Numerics: none (fusion only).
 """
 

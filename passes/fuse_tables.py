@@ -19,7 +19,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from .dataflow import op_name, rewrite_functions
+from .dataflow import op_name, rewrite_functions, widened_int32
 from .registry import register_pass
 
 ELEMENTWISE_ATTRIBUTE = "qc.elementwise"
@@ -73,17 +73,10 @@ class _TableFuser(PyExprMutator):
         if (len(table.shape) != 1 or int(table.shape[0]) != 256 or int(call.attrs.axis) != 0
                 or str(call.attrs.mode) != "clip"):
             return None
-        index, offset = call.args[1], 0
-        shifted = self._bound(index, "relax.subtract")
-        if shifted is not None:
-            constant = shifted.args[1].value.numpy() if isinstance(shifted.args[1], tvm.ir.expr.GenericConst) else None
-            if constant is None or constant.size != 1:
-                return None
-            offset, index = int(constant.reshape(())), shifted.args[0]
-        widened = self._bound(index, "relax.astype")
-        if widened is None or str(widened.attrs.dtype) != "int32":
+        found = widened_int32(call.args[1], self.lookup_binding)
+        if found is None:
             return None
-        source = widened.args[0]
+        source, offset = found
         dtype = str(source.ty.dtype) if isinstance(source.ty, relax.TensorType) else ""
         return source if _OFFSETS.get(dtype, 1) == offset else None
 

@@ -51,7 +51,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from .dataflow import op_name, rewrite_functions
+from .dataflow import op_name, rewrite_functions, widened_int32
 from .int4 import (NIBBLE_SUFFIX, SHIFT, conv_nibble, conv_nibble_block, nibble16, pack_conv_nibbles,
                    pack_implicit_nibbles, pack_matmul_nibbles)
 
@@ -160,9 +160,8 @@ def matmul_grouped(data, packed, multipliers, n_size, group: int, packing: Packi
 
     padded, g = int(packed.shape[0]) * LANES, packing.group
     reduce, rows_shape = int(data.shape[-1]), tuple(data.shape[:-1])
-    source = packed
     unpacked = te.compute((int(packed.shape[0]), reduce // g, LANES, g),
-                          lambda a, b, c, d: nibble16(source[a, b // 2, c, d], b % 2),
+                          lambda a, b, c, d: nibble16(packed[a, b // 2, c, d], b % 2),
                           name=packing.block("unpack"), attrs={NIBBLES: 1})
     within = te.reduce_axis((0, group), "kk")
 
@@ -192,8 +191,8 @@ def matmul_activations(a, b, a_zero: int, b_zero: int, axes: tuple[int, ...] | N
                        packing: Packing = INT8):
     """TE: ``sum_k (a[..., m, k] - a_zero) * (B[..., k, n] - b_zero)`` in int32 for two uint8 activations (an
     attention's Q x K^T or probabilities x V), B = ``b`` or, with ``axes``, ``permute_dims(b, axes)`` read
-    from ``b`` as it is stored (K^T from K: no transpose pass). ``vpdpbusd`` multiplies uint8 by int8, so B is packed per call
-    as ``B - 128`` (its top bit flipped) in the matmul weight's layout (``pack``), and
+    from ``b`` as it is stored (K^T from K: no transpose pass). ``vpdpbusd`` multiplies uint8 by int8, so B is
+    packed per call as ``B - 128`` (its top bit flipped) in the matmul weight's layout (``pack``), and
 
         sum (a - za)(B - zb) = sum a (B - 128) + (128 - zb) sum_k a - za sum_k B + K za zb,
 
@@ -667,18 +666,10 @@ class LayerPacker(PyExprMutator):
         """(x, z, axes) when ``value`` is ``astype(x, int32) - z`` (or without the ``- z``) of a uint8 tensor
         x, as ``lower_integer`` centres an activation matmul's operand; with ``permuted``, where x is
         ``permute_dims(y, axes)``, y and those axes (the kernel reads y in place), else x and None."""
-        bound = self.lookup_binding(value) if isinstance(value, relax.Var) else None
-        zero = 0
-        if (bound is not None and op_name(bound) == "relax.subtract"
-                and isinstance(bound.args[1], tvm.ir.expr.GenericConst)):
-            zero = bound.args[1].value.numpy()
-            if zero.size != 1:
-                return None
-            zero = int(zero.reshape(()))
-            bound = self.lookup_binding(bound.args[0]) if isinstance(bound.args[0], relax.Var) else None
-        if bound is None or op_name(bound) != "relax.astype" or str(bound.attrs.dtype) != "int32":
+        found = widened_int32(value, self.lookup_binding)
+        if found is None:
             return None
-        source = bound.args[0]
+        source, zero = found
         if not isinstance(source.ty, relax.TensorType) or str(source.ty.dtype) != "uint8" or not 0 <= zero <= 255:
             return None
         moved = self.lookup_binding(source) if permuted and isinstance(source, relax.Var) else None
