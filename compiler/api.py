@@ -56,7 +56,8 @@ def compile(model: Any, *, example_inputs: Sequence[Any] | None = None,
             quantize: Any = None, calibration: Any = None, bits: str | None = None,
             max_size: float | None = None, max_bops: float | None = None, max_latency: float | None = None,
             integer_only: str = "islands", verify: bool = False, progress: bool = False,
-            oracle: bool = False) -> CompiledModel:
+            oracle: bool = False, latency_model: str | Path = "auto",
+            layer_precision: str = "int8") -> CompiledModel:
     """Compile ``model`` for ``target`` (default: this CPU) through the pipeline ``passes``.
 
     ``passes`` is ``None`` (the default pipeline), a list of pass names, a ``Pipeline``, or a TOML spec path.
@@ -72,7 +73,14 @@ def compile(model: Any, *, example_inputs: Sequence[Any] | None = None,
     ``max_size`` (weight bytes), ``max_bops`` and/or ``max_latency`` (milliseconds; each layer's kernels are
     measured at 4 and 8 bits on this target first, cached, see ``compiler.quantization.layer_latency``), from
     sensitivities measured on the calibration samples; ``quantize`` then gives the observer and activation
-    bits (default W8A8 minmax).
+    bits (default W8A8 minmax). ``latency_model`` says where a latency budget's per-layer times come from:
+    ``"auto"`` (the default) predicts them with the cost model shipped for this CPU when it was trained on
+    these kernel templates (``compiler.costmodel.for_target``) and measures otherwise, ``"measure"`` always
+    measures, a path names a cost model file (an error if it does not apply).
+    ``layer_precision="auto"`` (quantized models) keeps in float each layer whose integer kernel, with the
+    conversions around a float island, is slower than its float kernel: predicted by the same cost model, or
+    measured (``latency_model="measure"``: both builds compiled and their layer kernels timed);
+    ``compiler.costmodel.decide``. The default ``"int8"`` quantizes every layer the policy names.
     ``oracle`` (quantized models) runs the per-op differential oracle (``compiler.quantization.oracle``) on
     the first ``ORACLE_SAMPLES`` calibration samples: the built integer executable against the QDQ float
     simulation, op by op within a derived bound and end to end; it raises ``OracleError`` when the lowering
@@ -104,7 +112,17 @@ def compile(model: Any, *, example_inputs: Sequence[Any] | None = None,
             bar.stage("allocating bits")
             quantize, calibration, allocation = _allocated(imported, quantize, calibration, bits,
                                                            Budgets(max_size, max_bops, max_latency),
-                                                           host, work_dir, bar)
+                                                           host, work_dir, bar, latency_model)
+        if layer_precision not in ("int8", "auto"):
+            raise CompilerError(f"layer_precision={layer_precision!r}: choose 'int8' or 'auto'")
+        precision = None
+        if layer_precision == "auto":
+            if quantize is None:
+                raise CompilerError("layer_precision='auto' decides int8 or float per layer of a quantized model: "
+                                    "give a quantization scheme (--quantize / quantize=)")
+            bar.stage("deciding int8 or float per layer")
+            calibration = list(_samples(imported, calibration))
+            quantize, precision = _precision(imported, quantize, calibration, host, latency_model, work_dir)
         if quantize is not None:
             bar.stage("calibrating")
             if oracle:  # read twice: calibration, then the oracle
@@ -114,7 +132,7 @@ def compile(model: Any, *, example_inputs: Sequence[Any] | None = None,
             mod, records = lower(quantized, verify=verify, strict=_strict(integer_only))
             quantization = {"mode": "integer", **quantized.info, "float_islands": declared_islands(mod),
                             "float_island_reasons": island_reasons(mod),
-                            "bit_allocation": allocation}
+                            "bit_allocation": allocation, "layer_precision": precision}
         built = build(mod, tvm_target, pipeline=pipeline, tuning=tuning, verify=verify, on_stage=bar.stage)
         if oracle and quantization is not None:
             bar.stage("running the oracle")
@@ -148,13 +166,13 @@ class Budgets:
 
 
 def _allocated(imported: ImportedModel, quantize: Any, calibration: Any, bits: str, budgets: Budgets,
-               target: Any, work_dir: str | Path | None, bar):
+               target: Any, work_dir: str | Path | None, bar, latency_model: str | Path = "auto"):
     """The policy the ILP chooses, the calibration samples as a list (read twice) and what the manifest says."""
     from passes.quant_policy import QuantPolicy
 
     from .quantization.bit_allocation import allocate, layer_costs, measured_sensitivity
     from .quantization.calibration import samples_from_npz
-    from .quantization.layer_latency import measure_layer_latency
+    from .quantization.layer_latency import measure_layer_latency, predict_layer_latency
 
     if bits != "auto":
         raise CompilerError(f"bits={bits!r}: only 'auto' (ILP allocation) is supported")
@@ -173,23 +191,72 @@ def _allocated(imported: ImportedModel, quantize: Any, calibration: Any, bits: s
     started = time.perf_counter()
     sensitivity = measured_sensitivity(imported, samples[:8])
     sensitivity_seconds = time.perf_counter() - started
-    latency = None
+    latency, latency_source = None, None
     if budgets.max_latency is not None:
-        bar.stage("measuring layer latency at 4 and 8 bits")
-        latency = measure_layer_latency(imported, samples, activation_bits=base.default.activation_bits,
-                                        target=target, work_dir=work_dir)
+        model, latency_source = _latency_model(latency_model, target, work_dir)
+        if model is not None:
+            bar.stage("predicting layer latency at 4 and 8 bits")
+            latency = predict_layer_latency(imported, model, activation_bits=base.default.activation_bits)
+        else:
+            bar.stage("measuring layer latency at 4 and 8 bits")
+            latency = measure_layer_latency(imported, samples, activation_bits=base.default.activation_bits,
+                                            target=target, work_dir=work_dir)
     choice = allocate(sensitivity, layer_costs(imported), max_size_bytes=budgets.max_size,
                       max_bops=budgets.max_bops, max_latency_ms=budgets.max_latency, latency=latency,
                       activation_bits=base.default.activation_bits)
     policy = choice.policy(base.default.observer)
     record = {"weight_bits": choice.bits, **asdict(budgets), "size_bytes": choice.size_bytes, "bops": choice.bops,
               "predicted_latency_ms": choice.latency_ms,
+              "latency_source": latency_source,
               "latency_measurement": None if latency is None else {
                   "cached": latency.cached, "seconds": round(latency.seconds, 2),
                   "overhead_ms": round(latency.overhead_ms, 4),
                   "uniform_ms": {f"w{b}": round(v, 4) for b, v in latency.uniform_ms.items()}},
               "sensitivity_seconds": round(sensitivity_seconds, 3), "solve_seconds": round(choice.solve_seconds, 4)}
     return policy, samples, record
+
+
+def _latency_model(choice: str | Path, target: Any, work_dir: str | Path | None):
+    """(the cost model to predict layer latency with, or None to measure; what the manifest says about it)."""
+    from .costmodel.model import for_target
+
+    if choice == "measure":
+        return None, "measured (latency_model='measure')"
+    if work_dir is not None and choice == "auto":  # tuned kernels: the shipped model learned untuned ones
+        return None, "measured (a tuning database applies; the cost model knows untuned kernels)"
+    model, why = for_target(target, None if choice == "auto" else choice)
+    if model is None and choice != "auto":
+        raise CompilerError(f"latency_model={str(choice)!r} does not apply: {why}")
+    return model, why if model is not None else f"measured ({why})"
+
+
+def _precision(imported: ImportedModel, quantize: Any, samples: list, target: Any, latency_model: str | Path,
+               work_dir: str | Path | None):
+    """The policy with a float override on each layer ``costmodel.decide`` keeps in float, and the record."""
+    from passes.quant_policy import QuantPolicy
+
+    from .costmodel.decide import Decision, precision_by_layer
+    from .quantization.calibration import prepare
+    from .quantization.layer_latency import layer_kernel_times
+    from .quantization.quantize import compile_float, compile_quantized
+
+    policy = quantize if isinstance(quantize, QuantPolicy) else QuantPolicy.from_scheme(quantize)
+    model, source = _latency_model(latency_model, target, work_dir)
+    if model is not None:
+        decisions = precision_by_layer(prepare(imported), model, weight_bits=policy.default.weight_bits,
+                                       activation_bits=policy.default.activation_bits)
+    else:  # measured: both builds' layer kernels, timed alone; no conversion priced (nothing to price it with)
+        built = [compile_quantized(imported, samples[:1], policy, target, work_dir),
+                 compile_float(imported, target, work_dir)]
+        integer, floating = (layer_kernel_times(m, m.prepare(samples[0]), 5, 30) for m in built)
+        decisions = {name: Decision(integer[name], floating[name], 0.0) for name in integer if name in floating}
+    kept = sorted(name for name, d in decisions.items() if d.float)
+    for name in kept:
+        policy = policy.with_override(name, quantize=False)
+    record = {"source": source, "float_layers": kept,
+              "per_layer_ms": {name: [round(d.integer_ms, 5), round(d.float_ms, 5), round(d.glue_ms, 5)]
+                               for name, d in decisions.items()}}
+    return policy, record
 
 
 def _quantized(imported: ImportedModel, policy: Any, calibration: Any, target: Any):

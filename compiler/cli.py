@@ -1,4 +1,4 @@
-"""The ``qc`` command line: compile, tune, run, bench, profile, report, verify, pareto, info, passes.
+"""The ``qc`` command line: compile, tune, run, bench, profile, report, verify, pareto, info, costmodel, passes.
 
 Every error a user can cause prints one line ``qc: error: ...`` and exits with status 2; nothing half
 written is left behind.
@@ -116,6 +116,10 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true")
     i.set_defaults(handler=_info)
 
+    from .costmodel.commands import add_commands
+
+    add_commands(commands)
+
     p = commands.add_parser("passes", help="list registered passes and the default pipeline")
     p.add_argument("--target", default="host", help="the target whose default pipeline is shown")
     p.add_argument("--json", action="store_true")
@@ -141,7 +145,14 @@ def _model_arguments(p: argparse.ArgumentParser, artifact_ok: bool = False) -> N
     p.add_argument("--max-size", type=_bytes, help="weight-size budget for --bits auto, e.g. 15KB or 3MB")
     p.add_argument("--max-bops", type=float, help="BOPs budget for --bits auto (MACs x weight bits x act bits)")
     p.add_argument("--max-latency", type=_millis, metavar="MS",
-                   help="latency budget for --bits auto, e.g. 2.5ms (layers measured at 4 and 8 bits, cached)")
+                   help="latency budget for --bits auto, e.g. 2.5ms (each layer's time at 4 and 8 bits predicted "
+                        "by the cost model for this CPU, or measured: --latency-model)")
+    p.add_argument("--latency-model", default="auto", metavar="auto|measure|PATH",
+                   help="where --max-latency's layer times come from: auto (the shipped cost model when it was "
+                        "trained on this CPU and these kernels, else measured), measure, or a cost model file")
+    p.add_argument("--layer-precision", choices=["int8", "auto"], default="int8",
+                   help="auto: keep in float each layer whose integer kernel (with the island's conversions) is "
+                        "slower than its float one, by the cost model or measured (--latency-model)")
     p.add_argument("--observer", default="minmax", choices=["minmax", "percentile", "entropy", "mse"])
     p.add_argument("--smoothing", type=_smoothing, metavar="ALPHA|auto",
                    help="SmoothQuant before calibration where a LayerNorm feeds linears only: migration "
@@ -213,7 +224,8 @@ def _compile_model(args: argparse.Namespace, quantized: bool = True):
                            integer_only=getattr(args, "integer_only", "islands"),
                            quantize=policy, calibration=args.calib if quantized else None,
                            bits=args.bits if quantized else None, max_size=args.max_size, max_bops=args.max_bops,
-                           max_latency=args.max_latency,
+                           max_latency=args.max_latency, latency_model=getattr(args, "latency_model", "auto"),
+                           layer_precision=getattr(args, "layer_precision", "int8") if quantized else "int8",
                            progress=not args.quiet and sys.stderr.isatty())
     return compiled, source
 
@@ -240,7 +252,8 @@ def _compile(args: argparse.Namespace) -> int:
         if allocation:
             chosen = ", ".join(f"{name} W{bits}" for name, bits in allocation["weight_bits"].items())
             predicted = allocation.get("predicted_latency_ms")
-            latency = "" if predicted is None else f", predicted {predicted:.3f} ms"
+            latency = "" if predicted is None else f", predicted {predicted:.3f} ms, layer times " \
+                f"{allocation['latency_source']}"
             print(f"bits chosen by ILP ({allocation['size_bytes'] / 1e3:.1f} KB of weights{latency}; sensitivity "
                   f"{allocation['sensitivity_seconds']:.1f} s, solver {allocation['solve_seconds'] * 1e3:.1f} ms): {chosen}")
     return 0

@@ -23,7 +23,9 @@ times and shares only.
 Each integer layer's kernel carries the layer's name through fusion (``lower_integer`` names the accumulator
 after the plan's layer, ``pack_int8_layers`` names the kernel after it, TVM's fusion joins the names:
 ``fused_conv2d_3_u8i8_cast_add_...``), so a row names its layer (``conv2d_3``, as ``qc report`` and the
-policy's overrides do) by name, never by call order. Float kernels carry only the ops TVM's fusion named.
+policy's overrides do) by name, never by call order. A float model's layer kernels are named the same way
+(``pack_float_layers``: ``fused_conv2d_3_f32_add``); other float kernels carry only the ops TVM's fusion
+named.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from passes.packed_layouts import OPS
 from .errors import CompilerError
 
 INTEGER_DTYPES = ("int8", "uint8")
-LAYER_IN_KERNEL = re.compile(r"(?:^|_)((?:conv2d|matmul)_\d+)_(?:u8i8|u8i4)")
+LAYER_IN_KERNEL = re.compile(r"(?:^|_)((?:conv2d|matmul)_\d+)_(?:u8i8|u8i4|f32)")
 RUNTIME_PREFIX = "vm.builtin."
 
 

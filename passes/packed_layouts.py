@@ -646,8 +646,10 @@ class LayerPacker(PyExprMutator):
                  nibbles: Callable[[np.ndarray, tuple[int, ...]], bool] | None = None,
                  by_channels: Callable[[ConvGeometry, int], bool] | None = None,
                  taps: bool = False, implicit: Callable[[ConvGeometry, int], bool] | None = None,
-                 grouped: bool = False, activations: bool = False):
+                 grouped: bool = False, activations: bool = False,
+                 layer_names: dict[relax.Var, str] | None = None):
         super().__init__(mod)
+        self.layer_names = layer_names or {}
         self.packing, self.accepts, self.binding = packing, accepts, ""
         self.reduce_multiple = reduce_multiple or (lambda geometry, out_channels: packing.group)
         self.nibbles = nibbles or (lambda weight, reduce_axes: False)
@@ -658,7 +660,7 @@ class LayerPacker(PyExprMutator):
         self.activations = activations
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:  # noqa: N802  (TVM's visitor naming)
-        self.binding = binding.var.name
+        self.binding = self.layer_names.get(binding.var, binding.var.name)
         super().visit_var_binding_(binding)
 
     def _centred_uint8(self, value: relax.Expr, permuted: bool = False
@@ -824,7 +826,8 @@ def pack_layers(mod: tvm.IRModule, packing: Packing, accepts: Callable[[relax.Ca
                 nibbles: Callable[[np.ndarray, tuple[int, ...]], bool] | None = None,
                 by_channels: Callable[[ConvGeometry, int], bool] | None = None,
                 taps: bool = False, implicit: Callable[[ConvGeometry, int], bool] | None = None,
-                grouped: bool = False, activations: bool = False) -> tvm.IRModule:
+                grouped: bool = False, activations: bool = False,
+                layer_names: dict[relax.Var, str] | None = None) -> tvm.IRModule:
     """``mod`` with every conv2d / matmul that ``accepts`` takes rewritten by ``LayerPacker``; a conv2d's
     flattened reduction is padded to ``reduce_multiple(geometry, out_channels)`` (default: the group); a
     weight for which ``nibbles(weight, reduce_axes)`` holds is stored 4-bit (``passes.int4``); an 8-bit
@@ -836,9 +839,10 @@ def pack_layers(mod: tvm.IRModule, packing: Packing, accepts: Callable[[relax.Ca
     only to the group and an 8-bit weight, becomes ``conv2d_implicit`` (no im2col); with ``grouped``, a
     uint8 x int16 matmul whose weight is a group-wise 4-bit one (``factor_groups``) becomes
     ``matmul_grouped``; with ``activations``, a matmul of two centred uint8 activations (``lower_integer``'s
-    ``(astype(a) - za) @ (astype(b) - zb)``) becomes ``matmul_activations``."""
+    ``(astype(a) - za) @ (astype(b) - zb)``) becomes ``matmul_activations``. ``layer_names`` (bound variable
+    -> layer name) names the kernels of layers whose bindings do not carry their layer's name already."""
     return rewrite_functions(mod, LayerPacker(mod, packing, accepts, reduce_multiple, nibbles, by_channels, taps,
-                                              implicit, grouped, activations))
+                                              implicit, grouped, activations, layer_names))
 
 
 def constant_weight_types(call: relax.Call) -> tuple[str, str, str] | None:

@@ -65,12 +65,18 @@ class Plan:
 
 def quantizable_layers(func: relax.Function) -> list[tuple[str, relax.Call]]:
     """``(layer name, call)`` for every conv2d / matmul with a constant weight, in program order."""
-    layers: list[tuple[str, relax.Call]] = []
+    return [(name, binding.value) for name, binding in quantizable_bindings(func)]
+
+
+def quantizable_bindings(func: relax.Function) -> list[tuple[str, relax.VarBinding]]:
+    """``(layer name, binding)`` of every conv2d / matmul with a constant weight, in program order: the
+    plan's names (``conv2d_0``, ``conv2d_1``, ..., ``matmul_0``, ...)."""
+    layers: list[tuple[str, relax.VarBinding]] = []
     seen: dict[str, int] = {}
     for binding in func.body.blocks[0].bindings:
         kind = QUANTIZABLE_OPS.get(op_name(binding.value))
         if kind and isinstance(binding.value.args[1], tvm.ir.expr.GenericConst):
-            layers.append((f"{kind}_{seen.get(kind, 0)}", binding.value))
+            layers.append((f"{kind}_{seen.get(kind, 0)}", binding))
             seen[kind] = seen.get(kind, 0) + 1
     return layers
 

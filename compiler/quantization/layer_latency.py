@@ -13,6 +13,10 @@ the layer, packing and fusion keep it; ``compiler.profile.layer_of``), never the
 residual networks the call order is not the layers' order. Everything else (quantize, pooling, residual adds, float islands, the VM's own work) is the
 *overhead*: the uniform-W8 model's median latency minus its layers' kernels.
 
+``predict_layer_latency`` gives the same table from the learned cost model (``compiler.costmodel``) without
+compiling anything: each layer's kernel predicted at each width from its features, the overhead from the
+graph.
+
 Measurements are cached as JSON under ``cache_dir`` (default ``$QC_CACHE_DIR`` or ``~/.cache/qc``), keyed
 by the model's structural hash, the target, the widths and the activation bits, so a second compile with a
 latency budget costs nothing.
@@ -110,6 +114,28 @@ def measure_layer_latency(imported: ImportedModel, samples: Iterable[Mapping[str
     tmp.write_text(json.dumps(table.to_json(), indent=1))
     tmp.replace(cache)
     return table
+
+
+def predict_layer_latency(imported: ImportedModel, model, *, widths: Sequence[int] = (4, 8),
+                          activation_bits: int = 8, peaks: Mapping[str, float] | None = None) -> LatencyTable:
+    """The table ``measure_layer_latency`` would measure, predicted by ``model`` (a ``costmodel.CostModel``
+    for this target and these kernel templates: ``costmodel.for_target``) from the float graph alone, at
+    ``peaks`` ({"int8": GOP/s, "fp32": GFLOP/s}; default: the model's reference state, which ``compile``
+    uses)."""
+    from ..costmodel.features import graph_features, model_layers
+
+    started = time.perf_counter()
+    prepared = prepare(imported)
+    layers = model_layers(prepared)
+    graph = graph_features(prepared)
+    overhead = model.overhead_ms("w8a8", graph, peaks)  # quantize, requantize and glue: as in the W8A8 records
+    layer_ms, uniform_ms = {}, {}
+    for bits in widths:
+        predicted = model.predict_ms([layer.features(bits, activation_bits) for layer in layers], peaks)
+        layer_ms.update({(layer.name, bits): float(ms) for layer, ms in zip(layers, predicted)})
+        uniform_ms[bits] = overhead + float(predicted.sum())
+    return LatencyTable(layer_ms, overhead, uniform_ms, seconds=time.perf_counter() - started,
+                        notes=[f"predicted by the cost model of {model.cpu} ({model.templates})"])
 
 
 def layer_kernel_times(model, arrays: list, warmup: int, repeat: int) -> dict[str, float]:
