@@ -174,3 +174,21 @@ def test_cli_costmodel_info_and_errors(tmp_path):
                 env=env)
     assert result.returncode == 2 and "does not apply: no cost model" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("latency_model", ["auto", "measure"])
+def test_layer_precision_auto_keeps_each_slower_layer_in_float(mnist_imported, latency_model):
+    from models import mnist_cnn
+
+    samples = [{"input": d[None]} for d in mnist_cnn.load_split()[0][:2]]
+    model = compiler.compile(mnist_imported, quantize="w8a8", calibration=samples, layer_precision="auto",
+                             latency_model=latency_model)
+    quantization = model.manifest["quantization"]
+    precision = quantization["layer_precision"]
+    assert set(precision["per_layer_ms"]) == {"conv2d_0", "conv2d_1", "matmul_0"}
+    assert precision["source"].startswith("measured" if latency_model == "measure" else ("predicted", "measured"))
+    for name, (integer, floating, glue) in precision["per_layer_ms"].items():
+        assert (name in precision["float_layers"]) == (floating + glue < integer)
+        assert (name in quantization["layers"]) == (name not in precision["float_layers"])
+    with pytest.raises(compiler.CompilerError, match="layer_precision='auto' decides"):
+        compiler.compile(mnist_imported, layer_precision="auto")

@@ -7,7 +7,9 @@ island adds around it, is predicted slower than its float kernel.
 A layer kept in float between integer layers reads its input dequantized (uint8 -> float32) and writes
 its output to be quantized again (float32 -> uint8): ``glue_ms`` prices those bytes at the overhead fit's
 cost per MB of elementwise work (``CostModel.overhead``, the W8A8 scheme's), the price the model gives
-every other elementwise tensor. Each layer is decided on its own (neighbours that both
+every other elementwise tensor. On the shipped ``znver4`` records that price came out 0 (the non-negative fit
+carries the glue on the transcendental, data-movement and reduction kinds), so the conversions cost nothing
+in its decisions today: the choice is the two kernels'. Each layer is decided on its own (neighbours that both
 go to float would share one conversion: the decision is conservative for runs of float layers).
 """
 
