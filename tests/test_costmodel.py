@@ -192,3 +192,29 @@ def test_layer_precision_auto_keeps_each_slower_layer_in_float(mnist_imported, l
         assert (name in quantization["layers"]) == (name not in precision["float_layers"])
     with pytest.raises(compiler.CompilerError, match="layer_precision='auto' decides"):
         compiler.compile(mnist_imported, layer_precision="auto")
+
+
+class SqueezeExcite(torch.nn.Module):
+    """A 3x3 conv, then squeeze-excite: the mean of its map, two 1x1 convs, a sigmoid scaling the map."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 32, 3, 1, 1)
+        self.squeeze = torch.nn.Conv2d(32, 8, 1)
+        self.expand = torch.nn.Conv2d(8, 32, 1)
+
+    def forward(self, x):
+        x = torch.relu(self.conv(x))
+        scale = torch.sigmoid(self.expand(torch.relu(self.squeeze(x.mean((2, 3), keepdim=True)))))
+        return x * scale
+
+
+def test_a_float_island_around_squeeze_excite_is_priced_at_the_feature_map():
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 32, 32)
+    imported = compiler.import_model(SqueezeExcite().eval(), example_inputs=(x,), input_names=["input"])
+    layers = {layer.name: layer for layer in model_layers(prepare(imported))}
+    feature_map = 32 * 32 * 32 * 4  # float32 bytes
+    assert layers["conv2d_1"].island_bytes == feature_map  # the squeeze reads the map's mean
+    assert layers["conv2d_2"].island_bytes == feature_map  # the expand's sigmoid scales the map
+    assert layers["conv2d_1"].features(8)["out_bytes"] == 8  # its own output: 8 bytes

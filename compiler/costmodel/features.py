@@ -73,6 +73,8 @@ class LayerShape:
     groups: int = 1
     residual: bool = False
     activation: int = 0  # 0 none, 1 a clamp, 2 a transcendental function
+    island_bytes: float = 0.0  # the largest float32 tensor the elementwise ops and reductions around it touch
+                               # (not a feature: what a float island around the layer would also convert)
 
     @property
     def macs(self) -> int:
@@ -111,7 +113,8 @@ def model_layers(prepared: tvm.IRModule) -> list[LayerShape]:
     """Every quantizable layer of ``prepared``'s ``main`` (the plan's names and order) with its geometry."""
     func = prepared["main"]
     readers = _readers(func)
-    return [_shape(name, binding, readers) for name, binding in quantizable_bindings(func)]
+    producers = {b.var: b.value for b in func.body.blocks[0].bindings if isinstance(b.value, relax.Call)}
+    return [_shape(name, binding, readers, producers) for name, binding in quantizable_bindings(func)]
 
 
 _MOVES = {"relax.permute_dims", "relax.concat", "relax.nn.pad", "relax.broadcast_to", "relax.expand_dims",
@@ -161,14 +164,16 @@ def _dims(expr: relax.Expr) -> list[int]:
     return [int(d) for d in expr.ty.shape]
 
 
-def _shape(name: str, binding: relax.VarBinding, readers: dict[Any, list[relax.Call]]) -> LayerShape:
+def _shape(name: str, binding: relax.VarBinding, readers: dict[Any, list[relax.Call]],
+           producers: dict[Any, relax.Call]) -> LayerShape:
     call = binding.value
     residual, activation = _epilogue(binding.var, readers)
+    tail = max(_tail_bytes(binding.var, readers), _head_bytes(call.args[0], producers))
     weight = _dims(call.args[1])
     if op_name(call) == "relax.matmul":
         data = _dims(call.args[0])
         return LayerShape(name, "matmul", math.prod(data[:-1]), weight[-1], weight[-2], residual=residual,
-                          activation=activation)
+                          activation=activation, island_bytes=tail)
     _, c_in, h_in, w_in = _dims(call.args[0])
     _, c_out, h_out, w_out = _dims(binding.var)
     groups, (kh, kw) = int(call.attrs.groups), weight[2:]
@@ -176,7 +181,7 @@ def _shape(name: str, binding: relax.VarBinding, readers: dict[Any, list[relax.C
     op = ("depthwise" if groups == c_in == c_out and groups > 1 else
           "pointwise" if kh == kw == 1 and stride == 1 and groups == 1 else "conv")
     return LayerShape(name, op, h_out * w_out, c_out, c_in // groups * kh * kw, c_in, h_in, w_in, h_out, w_out,
-                      kh, kw, stride, groups, residual, activation)
+                      kh, kw, stride, groups, residual, activation, tail)
 
 
 def _readers(func: relax.Function) -> dict[Any, list[relax.Call]]:
@@ -188,6 +193,38 @@ def _readers(func: relax.Function) -> dict[Any, list[relax.Call]]:
                 if isinstance(arg, relax.Var):
                     readers.setdefault(arg, []).append((binding.var, binding.value))
     return readers
+
+
+def _tail_bytes(var: relax.Var, readers: dict, steps: int = 6) -> float:
+    """The bytes of the largest tensor that the elementwise ops reading ``var`` (and their elementwise
+    readers, ``steps`` deep) read or write: a squeeze-excite convolution's tail multiplies the whole feature
+    map, which a float island around the convolution would take into float too."""
+    largest, frontier = 0.0, [var]
+    for _ in range(steps):
+        following = []
+        for value in frontier:
+            for bound, call in readers.get(value, []):
+                if op_name(call) in _ELEMENTWISE_STEPS:
+                    largest = max(largest, *(_bytes(e) for e in (bound, *call.args)))
+                    following.append(bound)
+        frontier = following
+    return largest
+
+
+def _head_bytes(data: relax.Expr, producers: dict, steps: int = 3) -> float:
+    """The bytes of the largest tensor read by the elementwise ops and reductions that produce ``data``,
+    ``steps`` deep: a squeeze-excite convolution reads the mean of the whole feature map, which a float
+    island around the convolution would compute in float."""
+    largest, frontier = 0.0, [data]
+    for _ in range(steps):
+        following = []
+        for value in frontier:
+            call = producers.get(value) if isinstance(value, relax.Var) else None
+            if call is not None and (op_name(call) in _ELEMENTWISE_STEPS or op_name(call) in _NORMALIZING):
+                largest = max(largest, *(_bytes(a) for a in call.args))
+                following += [a for a in call.args if isinstance(a, relax.Var)]
+        frontier = following
+    return largest
 
 
 def _epilogue(var: relax.Var, readers: dict, steps: int = 4) -> tuple[bool, int]:
