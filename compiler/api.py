@@ -79,7 +79,8 @@ def compile(model: Any, *, example_inputs: Sequence[Any] | None = None,
     measures, a path names a cost model file (an error if it does not apply).
     ``layer_precision="auto"`` (quantized models) keeps in float each layer whose integer kernel, with the
     conversions around a float island, is slower than its float kernel: predicted by the same cost model, or
-    measured (``latency_model="measure"``: both builds compiled and their layer kernels timed);
+    measured (``latency_model="measure"``: both builds compiled and their layer kernels timed, and the model
+    with those layers in float kept only if it runs faster than the all-int8 one, alternating the two);
     ``compiler.costmodel.decide``. The default ``"int8"`` quantizes every layer the policy names.
     ``oracle`` (quantized models) runs the per-op differential oracle (``compiler.quantization.oracle``) on
     the first ``ORACLE_SAMPLES`` calibration samples: the built integer executable against the QDQ float
@@ -245,18 +246,39 @@ def _precision(imported: ImportedModel, quantize: Any, samples: list, target: An
     if model is not None:
         decisions = precision_by_layer(prepare(imported), model, weight_bits=policy.default.weight_bits,
                                        activation_bits=policy.default.activation_bits)
-    else:  # measured: both builds' layer kernels, timed alone; no conversion priced (nothing to price it with)
+    else:  # measured: both builds' layer kernels, timed alone; the islands are priced by the whole-model check
         built = [compile_quantized(imported, samples[:1], policy, target, work_dir),
                  compile_float(imported, target, work_dir)]
         integer, floating = (layer_kernel_times(m, m.prepare(samples[0]), 5, 30) for m in built)
         decisions = {name: Decision(integer[name], floating[name], 0.0) for name in integer if name in floating}
     kept = sorted(name for name, d in decisions.items() if d.float)
+    mixed = policy
     for name in kept:
-        policy = policy.with_override(name, quantize=False)
+        mixed = mixed.with_override(name, quantize=False)
     record = {"source": source, "float_layers": kept,
               "per_layer_ms": {name: [round(d.integer_ms, 5), round(d.float_ms, 5), round(d.glue_ms, 5)]
                                for name, d in decisions.items()}}
-    return policy, record
+    if kept and model is None:  # measured: keep the islands only if the whole model is faster with them
+        candidate = compile_quantized(imported, samples[:1], mixed, target, work_dir)
+        whole = _alternating_ms([built[0], candidate], samples[0])
+        record["whole_ms"] = {"int8": round(whole[0], 4), "with_float_layers": round(whole[1], 4)}
+        if whole[1] >= whole[0]:
+            record["float_layers"], record["rejected_float_layers"], mixed = [], kept, policy
+    return mixed, record
+
+
+def _alternating_ms(models: list, sample, rounds: int = 20) -> list[float]:
+    """Median ms of each model's inference over ``rounds`` rounds that alternate them (a shared host drifts)."""
+    import numpy as np
+
+    from .bench import median_ms
+
+    arrays = [m.prepare(sample) for m in models]
+    times: list[list[float]] = [[] for _ in models]
+    for _ in range(rounds):
+        for m, a, out in zip(models, arrays, times):
+            out.append(median_ms(lambda: m.call(a), 5, 2, seconds=0.05))
+    return [float(np.median(t)) for t in times]
 
 
 def _quantized(imported: ImportedModel, policy: Any, calibration: Any, target: Any):

@@ -218,3 +218,27 @@ def test_a_float_island_around_squeeze_excite_is_priced_at_the_feature_map():
     assert layers["conv2d_1"].island_bytes == feature_map  # the squeeze reads the map's mean
     assert layers["conv2d_2"].island_bytes == feature_map  # the expand's sigmoid scales the map
     assert layers["conv2d_1"].features(8)["out_bytes"] == 8  # its own output: 8 bytes
+
+
+@pytest.mark.parametrize("whole", [(1.0, 2.0), (2.0, 1.0)])
+def test_measured_precision_keeps_float_layers_only_if_the_whole_model_is_faster(mnist_imported, monkeypatch, whole):
+    import compiler.api as api
+    import compiler.quantization.layer_latency as layer_latency
+    from models import mnist_cnn
+
+    calls = []
+
+    def kernel_times(model, arrays, warmup, repeat):  # the int8 build first, then the float one, whose
+        calls.append(model)                           # conv2d_1 "measures" faster than its int8 kernel
+        return {"conv2d_0": 1.0, "conv2d_1": 0.5 if len(calls) == 2 else 1.0, "matmul_0": 1.0}
+
+    monkeypatch.setattr(layer_latency, "layer_kernel_times", kernel_times)
+    monkeypatch.setattr(api, "_alternating_ms", lambda models, sample: list(whole))
+    samples = [{"input": d[None]} for d in mnist_cnn.load_split()[0][:2]]
+    policy, record = api._precision(mnist_imported, "w8a8", samples, None, "measure", None)
+    assert record["whole_ms"] == {"int8": whole[0], "with_float_layers": whole[1]}
+    if whole[1] < whole[0]:  # faster with conv2d_1 in float: kept
+        assert record["float_layers"] == ["conv2d_1"] and not policy.resolve(["conv2d_1"])["conv2d_1"].quantize
+    else:
+        assert record["float_layers"] == [] and record["rejected_float_layers"] == ["conv2d_1"]
+        assert policy.resolve(["conv2d_1"])["conv2d_1"].quantize

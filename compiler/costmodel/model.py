@@ -104,7 +104,7 @@ class CostModel:
     def overhead_ms(self, scheme: str, graph: Mapping[str, float], peaks: Mapping[str, float] | None = None) -> float:
         """The time outside the layer kernels of a model with these graph features, at ``peaks`` (default:
         the reference state; the time scales with the int8 peak, as the host's state moves both)."""
-        weights = self.overhead.get(scheme) or self.overhead["w8a8"]
+        weights = self.overhead.get(scheme) or self.overhead.get("w8a8") or [0.0] * (len(OVERHEAD_FEATURES) + 1)
         scale = self.reference_peaks["int8"] / peaks["int8"] if peaks else 1.0
         return float(np.dot(weights, [*(graph[name] for name in OVERHEAD_FEATURES), 1.0])) * scale
 
