@@ -29,7 +29,7 @@ import models
 from backends.peak import measure_peak
 from compiler.bench import median_ms
 from compiler.costmodel.collect import load_records
-from compiler.costmodel.model import CostModel
+from compiler.costmodel.model import CostModel, held_out_training
 from compiler.quantization.bit_allocation import AllocationError, allocate, layer_costs, measured_sensitivity
 from compiler.quantization.layer_latency import measure_layer_latency, predict_layer_latency
 from compiler.quantization.quantize import compile_quantized
@@ -46,10 +46,9 @@ def main() -> None:
     args = parser.parse_args()
 
     records = load_records(args.store)
-    keys = {r.key for r in records if r.source == args.model and r.key is not None}
-    if not keys:
+    if not any(r.source == args.model for r in records):
         raise SystemExit(f"no records of {args.model} in the store: it cannot be held out")
-    train = [r for r in records if r.source != args.model and r.key not in keys]
+    train, dropped = held_out_training(records, args.model)
     cost_model = CostModel.train(train)
 
     case = models.get(args.model)
@@ -95,7 +94,7 @@ def main() -> None:
                              "feasible": {k: v is not None for k, v in chosen.items()}})
 
     errors = np.abs([row["error"] for row in size_rows])
-    result = {"model": args.model, "train_records": len(train), "dropped_keys": len(keys),
+    result = {"model": args.model, "train_records": len(train), "dropped_records": dropped,
               "peak_int8_gops": peak.int8_gops, "predict_seconds": round(predict_seconds, 2),
               "measure_seconds": round(measure_seconds, 1),
               "uniform_ms": {"predicted": {f"w{b}": round(v, 4) for b, v in predicted.uniform_ms.items()},

@@ -267,18 +267,17 @@ def _precision(imported: ImportedModel, quantize: Any, samples: list, target: An
     return mixed, record
 
 
-def _alternating_ms(models: list, sample, rounds: int = 20) -> list[float]:
-    """Median ms of each model's inference over ``rounds`` rounds that alternate them (a shared host drifts)."""
+def _alternating_ms(models: list, sample, repeat: int = 40, rounds: int = 10) -> list[float]:
+    """Median ms of each model's inference, the models' runs interleaved in ``rounds`` rounds (a shared host
+    drifts; ``bench.interleaved_times``)."""
     import numpy as np
 
-    from .bench import median_ms
+    from .bench import interleaved_times, time_calls
 
-    arrays = [m.prepare(sample) for m in models]
-    times: list[list[float]] = [[] for _ in models]
-    for _ in range(rounds):
-        for m, a, out in zip(models, arrays, times):
-            out.append(median_ms(lambda: m.call(a), 5, 2, seconds=0.05))
-    return [float(np.median(t)) for t in times]
+    runs = [(lambda m=m, a=m.prepare(sample): m.call(a)) for m in models]
+    for run in runs:
+        time_calls(run, 3, 0)  # warm-up
+    return [float(np.median(t)) for t in interleaved_times(runs, repeat, rounds)]
 
 
 def _quantized(imported: ImportedModel, policy: Any, calibration: Any, target: Any):

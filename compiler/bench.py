@@ -89,6 +89,18 @@ another's spin shares its cores with it (onnxruntime int8 on ResNet-18 read 21.6
 against about 6 ms alone). Each round also starts with one untimed call."""
 
 
+def interleaved_times(runs: Sequence[Callable[[], Any]], repeat: int, rounds: int) -> list[np.ndarray]:
+    """Milliseconds of ``repeat`` calls of each of ``runs``, taken in ``rounds`` rounds that interleave them
+    (each round: every run in turn, one untimed call first, after ``SETTLE_SECONDS``), so that every run
+    samples the same states of a shared machine."""
+    times: list[list[np.ndarray]] = [[] for _ in runs]
+    for calls in np.array_split(np.arange(repeat), min(rounds, repeat)):
+        for index, run in enumerate(runs):
+            time.sleep(SETTLE_SECONDS)  # the previous run's idle threads stop spinning
+            times[index].append(time_calls(run, 1, len(calls)))
+    return [np.concatenate(t) for t in times]
+
+
 def bench(compiled: CompiledModel, source: Source | None = None, *, model_name: str = "model", warmup: int = 5,
           repeat: int = 30, threads: int = 2, peers: bool = True, float_model: CompiledModel | None = None,
           calibration: Sequence[Mapping[str, np.ndarray]] | None = None,
@@ -120,12 +132,7 @@ def bench(compiled: CompiledModel, source: Source | None = None, *, model_name: 
             if on_engine:
                 on_engine(f"{name} {kind}")
             time_calls(run, warmup, 0)
-        times: list[list[np.ndarray]] = [[] for _ in engines]
-        for calls in np.array_split(np.arange(repeat), min(rounds, repeat)):
-            for engine, (_, _, run) in enumerate(engines):
-                time.sleep(SETTLE_SECONDS)  # the previous engine's idle threads stop spinning
-                times[engine].append(time_calls(run, 1, len(calls)))
-        samples = [np.concatenate(t) for t in times]
+        samples = interleaved_times([run for _, _, run in engines], repeat, rounds)
         results = [(name, kind, float(np.median(s)), float(np.percentile(s, 90)))
                    for (name, kind, _), s in zip(engines, samples)]
     ours = results[0][2]

@@ -108,7 +108,7 @@ def _synthetic(seed: int = 0) -> list[Record]:
                 total += ms
                 records.append(Record("znver4", "t", run, f"m{model}", "model", "w8a8", layer.name, layer.key(8),
                                       row, ms, peaks))
-            graph = {"other_ops": 20.0 + model, "other_mbytes": 1.0 + model, "elementwise_mbytes": 1.0 + model,
+            graph = {"other_ops": 20.0 + model, "elementwise_mbytes": 1.0 + model,
                      "transcendental_mbytes": 0.0, "move_mbytes": 0.0, "reduce_mbytes": 0.0}
             records.append(Record("znver4", "t", run, f"m{model}", "model", "w8a8", None, None, {},
                                   total + 0.05 * graph["elementwise_mbytes"] + 0.01 * graph["other_ops"], peaks, graph,

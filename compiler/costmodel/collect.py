@@ -103,6 +103,16 @@ class Source:
     family: str
     load: Callable[[], tuple[Any, list[np.ndarray], list[str]]]
 
+    def imported(self) -> tuple[Any, dict[str, np.ndarray]]:
+        """(the float Relax import of the module, its example inputs by name)."""
+        import torch
+
+        from frontends import from_torch
+
+        module, inputs, names = self.load()
+        imported = from_torch(module, [torch.from_numpy(np.ascontiguousarray(x)) for x in inputs], names)
+        return imported, dict(zip(names, inputs))
+
 
 def _registry(name: str) -> Source:
     def load():
@@ -378,7 +388,6 @@ def collect(store: str | Path | None = None, *, run: str = "1", names: Sequence[
 
 def _time_source(source: Source, scheme: str, target, cpu: str, templates: str, run: str) -> list[Record]:
     from backends.peak import measure_peak
-    from frontends import from_torch
 
     from ..bench import median_ms
     from ..quantization.calibration import prepare
@@ -386,9 +395,7 @@ def _time_source(source: Source, scheme: str, target, cpu: str, templates: str, 
     from ..quantization.quantize import compile_float, compile_quantized
     from passes.quant_policy import LayerSpec, QuantPolicy
 
-    module, inputs, names = source.load()
-    imported = from_torch(module, [_torch(x) for x in inputs], names)
-    sample = dict(zip(names, inputs))
+    imported, sample = source.imported()
     weight_bits, activation_bits = SCHEME_BITS[scheme]
     if scheme == "fp32":
         model = compile_float(imported, target)
@@ -419,8 +426,6 @@ def refresh_features(store: str | Path | None = None,
                      on_step: Callable[[str, int, int], None] | None = None) -> int:
     """Recompute every record's features and key from its source's graph (after ``features`` changed; no
     kernel is compiled or timed), rewriting ``store`` atomically; returns the records updated."""
-    from frontends import from_torch
-
     from ..quantization.calibration import prepare
 
     path = Path(store or default_store())
@@ -431,8 +436,7 @@ def refresh_features(store: str | Path | None = None,
     for index, name in enumerate(names):
         if on_step:
             on_step(name, index, len(names))
-        module, inputs, input_names = known[name].load()
-        prepared = prepare(from_torch(module, [_torch(x) for x in inputs], input_names))
+        prepared = prepare(known[name].imported()[0])
         shapes[name] = ({layer.name: layer for layer in model_layers(prepared)}, graph_features(prepared))
     updated = 0
     for line in lines:
@@ -451,12 +455,6 @@ def refresh_features(store: str | Path | None = None,
     tmp.write_text("".join(json.dumps(line) + "\n" for line in lines))
     tmp.replace(path)
     return updated
-
-
-def _torch(array: np.ndarray):
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(array))
 
 
 def summary(records: Iterable[Record]) -> dict[str, Any]:

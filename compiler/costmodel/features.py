@@ -130,9 +130,9 @@ OVERHEAD_FEATURES = ("other_ops", "elementwise_mbytes", "transcendental_mbytes",
 def graph_features(prepared: tvm.IRModule) -> dict[str, float]:
     """What the time outside the layer kernels scales with: per kind of op (elementwise, transcendental
     elementwise, data movement, reductions and pooling), the megabytes of the largest tensor each op reads
-    or writes (at float32, as the graph declares them), the count of such ops, and the total."""
+    or writes (at float32, as the graph declares them), and the count of such ops."""
     layers = {binding.var for _, binding in quantizable_bindings(prepared["main"])}
-    features = dict.fromkeys(("other_ops", "other_mbytes", *OVERHEAD_FEATURES[1:]), 0.0)
+    features = dict.fromkeys(OVERHEAD_FEATURES, 0.0)
     for binding in prepared["main"].body.blocks[0].bindings:
         name = op_name(binding.value)
         if binding.var in layers or not isinstance(binding.value, relax.Call) or name in _FREE:
@@ -145,7 +145,6 @@ def graph_features(prepared: tvm.IRModule) -> dict[str, float]:
                 "transcendental" if name in _TRANSCENDENTAL else "elementwise")
         features[f"{kind}_mbytes"] += megabytes
         features["other_ops"] += 1
-        features["other_mbytes"] += megabytes
     return features
 
 

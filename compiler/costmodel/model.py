@@ -209,6 +209,16 @@ class HeldOut:
                                          # W8A8 and fp32 kernel times differ by more than 10%)
 
 
+def held_out_training(records: Sequence[Record], source: str) -> tuple[list[Record], int]:
+    """(the records a model of everything but ``source`` trains on, how many layer records that drops for
+    sharing an (op, shapes, widths) key with ``source``): every other source's records whose key ``source``
+    does not have, whole-model records (no key) included."""
+    keys = {r.key for r in records if r.source == source and r.key is not None}
+    train = [r for r in records if r.source != source and r.key not in keys]
+    dropped = sum(1 for r in records if r.source != source and r.key is not None and r.key in keys)
+    return train, dropped
+
+
 def evaluate(records: Sequence[Record], truth_run: str = "1", parameters: Mapping[str, Any] | None = None,
              on_step: Any = None) -> list[HeldOut]:
     """Leave-one-model-out over the ``family == "model"`` sources: train on every other record whose key the
@@ -222,9 +232,7 @@ def evaluate(records: Sequence[Record], truth_run: str = "1", parameters: Mappin
         if on_step:
             on_step(source, index, len(held))
         test = [r for r in records if r.source == source and r.layer is not None and r.run == truth_run]
-        keys = {r.key for r in records if r.source == source and r.key is not None}
-        train = [r for r in records if r.source != source and r.key not in keys]
-        dropped = sum(1 for r in records if r.source != source and r.layer is not None and r.key in keys)
+        train, dropped = held_out_training(records, source)
         model = CostModel.train(train, parameters)
         test = [r for r in test if r.ms >= MIN_TEST_MS]
         if not test:
@@ -258,15 +266,14 @@ def _decisions(model: CostModel, records: Sequence[Record]) -> tuple[int, int]:
     """Of the layers whose measured W8A8 and fp32 kernel times differ by more than 10%, how many the model
     puts on the same side (integer faster or float faster), and how many there are."""
     times = {(r.layer, r.scheme): r for r in records if r.layer is not None}
-    agree = total = 0
-    for (layer, scheme), integer in times.items():
-        floating = times.get((layer, "fp32"))
-        if scheme != "w8a8" or floating is None or abs(integer.ms / floating.ms - 1) <= 0.1:
-            continue
-        guess = model.predict_ms([integer.features])[0] < model.predict_ms([floating.features])[0]
-        agree += guess == (integer.ms < floating.ms)
-        total += 1
-    return agree, total
+    pairs = [(integer, times[(layer, "fp32")]) for (layer, scheme), integer in times.items()
+             if scheme == "w8a8" and (layer, "fp32") in times and abs(integer.ms / times[(layer, "fp32")].ms - 1) > 0.1]
+    if not pairs:
+        return 0, 0
+    integer_ms = model.predict_ms([i.features for i, _ in pairs])
+    float_ms = model.predict_ms([f.features for _, f in pairs])
+    agree = sum((i_ms < f_ms) == (i.ms < f.ms) for (i, f), i_ms, f_ms in zip(pairs, integer_ms, float_ms))
+    return int(agree), len(pairs)
 
 
 def _mape(predicted: np.ndarray, truth: np.ndarray) -> float:
